@@ -1,0 +1,225 @@
+// Reverse-path and forward-path syntax (RFC 5321 §4.1.2, §4.1.1.2-3) with ESMTP parameters
+// (RFC 5321 §4.1.2 Mail-parameters / Rcpt-parameters; values checked by the session).
+// Accepts the common "MAIL FROM: <a@b>" space; source routes are parsed and kept so that
+// policy code can refuse them, and UTF-8 mailboxes are allowed (RFC 6531).
+namespace Portcullis.SmtpCore.Protocol;
+
+public sealed class SmtpPath
+{
+    private SmtpPath(string localPart, string domain, string? sourceRoute)
+    {
+        LocalPart = localPart;
+        Domain = domain;
+        SourceRoute = sourceRoute;
+    }
+
+    public static SmtpPath Null { get; } = new("", "", null);
+
+    public string LocalPart { get; }       // as written, quotes included
+    public string Domain { get; }          // as written (may be an address literal)
+    public string? SourceRoute { get; }    // "@a,@b" when the client sent one (obsolete, RFC 5321 §4.1.2)
+    public bool IsNull => LocalPart.Length == 0 && Domain.Length == 0;
+    public string Mailbox => Domain.Length == 0 ? LocalPart : LocalPart + "@" + Domain;
+    public bool IsPostmaster => Domain.Length == 0 && LocalPart.Length > 0;
+    public bool IsAscii => System.Text.Ascii.IsValid(Mailbox);
+
+    // The wire form without the source route, which is never passed on.
+    public override string ToString() => "<" + Mailbox + ">";
+
+    public static bool TryParse(string text, bool allowNull, out SmtpPath path, out string error)
+    {
+        path = Null;
+        error = "";
+        if (text.Length < 2 || text[0] != '<' || text[^1] != '>')
+        {
+            error = "path must be enclosed in <>";
+            return false;
+        }
+        string inner = text[1..^1];
+        if (inner.Length == 0)
+        {
+            if (allowNull) return true;
+            error = "empty path not allowed here";
+            return false;
+        }
+
+        // RFC 5321 §4.5.1: "RCPT TO:<Postmaster>" without a domain must be accepted.
+        if (!allowNull && inner.Equals("postmaster", StringComparison.OrdinalIgnoreCase))
+        {
+            path = new SmtpPath(inner, "", null);
+            return true;
+        }
+
+        string? route = null;
+        if (inner[0] == '@')
+        {
+            int colon = inner.IndexOf(':');
+            if (colon < 0) { error = "bad source route"; return false; }
+            route = inner[..colon];
+            inner = inner[(colon + 1)..];
+            foreach (var hop in route.Split(','))
+            {
+                if (hop.Length < 2 || hop[0] != '@' || !IsDomain(hop[1..]))
+                {
+                    error = "bad source route";
+                    return false;
+                }
+            }
+        }
+
+        int at = FindDomainAt(inner);
+        if (at <= 0 || at == inner.Length - 1)
+        {
+            error = "mailbox must be local-part@domain";
+            return false;
+        }
+        string local = inner[..at];
+        string domain = inner[(at + 1)..];
+        if (!IsLocalPart(local)) { error = "bad local-part"; return false; }
+        if (!IsDomain(domain) && !IsAddressLiteral(domain)) { error = "bad domain"; return false; }
+        if (local.Length > 64 || domain.Length > 255) { error = "mailbox too long"; return false; }
+        path = new SmtpPath(local, domain, route);
+        return true;
+    }
+
+    // The last '@' outside a quoted string separates local-part from domain.
+    private static int FindDomainAt(string s)
+    {
+        bool quoted = false;
+        int at = -1;
+        for (int i = 0; i < s.Length; i++)
+        {
+            char c = s[i];
+            if (quoted && c == '\\') { i++; continue; }
+            if (c == '"') quoted = !quoted;
+            else if (c == '@' && !quoted) at = i;
+        }
+        return quoted ? -1 : at;
+    }
+
+    private static bool IsLocalPart(string s)
+    {
+        if (s.Length == 0) return false;
+        if (s[0] == '"')
+        {
+            if (s.Length < 2 || s[^1] != '"') return false;
+            for (int i = 1; i < s.Length - 1; i++)
+            {
+                char c = s[i];
+                if (c == '\\')
+                {
+                    i++;
+                    if (i >= s.Length - 1 || s[i] < 32 || s[i] == 127) return false;
+                    continue;
+                }
+                if (c == '"' || c < 32 || c == 127) return false;
+            }
+            return true;
+        }
+        // Dot-string: atoms of atext separated by single dots.
+        if (s[0] == '.' || s[^1] == '.' || s.Contains("..", StringComparison.Ordinal)) return false;
+        foreach (char c in s)
+            if (!IsAtext(c) && c != '.') return false;
+        return true;
+    }
+
+    private static bool IsAtext(char c) =>
+        c >= 0x80 // RFC 6531 UTF8-non-ascii
+        || char.IsAsciiLetterOrDigit(c)
+        || "!#$%&'*+-/=?^_`{|}~".Contains(c);
+
+    internal static bool IsDomain(string s)
+    {
+        if (s.Length == 0 || s.Length > 255) return false;
+        // A single trailing dot is tolerated syntactically; policy code canonicalises.
+        string t = s[^1] == '.' ? s[..^1] : s;
+        if (t.Length == 0) return false;
+        foreach (var label in t.Split('.'))
+        {
+            if (label.Length == 0 || label.Length > 63) return false;
+            if (label[0] == '-' || label[^1] == '-') return false;
+            foreach (char c in label)
+                if (!(char.IsAsciiLetterOrDigit(c) || c == '-' || c >= 0x80)) return false;
+        }
+        return true;
+    }
+
+    private static bool IsAddressLiteral(string s)
+    {
+        if (s.Length < 3 || s[0] != '[' || s[^1] != ']') return false;
+        string inner = s[1..^1];
+        if (inner.StartsWith("IPv6:", StringComparison.OrdinalIgnoreCase))
+            return System.Net.IPAddress.TryParse(inner[5..], out var a6) && a6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+        return System.Net.IPAddress.TryParse(inner, out var a4) && a4.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
+            && inner.Count(c => c == '.') == 3;
+    }
+}
+
+// "FROM:<path> KEY=VALUE KEY" split into the path and its parameters.
+public readonly record struct PathArgument(SmtpPath Path, IReadOnlyList<KeyValuePair<string, string?>> Parameters);
+
+public static class PathArgumentParser
+{
+    // prefix is "FROM:" or "TO:" (case-insensitive).
+    public static bool TryParse(string argument, string prefix, bool allowNull, out PathArgument result, out string error)
+    {
+        result = default;
+        if (!argument.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
+        {
+            error = $"syntax: expected {prefix}<address>";
+            return false;
+        }
+        string rest = argument[prefix.Length..].TrimStart(' ');
+        int close = FindPathEnd(rest);
+        if (close < 0)
+        {
+            error = "path must be enclosed in <>";
+            return false;
+        }
+        if (!SmtpPath.TryParse(rest[..(close + 1)], allowNull, out var path, out error))
+            return false;
+
+        var parameters = new List<KeyValuePair<string, string?>>();
+        string tail = rest[(close + 1)..];
+        if (tail.Length > 0 && tail[0] != ' ')
+        {
+            error = "expected a space before parameters";
+            return false;
+        }
+        foreach (var item in tail.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            int eq = item.IndexOf('=');
+            string key = eq < 0 ? item : item[..eq];
+            string? value = eq < 0 ? null : item[(eq + 1)..];
+            if (key.Length == 0 || !key.All(c => char.IsAsciiLetterOrDigit(c) || c == '-') || !char.IsAsciiLetterOrDigit(key[0]))
+            {
+                error = $"bad parameter {item}";
+                return false;
+            }
+            if (value is not null && value.Any(c => c is < '!' or '=' or '\x7f'))
+            {
+                error = $"bad parameter value in {key}";
+                return false;
+            }
+            parameters.Add(new(key.ToUpperInvariant(), value));
+        }
+        result = new PathArgument(path, parameters);
+        error = "";
+        return true;
+    }
+
+    // Index of the '>' closing the path, skipping quoted strings in the local-part.
+    private static int FindPathEnd(string s)
+    {
+        if (s.Length == 0 || s[0] != '<') return -1;
+        bool quoted = false;
+        for (int i = 1; i < s.Length; i++)
+        {
+            char c = s[i];
+            if (quoted && c == '\\') { i++; continue; }
+            if (c == '"') quoted = !quoted;
+            else if (c == '>' && !quoted) return i;
+        }
+        return -1;
+    }
+}

@@ -1,0 +1,40 @@
+using System.Buffers;
+using Portcullis.SmtpCore.Protocol;
+
+namespace Portcullis.SmtpCore.Server;
+
+// The policy seam between the protocol and the product: the session calls these in the
+// order the client drives it, and only after its own syntax, sequence and limit checks.
+// Replies come back typed; the session writes them. A handler that throws gets 451 4.3.0
+// for that command, and the transaction is dropped.
+public interface ISmtpSessionHandler
+{
+    // null: the normal 220 banner; otherwise this reply is sent (554 or 421) and the session closes.
+    ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct);
+
+    // Adds lines to the EHLO reply after the session's own (PIPELINING, SIZE, ...): DSN, STARTTLS, AUTH.
+    void AddExtensions(SmtpSession session, List<string> lines);
+
+    // null: accept (250); otherwise the reply to send.
+    ValueTask<SmtpReply?> OnHeloAsync(SmtpSession session, string domain, CancellationToken ct);
+
+    ValueTask<SmtpResponse> OnMailAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct);
+
+    ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct);
+
+    // Pipelined work the handler buffered (the downstream's commands) must go out now.
+    ValueTask FlushAsync(SmtpSession session, CancellationToken ct);
+
+    // The content is about to arrive: where to put it (the message buffer).
+    IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx);
+
+    // The whole message arrived and passed the size and line-ending checks.
+    ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct);
+
+    // The transaction ended without OnMessageAsync's reply being the last word: RSET, a new
+    // HELO/EHLO, a refused message, a disconnect. Free the content and reset the downstream.
+    ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct);
+
+    // The session is over (QUIT, timeout, disconnect, shutdown).
+    ValueTask OnCloseAsync(SmtpSession session);
+}

@@ -1,0 +1,21 @@
+using Portcullis.SmtpCore.Protocol;
+
+namespace Portcullis.SmtpCore.Server;
+
+// Limits and timeouts for one server session; defaults follow RFC 5321 §4.5.3.
+public sealed class SmtpServerOptions
+{
+    public string HostName { get; init; } = "localhost";
+    public string Greeting { get; init; } = "ESMTP";
+    public int MaxLineLength { get; init; } = 2048;          // command line incl. CRLF (§4.5.3.1.4 plus extension room)
+    public long MaxMessageSize { get; init; } = 50L << 20;
+    public int MaxRecipients { get; init; } = 1000;
+    public int MaxErrors { get; init; } = 10;
+    public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromMinutes(5);   // §4.5.3.2.7
+    public TimeSpan DataTimeout { get; init; } = TimeSpan.FromMinutes(3);      // §4.5.3.2.5, per read
+    public BareNewlinePolicy BareNewline { get; init; } = BareNewlinePolicy.Normalize;
+    public bool Chunking { get; init; } = true;
+    public bool SmtpUtf8 { get; init; } = true;
+    public bool EightBitMime { get; init; } = true;
+    public bool Pipelining { get; init; } = true;
+}

@@ -1,0 +1,626 @@
+// The server side of one SMTP connection (RFC 5321 §3-4, PIPELINING RFC 2920, SIZE RFC 1870,
+// 8BITMIME RFC 6152, ENHANCEDSTATUSCODES RFC 2034/3463, SMTPUTF8 RFC 6531, CHUNKING RFC 3030,
+// DSN parameters RFC 3461). One read loop over a PipeReader: parse every complete command in
+// the buffer, answer, and flush only when no complete command is left (so a pipelined group
+// gets its replies in one write). DATA and BDAT content goes through DataReader into the
+// handler's buffer. The session owns syntax, sequence and limits; the handler owns policy.
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Net;
+using System.Text;
+using Portcullis.SmtpCore.Protocol;
+
+namespace Portcullis.SmtpCore.Server;
+
+public sealed class SmtpSession
+{
+    private readonly SmtpServerOptions _options;
+    private readonly ISmtpSessionHandler _handler;
+    private readonly Stream _transport;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly List<(Task<SmtpReply> Reply, Func<SmtpReply, SmtpReply> Apply)> _pending = [];
+    private readonly HashSet<string> _advertised = new(StringComparer.OrdinalIgnoreCase);
+    private CancellationToken _shutdown;
+    private bool _closing;
+    private bool _usedBdat;
+    private DataReader? _bdat;
+
+    public SmtpSession(Stream transport, EndPoint? remote, EndPoint? local, SmtpServerOptions options,
+        ISmtpSessionHandler handler, string id)
+    {
+        _transport = transport;
+        _options = options;
+        _handler = handler;
+        RemoteEndPoint = remote;
+        LocalEndPoint = local;
+        Id = id;
+        _input = PipeReader.Create(transport, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
+        _output = PipeWriter.Create(transport, new StreamPipeWriterOptions(leaveOpen: true));
+    }
+
+    public string Id { get; }
+    public EndPoint? RemoteEndPoint { get; set; }   // replaceable: a PROXY header gives the real client
+    public EndPoint? LocalEndPoint { get; }
+    public string? HeloName { get; private set; }
+    public bool Extended { get; private set; }
+    public int ErrorCount { get; private set; }
+    public SmtpTransaction? Transaction { get; private set; }
+    public SmtpServerOptions Options => _options;
+    public object? HandlerState { get; set; }
+    public IReadOnlySet<string> Advertised => _advertised;
+
+    public async Task RunAsync(CancellationToken shutdown)
+    {
+        _shutdown = shutdown;
+        try
+        {
+            SmtpReply? refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false);
+            if (refusal is not null)
+            {
+                Write(refusal);
+                await _output.FlushAsync(shutdown).ConfigureAwait(false);
+                return;
+            }
+            Write(new SmtpReply(220, null, $"{_options.HostName} {_options.Greeting}"));
+            await CommandLoopAsync().ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            // The client went away or we are shutting down without a chance to answer.
+        }
+        finally
+        {
+            await AbortTransactionAsync().ConfigureAwait(false);
+            try { await _handler.OnCloseAsync(this).ConfigureAwait(false); } catch { /* handler cleanup is best effort at close */ }
+            await _input.CompleteAsync().ConfigureAwait(false);
+            try { await _output.CompleteAsync().ConfigureAwait(false); } catch (IOException) { }
+        }
+    }
+
+    private async Task CommandLoopAsync()
+    {
+        while (!_closing)
+        {
+            await ResolvePendingAsync().ConfigureAwait(false);
+            await _output.FlushAsync(_shutdown).ConfigureAwait(false);
+            if (_closing) return;
+
+            ReadResult result;
+            var read = await ReadAsync(_options.CommandTimeout, "command").ConfigureAwait(false);
+            if (read is null) return;
+            result = read.Value;
+
+            ReadOnlySequence<byte> buffer = result.Buffer;
+            SequencePosition position = buffer.Start;
+            bool handedOff = false;
+            while (!_closing)
+            {
+                var status = Parse(buffer, ref position, out var command);
+                if (status == ParseStatus.Incomplete) break;
+                if (status == ParseStatus.LineTooLong)
+                {
+                    await ResolvePendingAsync().ConfigureAwait(false);
+                    Write(new SmtpReply(500, "5.5.2", "Line too long"));
+                    _closing = true;
+                    break;
+                }
+                if (status == ParseStatus.BareLineFeed)
+                {
+                    await ResolvePendingAsync().ConfigureAwait(false);
+                    ClientError(new SmtpReply(500, "5.5.2", "Command line must end with CRLF"));
+                    continue;
+                }
+                if (command.Verb is SmtpVerb.Data or SmtpVerb.Bdat)
+                {
+                    // The content follows in the same stream: give the rest of the buffer back first.
+                    _input.AdvanceTo(position);
+                    handedOff = true;
+                    if (command.Verb == SmtpVerb.Data) await DataAsync(command).ConfigureAwait(false);
+                    else await BdatAsync(command).ConfigureAwait(false);
+                    break;
+                }
+                await ExecuteAsync(command).ConfigureAwait(false);
+            }
+            if (!handedOff)
+            {
+                _input.AdvanceTo(position, buffer.End);
+                if (result.IsCompleted && !_closing) return; // client closed
+            }
+        }
+        await ResolvePendingAsync().ConfigureAwait(false);
+        await _output.FlushAsync(_shutdown).ConfigureAwait(false);
+    }
+
+    private ParseStatus Parse(in ReadOnlySequence<byte> buffer, ref SequencePosition position, out SmtpCommand command)
+    {
+        var reader = new SequenceReader<byte>(buffer.Slice(position));
+        var status = SmtpCommandParser.TryParse(ref reader, _options.MaxLineLength, out command);
+        position = reader.Position;
+        return status;
+    }
+
+    // null when the client closed, timed out (answered 421) or we are shutting down (421).
+    private async Task<ReadResult?> ReadAsync(TimeSpan timeout, string what)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
+        cts.CancelAfter(timeout);
+        try
+        {
+            var result = await _input.ReadAsync(cts.Token).ConfigureAwait(false);
+            if (result.IsCanceled) return null;
+            if (result.IsCompleted && result.Buffer.IsEmpty) return null;
+            return result;
+        }
+        catch (OperationCanceledException)
+        {
+            SmtpReply reply = _shutdown.IsCancellationRequested
+                ? new SmtpReply(421, "4.3.2", $"{_options.HostName} Service shutting down, try again later")
+                : new SmtpReply(421, "4.4.2", $"{_options.HostName} Timeout waiting for {what}, closing connection");
+            await AbortTransactionAsync().ConfigureAwait(false);
+            Write(reply);
+            _closing = true;
+            using var flushCts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            try { await _output.FlushAsync(flushCts.Token).ConfigureAwait(false); } catch (Exception e) when (e is IOException or OperationCanceledException) { }
+            return null;
+        }
+    }
+
+    private async Task ExecuteAsync(SmtpCommand command)
+    {
+        // MAIL and RCPT may stay pending (pipelined downstream); anything else sees settled state.
+        if (command.Verb is not (SmtpVerb.Mail or SmtpVerb.Rcpt))
+            await ResolvePendingAsync().ConfigureAwait(false);
+
+        try
+        {
+            switch (command.Verb)
+            {
+                case SmtpVerb.Helo:
+                case SmtpVerb.Ehlo:
+                    await HeloAsync(command).ConfigureAwait(false);
+                    break;
+                case SmtpVerb.Mail:
+                    await MailAsync(command).ConfigureAwait(false);
+                    break;
+                case SmtpVerb.Rcpt:
+                    await RcptAsync(command).ConfigureAwait(false);
+                    break;
+                case SmtpVerb.Rset:
+                    if (command.Argument.Length > 0) { ClientError(Replies.SyntaxNoArgs); break; }
+                    await AbortTransactionAsync().ConfigureAwait(false);
+                    Write(Replies.Ok);
+                    break;
+                case SmtpVerb.Noop:
+                    Write(Replies.Ok);
+                    break;
+                case SmtpVerb.Quit:
+                    Write(new SmtpReply(221, "2.0.0", $"{_options.HostName} closing connection"));
+                    _closing = true;
+                    break;
+                case SmtpVerb.Vrfy:
+                    if (command.Argument.Length == 0) { ClientError(new SmtpReply(501, "5.5.4", "Syntax: VRFY address")); break; }
+                    Write(new SmtpReply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"));
+                    break;
+                case SmtpVerb.Expn:
+                    ClientError(new SmtpReply(502, "5.5.1", "EXPN not available"));
+                    break;
+                case SmtpVerb.Help:
+                    Write(new SmtpReply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"));
+                    break;
+                case SmtpVerb.StartTls:
+                case SmtpVerb.Auth:
+                    ClientError(new SmtpReply(502, "5.5.1", $"{command.VerbText} not available"));
+                    break;
+                default:
+                    ClientError(new SmtpReply(500, "5.5.2", "Command unrecognized"));
+                    break;
+            }
+        }
+        catch (Exception e) when (e is not (IOException or OperationCanceledException))
+        {
+            await AbortTransactionAsync().ConfigureAwait(false);
+            Write(Replies.LocalError);
+        }
+    }
+
+    private async Task HeloAsync(SmtpCommand command)
+    {
+        string domain = command.Argument.Trim();
+        if (domain.Length == 0 || domain.Contains(' '))
+        {
+            ClientError(new SmtpReply(501, "5.5.4", $"Syntax: {command.VerbText} hostname"));
+            return;
+        }
+        await AbortTransactionAsync().ConfigureAwait(false);
+        SmtpReply? refusal = await _handler.OnHeloAsync(this, domain, _shutdown).ConfigureAwait(false);
+        if (refusal is not null)
+        {
+            if (refusal.IsPermanent) ClientError(refusal); else Write(refusal);
+            return;
+        }
+        HeloName = domain;
+        Extended = command.Verb == SmtpVerb.Ehlo;
+        if (!Extended)
+        {
+            _advertised.Clear();
+            Write(new SmtpReply(250, null, _options.HostName));
+            return;
+        }
+        var lines = new List<string> { $"{_options.HostName} Hello {domain}" };
+        if (_options.Pipelining) lines.Add("PIPELINING");
+        lines.Add($"SIZE {_options.MaxMessageSize}");
+        if (_options.EightBitMime) lines.Add("8BITMIME");
+        lines.Add("ENHANCEDSTATUSCODES");
+        if (_options.SmtpUtf8) lines.Add("SMTPUTF8");
+        if (_options.Chunking) lines.Add("CHUNKING");
+        _handler.AddExtensions(this, lines);
+        _advertised.Clear();
+        foreach (var line in lines.Skip(1))
+            _advertised.Add(line.Split(' ', 2)[0]);
+        Write(new SmtpReply(250, null, [.. lines]));
+    }
+
+    private async Task MailAsync(SmtpCommand command)
+    {
+        if (HeloName is null) { ClientError(new SmtpReply(503, "5.5.1", "Send HELO or EHLO first")); return; }
+        if (Transaction is not null) { ClientError(new SmtpReply(503, "5.5.1", "Nested MAIL command")); return; }
+        if (!PathArgumentParser.TryParse(command.Argument, "FROM:", allowNull: true, out var arg, out string error))
+        {
+            ClientError(new SmtpReply(501, "5.5.4", error));
+            return;
+        }
+        var tx = new SmtpTransaction(arg.Path, arg.Parameters);
+        foreach (var (key, value) in arg.Parameters)
+        {
+            SmtpReply? bad = ApplyMailParameter(tx, key, value);
+            if (bad is not null) { ClientError(bad); return; }
+        }
+        if (!tx.SmtpUtf8 && !arg.Path.IsAscii)
+        {
+            ClientError(new SmtpReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"));
+            return;
+        }
+
+        Transaction = tx;
+        _usedBdat = false;
+        var response = await _handler.OnMailAsync(this, tx, _shutdown).ConfigureAwait(false);
+        tx.MailPending = true;
+        Track(response, reply =>
+        {
+            tx.MailPending = false;
+            if (!reply.IsPositiveCompletion)
+            {
+                tx.Failed = true;
+                if (ReferenceEquals(Transaction, tx)) Transaction = null;
+            }
+            return reply;
+        });
+    }
+
+    private SmtpReply? ApplyMailParameter(SmtpTransaction tx, string key, string? value)
+    {
+        switch (key)
+        {
+            case "SIZE" when Extended:
+                if (value is null || !long.TryParse(value, System.Globalization.NumberStyles.None, null, out long size))
+                    return new SmtpReply(501, "5.5.4", "Bad SIZE value");
+                if (size > _options.MaxMessageSize)
+                    return new SmtpReply(552, "5.3.4", $"Message size exceeds fixed maximum message size ({_options.MaxMessageSize})");
+                tx.DeclaredSize = size;
+                return null;
+            case "BODY" when Extended:
+                if (string.Equals(value, "7BIT", StringComparison.OrdinalIgnoreCase)) tx.Body = BodyType.SevenBit;
+                else if (string.Equals(value, "8BITMIME", StringComparison.OrdinalIgnoreCase) && _options.EightBitMime) tx.Body = BodyType.EightBitMime;
+                else return new SmtpReply(555, "5.5.4", $"Unsupported BODY type {value}");
+                return null;
+            case "SMTPUTF8" when Extended && _options.SmtpUtf8:
+                if (value is not null) return new SmtpReply(501, "5.5.4", "SMTPUTF8 takes no value");
+                tx.SmtpUtf8 = true;
+                return null;
+            case "RET" when _advertised.Contains("DSN"):
+                if (!string.Equals(value, "FULL", StringComparison.OrdinalIgnoreCase) && !string.Equals(value, "HDRS", StringComparison.OrdinalIgnoreCase))
+                    return new SmtpReply(501, "5.5.4", "RET must be FULL or HDRS");
+                if (tx.DsnRet is not null) return new SmtpReply(501, "5.5.4", "Duplicate RET");
+                tx.DsnRet = value;
+                return null;
+            case "ENVID" when _advertised.Contains("DSN"):
+                if (string.IsNullOrEmpty(value) || value.Length > 100) return new SmtpReply(501, "5.5.4", "Bad ENVID");
+                if (tx.DsnEnvId is not null) return new SmtpReply(501, "5.5.4", "Duplicate ENVID");
+                tx.DsnEnvId = value;
+                return null;
+            case "AUTH" when _advertised.Contains("AUTH"):
+                return null;
+            default:
+                return new SmtpReply(555, "5.5.4", $"Unsupported parameter {key}");
+        }
+    }
+
+    private async Task RcptAsync(SmtpCommand command)
+    {
+        var tx = Transaction;
+        if (tx is null) { ClientError(new SmtpReply(503, "5.5.1", "Need MAIL before RCPT")); return; }
+        if (_usedBdat) { ClientError(new SmtpReply(503, "5.5.1", "RCPT after BDAT")); return; }
+        if (!TryParseRecipient(command.Argument, out var recipient, out SmtpReply? bad)) { ClientError(bad!); return; }
+        if (!tx.SmtpUtf8 && !recipient.Path.IsAscii)
+        {
+            ClientError(new SmtpReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"));
+            return;
+        }
+        if (tx.Recipients.Count + tx.InFlightRecipients >= _options.MaxRecipients)
+        {
+            Write(new SmtpReply(452, "4.5.3", "Too many recipients"));
+            return;
+        }
+
+        var response = await _handler.OnRcptAsync(this, tx, recipient, _shutdown).ConfigureAwait(false);
+        tx.InFlightRecipients++;
+        Track(response, reply =>
+        {
+            tx.InFlightRecipients--;
+            if (tx.Failed)
+                return new SmtpReply(503, "5.5.1", "Need MAIL before RCPT");
+            if (reply.IsPositiveCompletion) tx.Recipients.Add(recipient);
+            return reply;
+        });
+    }
+
+    private bool TryParseRecipient(string argument, out SmtpRecipient recipient, out SmtpReply? bad)
+    {
+        recipient = null!;
+        bad = null;
+        if (!PathArgumentParser.TryParse(argument, "TO:", allowNull: false, out var arg, out string error))
+        {
+            bad = new SmtpReply(501, "5.5.4", error);
+            return false;
+        }
+        foreach (var (key, value) in arg.Parameters)
+        {
+            bool dsn = _advertised.Contains("DSN");
+            if (key == "NOTIFY" && dsn && value is not null && IsNotifyValue(value)) continue;
+            if (key == "ORCPT" && dsn && value is not null && value.Contains(';')) continue;
+            bad = key is "NOTIFY" or "ORCPT" && dsn
+                ? new SmtpReply(501, "5.5.4", $"Bad {key} value")
+                : new SmtpReply(555, "5.5.4", $"Unsupported parameter {key}");
+            return false;
+        }
+        recipient = new SmtpRecipient(arg.Path, arg.Parameters);
+        return true;
+    }
+
+    private static bool IsNotifyValue(string value)
+    {
+        var items = value.Split(',');
+        if (items.Length == 1 && items[0].Equals("NEVER", StringComparison.OrdinalIgnoreCase)) return true;
+        return items.All(i => i.Equals("SUCCESS", StringComparison.OrdinalIgnoreCase)
+                              || i.Equals("FAILURE", StringComparison.OrdinalIgnoreCase)
+                              || i.Equals("DELAY", StringComparison.OrdinalIgnoreCase));
+    }
+
+    private async Task DataAsync(SmtpCommand command)
+    {
+        await ResolvePendingAsync().ConfigureAwait(false);
+        var tx = Transaction;
+        SmtpReply? refusal =
+            command.Argument.Length > 0 ? Replies.SyntaxNoArgs
+            : tx is null ? new SmtpReply(503, "5.5.1", "Need MAIL before DATA")
+            : _usedBdat ? new SmtpReply(503, "5.5.1", "DATA after BDAT")
+            : tx.Recipients.Count == 0 ? new SmtpReply(554, "5.5.1", "No valid recipients")
+            : null;
+        if (refusal is not null)
+        {
+            ClientError(refusal);
+            return;
+        }
+
+        var content = OpenContent(tx!);
+        if (content is null) return;
+        var data = new DataReader(content, _options.MaxMessageSize, _options.BareNewline, dotTransparency: true);
+        Write(new SmtpReply(354, null, "End data with <CR><LF>.<CR><LF>"));
+        await _output.FlushAsync(_shutdown).ConfigureAwait(false);
+
+        while (!data.IsComplete)
+        {
+            var read = await ReadAsync(_options.DataTimeout, "message data").ConfigureAwait(false);
+            if (read is null) { _closing = true; return; }
+            var buffer = read.Value.Buffer;
+            long consumed = 0;
+            foreach (var segment in buffer)
+            {
+                consumed += data.Process(segment.Span);
+                if (data.IsComplete) break;
+            }
+            _input.AdvanceTo(buffer.GetPosition(consumed));
+            if (!data.IsComplete && read.Value.IsCompleted)
+            {
+                _closing = true; // disconnect mid-DATA: nothing is delivered
+                return;
+            }
+        }
+        await FinishMessageAsync(tx!, data).ConfigureAwait(false);
+    }
+
+    private async Task BdatAsync(SmtpCommand command)
+    {
+        await ResolvePendingAsync().ConfigureAwait(false);
+        var parts = command.Argument.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        bool last = parts.Length == 2 && parts[1].Equals("LAST", StringComparison.OrdinalIgnoreCase);
+        if (parts.Length is 0 or > 2 || (parts.Length == 2 && !last)
+            || !long.TryParse(parts[0], System.Globalization.NumberStyles.None, null, out long size))
+        {
+            // Without a size we cannot find the next command: answer and close (RFC 3030 §2).
+            Write(new SmtpReply(501, "5.5.4", "Syntax: BDAT size [LAST]"));
+            _closing = true;
+            return;
+        }
+
+        var tx = Transaction;
+        SmtpReply? refusal =
+            !_options.Chunking ? new SmtpReply(502, "5.5.1", "BDAT not available")
+            : tx is null ? new SmtpReply(503, "5.5.1", "Need MAIL before BDAT")
+            : tx.Recipients.Count == 0 ? new SmtpReply(554, "5.5.1", "No valid recipients")
+            : null;
+
+        DataReader? reader = null;
+        if (refusal is null)
+        {
+            if (_bdat is null)
+            {
+                var content = OpenContent(tx!);
+                if (content is null) refusal = Replies.LocalError;
+                else _bdat = new DataReader(content, _options.MaxMessageSize, _options.BareNewline, dotTransparency: false);
+                _usedBdat = true;
+            }
+            reader = _bdat;
+        }
+
+        // The chunk is always read in full, even when it will be refused (RFC 3030 §2).
+        long remaining = size;
+        while (remaining > 0)
+        {
+            var read = await ReadAsync(_options.DataTimeout, "BDAT chunk").ConfigureAwait(false);
+            if (read is null) { _closing = true; return; }
+            var buffer = read.Value.Buffer;
+            var take = buffer.Slice(0, Math.Min(remaining, buffer.Length));
+            if (reader is not null)
+                foreach (var segment in take) reader.Process(segment.Span);
+            remaining -= take.Length;
+            _input.AdvanceTo(take.End);
+            if (remaining > 0 && read.Value.IsCompleted) { _closing = true; return; }
+        }
+
+        if (refusal is not null)
+        {
+            if (tx is not null && refusal.Code != 503) await AbortTransactionAsync().ConfigureAwait(false);
+            ClientError(refusal);
+            return;
+        }
+        if (last)
+        {
+            reader!.Finish();
+            await FinishMessageAsync(tx!, reader).ConfigureAwait(false);
+            return;
+        }
+        if (reader!.Error != DataError.None)
+        {
+            // Latched: refuse now, and every later chunk finds no transaction.
+            Write(ErrorReply(reader));
+            await AbortTransactionAsync().ConfigureAwait(false);
+            return;
+        }
+        Write(new SmtpReply(250, "2.0.0", $"{size} octets received"));
+    }
+
+    private IBufferWriter<byte>? OpenContent(SmtpTransaction tx)
+    {
+        try
+        {
+            tx.Content = _handler.OpenContent(this, tx);
+            return tx.Content;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            Write(Replies.LocalError);
+            return null;
+        }
+    }
+
+    private async Task FinishMessageAsync(SmtpTransaction tx, DataReader data)
+    {
+        if (data.Error != DataError.None)
+        {
+            await AbortTransactionAsync().ConfigureAwait(false);
+            Write(ErrorReply(data));
+            return;
+        }
+        SmtpReply reply;
+        try
+        {
+            reply = await _handler.OnMessageAsync(this, tx, _shutdown).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not (IOException or OperationCanceledException))
+        {
+            await AbortTransactionAsync().ConfigureAwait(false);
+            Write(Replies.LocalError);
+            return;
+        }
+        Transaction = null;
+        _bdat = null;
+        Write(reply);
+    }
+
+    private static SmtpReply ErrorReply(DataReader data) => data.Error switch
+    {
+        DataError.TooLarge => new SmtpReply(552, "5.3.4", "Message size exceeds fixed maximum message size"),
+        DataError.BareNewline => new SmtpReply(550, "5.6.0", "Bare CR or LF in message content is not allowed; lines must end with CRLF"),
+        _ => new SmtpReply(452, "4.3.1", "Insufficient system storage"),
+    };
+
+    private async Task AbortTransactionAsync()
+    {
+        var tx = Transaction;
+        Transaction = null;
+        _bdat = null;
+        if (tx is null) return;
+        // Outstanding pipelined replies for it are still read so the downstream stays in step.
+        try { await _handler.OnTransactionAbortedAsync(this, tx, CancellationToken.None).ConfigureAwait(false); }
+        catch (Exception e) when (e is not OperationCanceledException) { }
+    }
+
+    private void Track(SmtpResponse response, Func<SmtpReply, SmtpReply> apply)
+    {
+        _pending.Add((response.GetAsync(), apply));
+    }
+
+    private async Task ResolvePendingAsync()
+    {
+        if (_pending.Count == 0) return;
+        try
+        {
+            await _handler.FlushAsync(this, _shutdown).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Each pending reply reports the failure itself.
+        }
+        foreach (var (task, apply) in _pending)
+        {
+            SmtpReply reply;
+            try { reply = await task.ConfigureAwait(false); }
+            catch (Exception e) when (e is not OperationCanceledException) { reply = Replies.LocalError; }
+            reply = apply(reply);
+            if (reply.IsPermanent) ClientError(reply); else Write(reply);
+        }
+        _pending.Clear();
+    }
+
+    // A 5xx the client earned; too many and the session ends (RFC 5321 §4.3.2 leaves it to us).
+    private void ClientError(SmtpReply reply)
+    {
+        Write(reply);
+        if (reply.Code is >= 500 and < 600 && reply.Code is 500 or 501 or 502 or 503 or 504 or 555)
+        {
+            ErrorCount++;
+            if (ErrorCount >= _options.MaxErrors && !_closing)
+            {
+                Write(new SmtpReply(421, "4.7.0", $"{_options.HostName} Too many errors, closing connection"));
+                _closing = true;
+            }
+        }
+    }
+
+    private void Write(SmtpReply reply)
+    {
+        string wire = reply.ToWire();
+        var span = _output.GetSpan(Encoding.UTF8.GetMaxByteCount(wire.Length));
+        int n = Encoding.UTF8.GetBytes(wire, span);
+        _output.Advance(n);
+    }
+}
+
+internal static class Replies
+{
+    public static readonly SmtpReply Ok = new(250, "2.0.0", "OK");
+    public static readonly SmtpReply SyntaxNoArgs = new(501, "5.5.4", "Syntax error: no arguments allowed");
+    public static readonly SmtpReply LocalError = new(451, "4.3.0", "Local error in processing, try again later");
+}

@@ -1,0 +1,37 @@
+using System.Buffers;
+using Portcullis.SmtpCore.Protocol;
+
+namespace Portcullis.SmtpCore.Server;
+
+// One mail transaction (RFC 5321 §3.3): MAIL, RCPTs, content. Disposed by RSET, a new
+// HELO/EHLO, the end of the message, or the end of the session.
+public sealed class SmtpTransaction
+{
+    internal SmtpTransaction(SmtpPath reversePath, IReadOnlyList<KeyValuePair<string, string?>> parameters)
+    {
+        ReversePath = reversePath;
+        MailParameters = parameters;
+    }
+
+    public SmtpPath ReversePath { get; }
+    public IReadOnlyList<KeyValuePair<string, string?>> MailParameters { get; }
+    public List<SmtpRecipient> Recipients { get; } = [];
+    public BodyType Body { get; internal set; } = BodyType.SevenBit;
+    public bool SmtpUtf8 { get; internal set; }
+    public long? DeclaredSize { get; internal set; }
+    public string? DsnRet { get; internal set; }
+    public string? DsnEnvId { get; internal set; }
+
+    // Where the content goes, supplied by the handler; and whatever the handler keeps per message.
+    public IBufferWriter<byte>? Content { get; internal set; }
+    public object? HandlerState { get; set; }
+
+    // Set while MAIL's own reply is still outstanding (pipelined to the downstream).
+    internal bool MailPending { get; set; }
+    internal bool Failed { get; set; }
+    internal int InFlightRecipients { get; set; }
+}
+
+public sealed record SmtpRecipient(SmtpPath Path, IReadOnlyList<KeyValuePair<string, string?>> Parameters);
+
+public enum BodyType { SevenBit, EightBitMime, BinaryMime }
