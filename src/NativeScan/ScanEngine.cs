@@ -1,0 +1,294 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+using Portcullis.NativeScan.Interop;
+using static Portcullis.NativeScan.Interop.LibClamAV;
+
+namespace Portcullis.NativeScan;
+
+// One compiled libclamav engine. Scans run synchronously on the calling thread and may run on
+// many threads at once (a compiled engine is read-only). Dispose is safe while scans are in
+// flight: the engine handle is reference-counted and freed when the last scan returns.
+public sealed unsafe class ScanEngine : IDisposable
+{
+    private readonly EngineHandle engine;
+    private readonly cl_scan_options scanOptions;
+
+    private ScanEngine(EngineHandle engine, EngineOptions options, uint signatureCount, string databaseVersion, DateTimeOffset? databaseTime)
+    {
+        this.engine = engine;
+        Options = options;
+        SignatureCount = signatureCount;
+        DatabaseVersion = databaseVersion;
+        DatabaseTime = databaseTime;
+        scanOptions = new cl_scan_options
+        {
+            // ALLMATCHES stays off: the first signature decides, as a gateway needs.
+            general = CL_SCAN_GENERAL_HEURISTICS,
+            parse = CL_SCAN_PARSE_ARCHIVE | CL_SCAN_PARSE_ELF | CL_SCAN_PARSE_PDF | CL_SCAN_PARSE_SWF
+                | CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_XMLDOCS | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2
+                | CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ONENOTE | CL_SCAN_PARSE_IMAGE
+                | CL_SCAN_PARSE_IMAGE_FUZZY_HASH,
+            heuristic = options.AlertExceedsMax ? CL_SCAN_HEURISTIC_EXCEEDS_MAX : 0,
+        };
+    }
+
+    public uint SignatureCount { get; }
+
+    public string DatabaseVersion { get; }
+
+    public DateTimeOffset? DatabaseTime { get; }
+
+    public EngineOptions Options { get; }
+
+    internal EngineHandle Handle => engine;
+
+    public static ScanEngine Load(EngineOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        ClamAV.Initialize();
+
+        var folder = Path.GetFullPath(options.DatabaseFolder);
+        if (!Directory.Exists(folder))
+        {
+            throw new ClamAVException((int)cl_error_t.CL_EOPEN, $"signature folder {folder} does not exist");
+        }
+
+        var engine = new EngineHandle(cl_engine_new());
+        if (engine.IsInvalid)
+        {
+            throw new ClamAVException(cl_error_t.CL_EMEM, "cl_engine_new", null);
+        }
+
+        try
+        {
+            ClamAV.TakeLastError();
+            SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_SCANSIZE, options.MaxScanSize);
+            SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_FILESIZE, options.MaxFileSize);
+            SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_RECURSION, options.MaxRecursion);
+            SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_FILES, options.MaxFiles);
+            SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_SCANTIME, options.ScanTimeoutMilliseconds);
+            if (options.TempFolder is not null)
+            {
+                ThrowIfError(cl_engine_set_str(engine, cl_engine_field.CL_ENGINE_TMPDIR, options.TempFolder), "setting CL_ENGINE_TMPDIR");
+            }
+
+            uint signatures = 0;
+            ThrowIfError(cl_load(folder, engine, &signatures, CL_DB_STDOPT), $"loading signatures from {folder}");
+            if (signatures == 0)
+            {
+                throw new ClamAVException((int)cl_error_t.CL_EMALFDB, $"no signatures in {folder}");
+            }
+
+            ThrowIfError(cl_engine_compile(engine), $"compiling signatures from {folder}");
+
+            var (version, time) = SignatureFolder.Describe(folder);
+            return new ScanEngine(engine, options with { DatabaseFolder = folder }, signatures, version, time);
+        }
+        catch
+        {
+            engine.Dispose();
+            throw;
+        }
+    }
+
+    // Scans content read through the source's pread-style Read; the message is never copied whole.
+    public ScanResult Scan(IScanSource source, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        var length = source.Length;
+        if (length == 0)
+        {
+            return ScanResult.Clean;
+        }
+
+        var reader = new SourceReader(source);
+        var target = GCHandle.Alloc(reader);
+        var map = cl_fmap_open_handle((void*)GCHandle.ToIntPtr(target), 0, (nuint)length, &ReadSource, use_aging: 0);
+        if (map == 0)
+        {
+            target.Free();
+            return ScanResult.Error((int)cl_error_t.CL_EMAP, "cl_fmap_open_handle failed");
+        }
+
+        ScanResult verdict;
+        using (var fmap = new FmapHandle(map, target))
+        {
+            verdict = ScanMap(fmap, name);
+        }
+
+        // libclamav 1.4 skips pages it could not read and may still answer CL_CLEAN:
+        // unread content is never clean.
+        if (verdict.Outcome == ScanOutcome.Clean && reader.Failure is { } failure)
+        {
+            return ScanResult.Error((int)cl_error_t.CL_EREAD, $"reading the message failed: {failure.Message}");
+        }
+
+        return verdict;
+    }
+
+    // Scans bytes already in memory (a single MIME part); they stay pinned for the scan.
+    public ScanResult Scan(ReadOnlySpan<byte> data, string? name = null)
+    {
+        if (data.IsEmpty)
+        {
+            return ScanResult.Clean;
+        }
+
+        fixed (byte* start = data)
+        {
+            var map = cl_fmap_open_memory(start, (nuint)data.Length);
+            if (map == 0)
+            {
+                return ScanResult.Error((int)cl_error_t.CL_EMAP, "cl_fmap_open_memory failed");
+            }
+
+            // Closed before the fixed block ends, so libclamav never sees unpinned memory.
+            using var fmap = new FmapHandle(map, default);
+            return ScanMap(fmap, name);
+        }
+    }
+
+    // Scans an open file (a spilled message) through its descriptor; libclamav reads it with pread.
+    public ScanResult ScanFile(SafeFileHandle file, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        var fileAdded = false;
+        var engineAdded = false;
+        try
+        {
+            file.DangerousAddRef(ref fileAdded);
+            engine.DangerousAddRef(ref engineAdded);
+            var descriptor = (int)file.DangerousGetHandle();
+            byte* virname = null;
+            nuint scanned = 0;
+            var options = scanOptions;
+            var code = cl_scandesc_callback(descriptor, name, &virname, &scanned, engine, &options, null);
+            return Verdict(code, virname);
+        }
+        finally
+        {
+            if (engineAdded)
+            {
+                engine.DangerousRelease();
+            }
+
+            if (fileAdded)
+            {
+                file.DangerousRelease();
+            }
+        }
+    }
+
+    public ScanResult ScanFile(string path)
+    {
+        using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return ScanFile(file, path);
+    }
+
+    public void Dispose() => engine.Dispose();
+
+    // Takes a reference for a caller that picked this engine from an EngineHolder; false once disposed.
+    internal bool TryRetain()
+    {
+        var added = false;
+        try
+        {
+            engine.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+
+        return added;
+    }
+
+    internal void Release() => engine.DangerousRelease();
+
+    private ScanResult ScanMap(FmapHandle map, string? name)
+    {
+        // The virus name points into the engine's memory: hold the engine until it is copied,
+        // not only for the duration of the native call.
+        var added = false;
+        try
+        {
+            engine.DangerousAddRef(ref added);
+            byte* virname = null;
+            nuint scanned = 0;
+            var options = scanOptions;
+            var code = cl_scanmap_callback(map, name, &virname, &scanned, engine, &options, null);
+            return Verdict(code, virname);
+        }
+        finally
+        {
+            if (added)
+            {
+                engine.DangerousRelease();
+            }
+        }
+    }
+
+    private static ScanResult Verdict(cl_error_t code, byte* virname) => code switch
+    {
+        cl_error_t.CL_CLEAN => ScanResult.Clean,
+        cl_error_t.CL_VIRUS => ScanResult.Infected(Utf8(virname) ?? "unnamed"),
+        _ => ScanResult.Error((int)code, StrError(code)),
+    };
+
+    private static void SetNumber(EngineHandle engine, cl_engine_field field, long value) =>
+        ThrowIfError(cl_engine_set_num(engine, field, value), $"setting {field} to {value}");
+
+    // clcb_pread: fills buffer from the IScanSource behind the GCHandle. libclamav treats a short
+    // read as a failed page, so keep reading until count bytes or the end of the source.
+    [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
+    private static long ReadSource(void* handle, void* buffer, nuint count, long offset)
+    {
+        SourceReader? reader = null;
+        try
+        {
+            reader = (SourceReader)GCHandle.FromIntPtr((nint)handle).Target!;
+            var source = reader.Source;
+            var destination = (byte*)buffer;
+            long total = 0;
+            while ((ulong)total < count)
+            {
+                var chunk = (int)Math.Min((ulong)count - (ulong)total, int.MaxValue);
+                var read = source.Read(offset + total, new Span<byte>(destination + total, chunk));
+                if (read == 0)
+                {
+                    // libclamav asked only for bytes below Length: the source is shorter than it said.
+                    reader.Failure ??= new EndOfStreamException($"{source.GetType().Name} ended at {offset + total} of {source.Length} bytes");
+                    break;
+                }
+
+                if (read < 0 || read > chunk)
+                {
+                    throw new InvalidOperationException($"{source.GetType().Name}.Read returned {read} for {chunk} bytes");
+                }
+
+                total += read;
+            }
+
+            return total;
+        }
+        catch (Exception e)
+        {
+            // A managed exception must not unwind through libclamav; -1 is pread's failure.
+            if (reader is not null)
+            {
+                reader.Failure ??= e;
+            }
+
+            return -1;
+        }
+    }
+
+    // What the GCHandle behind an fmap points at: the source, and the first read failure.
+    private sealed class SourceReader(IScanSource source)
+    {
+        public IScanSource Source { get; } = source;
+
+        public Exception? Failure { get; set; }
+    }
+}

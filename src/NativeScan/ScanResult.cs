@@ -1,0 +1,27 @@
+namespace Portcullis.NativeScan;
+
+public enum ScanOutcome
+{
+    Clean,
+    Infected,
+    Error,
+}
+
+// A verdict. Infected carries the signature name (heuristics such as
+// Heuristics.Limits.Exceeded.MaxFileSize come back as names too); Error carries the cl_error_t
+// code and its text (CL_ETIMEOUT for a scan that ran out of time).
+public readonly record struct ScanResult(ScanOutcome Outcome, string? VirusName, int ErrorCode, string? ErrorText)
+{
+    public static ScanResult Clean => default;
+
+    public static ScanResult Infected(string virusName) => new(ScanOutcome.Infected, virusName, 0, null);
+
+    public static ScanResult Error(int errorCode, string errorText) => new(ScanOutcome.Error, null, errorCode, errorText);
+
+    public override string ToString() => Outcome switch
+    {
+        ScanOutcome.Infected => $"Infected {VirusName}",
+        ScanOutcome.Error => $"Error {ErrorCode} {ErrorText}",
+        _ => "Clean",
+    };
+}

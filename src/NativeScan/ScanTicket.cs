@@ -1,0 +1,84 @@
+using Microsoft.Win32.SafeHandles;
+using static Portcullis.NativeScan.Interop.LibClamAV;
+
+namespace Portcullis.NativeScan;
+
+// One queued scan. Result completes with the verdict, or with a timeout error when the deadline
+// passes first (the gateway answers then); Finished completes only once no scanner thread will
+// touch the source again, and only then may the caller free the message buffer.
+public sealed class ScanTicket
+{
+    private readonly TaskCompletionSource<ScanResult> result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TimeSpan timeout;
+    private readonly string? name;
+    private IScanSource? source;
+    private SafeFileHandle? file;
+    private Timer? deadline;
+
+    internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
+    {
+        this.source = source;
+        this.file = file;
+        this.name = name;
+        this.timeout = timeout;
+    }
+
+    public Task<ScanResult> Result => result.Task;
+
+    public Task Finished => finished.Task;
+
+    internal void StartClock()
+    {
+        if (timeout != Timeout.InfiniteTimeSpan)
+        {
+            deadline = new Timer(static state => ((ScanTicket)state!).TimeOut(), this, timeout, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    internal void Run(EngineHolder holder)
+    {
+        // Timed out while queued: the caller has answered already, so skip the work.
+        if (!result.Task.IsCompleted)
+        {
+            ScanResult verdict;
+            try
+            {
+                var engine = holder.Retain();
+                try
+                {
+                    verdict = file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
+                }
+                finally
+                {
+                    engine.Release();
+                }
+            }
+            catch (Exception e)
+            {
+                verdict = ScanResult.Error((int)cl_error_t.CL_ERROR, e.Message);
+            }
+
+            result.TrySetResult(verdict);
+        }
+
+        Complete();
+    }
+
+    internal void Cancel(string reason)
+    {
+        result.TrySetResult(ScanResult.Error((int)cl_error_t.CL_ERROR, reason));
+        Complete();
+    }
+
+    private void Complete()
+    {
+        deadline?.Dispose();
+        source = null;
+        file = null;
+        finished.TrySetResult();
+    }
+
+    private void TimeOut() =>
+        result.TrySetResult(ScanResult.Error((int)cl_error_t.CL_ETIMEOUT, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
+}

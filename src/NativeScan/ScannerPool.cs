@@ -1,0 +1,157 @@
+using Microsoft.Win32.SafeHandles;
+
+namespace Portcullis.NativeScan;
+
+// A fixed set of dedicated scanner threads fed by a bounded queue. TryEnqueue never waits: when
+// every thread is busy and the queue is full it returns false and the gateway answers 451 4.3.2.
+// Each job scans with the holder's engine as of the moment the job starts.
+public sealed class ScannerPool : IDisposable
+{
+    private readonly EngineHolder holder;
+    private readonly int capacity;
+    private readonly Queue<ScanTicket> queue = new();
+    // A plain monitor, not System.Threading.Lock: scanner threads Monitor.Wait on it.
+    private readonly object gate = new();
+    private readonly Thread[] threads;
+    private int busy;
+    private bool stopping;
+
+    public ScannerPool(EngineHolder holder, int threadCount, int queueCapacity)
+    {
+        ArgumentNullException.ThrowIfNull(holder);
+        ArgumentOutOfRangeException.ThrowIfLessThan(threadCount, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(queueCapacity);
+        this.holder = holder;
+        capacity = queueCapacity;
+        threads = new Thread[threadCount];
+        for (var i = 0; i < threadCount; i++)
+        {
+            threads[i] = new Thread(RunScanner) { IsBackground = true, Name = $"scanner-{i + 1}" };
+            threads[i].Start();
+        }
+    }
+
+    // Jobs waiting for a scanner thread.
+    public int QueueDepth
+    {
+        get
+        {
+            lock (gate)
+            {
+                return queue.Count;
+            }
+        }
+    }
+
+    // Scanner threads running a scan.
+    public int Busy => Volatile.Read(ref busy);
+
+    public int ThreadCount => threads.Length;
+
+    public bool TryEnqueue(IScanSource source, string? name, TimeSpan timeout, out ScanTicket ticket)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ValidateTimeout(timeout);
+        return TryEnqueue(new ScanTicket(source, null, name, timeout), out ticket);
+    }
+
+    // For a message spilled to a file; the caller keeps the handle open until Finished.
+    public bool TryEnqueue(SafeFileHandle file, string? name, TimeSpan timeout, out ScanTicket ticket)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        ValidateTimeout(timeout);
+        return TryEnqueue(new ScanTicket(null, file, name, timeout), out ticket);
+    }
+
+    public void Dispose()
+    {
+        ScanTicket[] abandoned;
+        lock (gate)
+        {
+            if (stopping)
+            {
+                return;
+            }
+
+            stopping = true;
+            abandoned = queue.ToArray();
+            queue.Clear();
+            Monitor.PulseAll(gate);
+        }
+
+        foreach (var ticket in abandoned)
+        {
+            ticket.Cancel("shutting down");
+        }
+
+        // Scans in flight finish (libclamav's own scan time limit bounds them).
+        foreach (var thread in threads)
+        {
+            thread.Join();
+        }
+    }
+
+    private bool TryEnqueue(ScanTicket candidate, out ScanTicket ticket)
+    {
+        lock (gate)
+        {
+            // Idle threads take queued jobs at once, so they add to the room the queue has.
+            var idle = threads.Length - busy;
+            if (stopping || queue.Count >= capacity + idle)
+            {
+                ticket = null!;
+                return false;
+            }
+
+            candidate.StartClock();
+            queue.Enqueue(candidate);
+            Monitor.Pulse(gate);
+        }
+
+        ticket = candidate;
+        return true;
+    }
+
+    private static void ValidateTimeout(TimeSpan timeout)
+    {
+        if (timeout != Timeout.InfiniteTimeSpan && (timeout <= TimeSpan.Zero || timeout.TotalMilliseconds >= uint.MaxValue - 1))
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "must be positive and under 49 days, or infinite");
+        }
+    }
+
+    private void RunScanner()
+    {
+        while (true)
+        {
+            ScanTicket ticket;
+            lock (gate)
+            {
+                while (queue.Count == 0 && !stopping)
+                {
+                    Monitor.Wait(gate);
+                }
+
+                if (queue.Count == 0)
+                {
+                    return;
+                }
+
+                ticket = queue.Dequeue();
+                busy++;
+            }
+
+            try
+            {
+                ticket.Run(holder);
+            }
+            finally
+            {
+                lock (gate)
+                {
+                    busy--;
+                }
+            }
+        }
+    }
+}
