@@ -1,10 +1,164 @@
+// The daemon: load the engine, start the scanner pool, open the listeners, and run one
+// SmtpSession per accepted connection until asked to stop. Start-up problems (no
+// signatures, a port in use, an unusable temp_folder) end the process with a clear
+// message and a non-zero exit code before any mail is accepted.
+using System.Net;
+using System.Net.Sockets;
 using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Logging;
+using Portcullis.NativeScan;
+using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
 
-// Runs the daemon: listeners, sessions, scanner pool. Written during integration.
 internal static class GatewayHost
 {
-    public static Task<int> RunAsync(GatewayConfig config, CancellationToken stop) =>
-        throw new NotImplementedException("integration pending");
+    public static async Task<int> RunAsync(GatewayConfig config, CancellationToken stop)
+    {
+        try
+        {
+            Directory.CreateDirectory(config.General.TempFolder);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.Error($"temp_folder {config.General.TempFolder} is not usable: {e.Message}");
+            return 73; // EX_CANTCREAT
+        }
+
+        ScanEngine engine;
+        try
+        {
+            ClamAV.Initialize();
+            engine = ScanEngine.Load(EngineOptionsFrom(config));
+        }
+        catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
+        {
+            Log.Error($"cannot load signatures from {config.Scan.DatabaseFolder}: {e.Message}");
+            return 69; // EX_UNAVAILABLE
+        }
+        Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
+
+        using var engines = new EngineHolder(engine);
+        using var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
+        var ctx = new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy());
+
+        var listeners = new List<Socket>();
+        try
+        {
+            foreach (var endpoint in config.General.Interfaces)
+                listeners.Add(Listen(endpoint.EndPoint));
+        }
+        catch (SocketException e)
+        {
+            Log.Error($"cannot listen: {e.Message}");
+            foreach (var l in listeners) l.Dispose();
+            return 71; // EX_OSERR
+        }
+        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", config.General.Interfaces)}, " +
+                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
+
+        var sessions = new SessionTracker();
+        var accepts = listeners.Select(l => AcceptLoopAsync(l, ctx, sessions, stop)).ToArray();
+        try
+        {
+            await Task.Delay(Timeout.Infinite, stop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) { }
+
+        Log.Info("stopping: closing listeners");
+        foreach (var l in listeners) l.Dispose();
+        await Task.WhenAll(accepts).ConfigureAwait(false);
+        // Sessions saw the same token: idle ones answered 421; give open ones a bounded time to end.
+        await sessions.WaitAllAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        Log.Info("stopped");
+        return 0;
+    }
+
+    internal static EngineOptions EngineOptionsFrom(GatewayConfig config) => new(config.Scan.DatabaseFolder)
+    {
+        MaxScanSize = config.Scan.MaxScanSize,
+        MaxFileSize = config.Scan.MaxFileSize,
+        MaxRecursion = config.Scan.MaxRecursion,
+        MaxFiles = config.Scan.MaxFiles,
+        AlertExceedsMax = config.Scan.AlertExceedsMax,
+        ScanTimeout = config.Scan.Timeout,
+        TempFolder = config.General.TempFolder,
+    };
+
+    private static Socket Listen(IPEndPoint endpoint)
+    {
+        var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // [::]:25 and 0.0.0.0:25 are separate listeners, as written in interfaces.
+            if (endpoint.AddressFamily == AddressFamily.InterNetworkV6) socket.DualMode = false;
+            socket.Bind(endpoint);
+            socket.Listen(512);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw new SocketException((int)SocketError.AddressNotAvailable, $"{endpoint}: address unavailable or in use");
+        }
+    }
+
+    private static async Task AcceptLoopAsync(Socket listener, GatewayContext ctx, SessionTracker sessions, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await listener.AcceptAsync(stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) { return; }
+            catch (ObjectDisposedException) { return; }
+            catch (SocketException e)
+            {
+                // EMFILE and friends: log, back off briefly rather than spin.
+                Log.Warn($"accept failed on {listener.LocalEndPoint}: {e.Message}");
+                try { await Task.Delay(100, stop).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
+                continue;
+            }
+            sessions.Run(RunSessionAsync(client, ctx, stop));
+        }
+    }
+
+    private static async Task RunSessionAsync(Socket client, GatewayContext ctx, CancellationToken stop)
+    {
+        await Task.Yield();
+        client.NoDelay = true;
+        using var stream = new NetworkStream(client, ownsSocket: true);
+        var session = new SmtpSession(stream, client.RemoteEndPoint, client.LocalEndPoint, ctx.ServerOptions,
+            new GatewaySession(ctx), GatewayContext.NewSessionId());
+        try
+        {
+            await session.RunAsync(stop).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            Log.Error($"session={session.Id} ended with an internal error: {e}");
+        }
+    }
+
+    private sealed class SessionTracker
+    {
+        private readonly HashSet<Task> _running = [];
+        private readonly Lock _lock = new();
+
+        public void Run(Task session)
+        {
+            lock (_lock) _running.Add(session);
+            session.ContinueWith(t => { lock (_lock) _running.Remove(t); }, TaskScheduler.Default);
+        }
+
+        public async Task WaitAllAsync(TimeSpan limit)
+        {
+            Task[] all;
+            lock (_lock) all = [.. _running];
+            await Task.WhenAny(Task.WhenAll(all), Task.Delay(limit)).ConfigureAwait(false);
+        }
+    }
 }

@@ -1,0 +1,299 @@
+// The gateway's policy for one client connection: the seam between the SMTP session and the
+// product. The downstream connection is opened at the first MAIL and reused; MAIL and RCPT
+// go to the downstream (pipelined when it offers PIPELINING) and its replies go back to the
+// client. The content is read once into a MessageBuffer, scanned on the scanner pool, and
+// forwarded with trace headers only when clean; the client hears the downstream's own final
+// reply, so nothing is acknowledged that the downstream has not accepted.
+using System.Diagnostics;
+using System.Net;
+using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Messages;
+using Portcullis.NativeScan;
+using Portcullis.SmtpCore;
+using Portcullis.SmtpCore.Downstream;
+using Portcullis.SmtpCore.Server;
+
+namespace Portcullis.Appliance.Gateway;
+
+internal sealed class GatewaySession : ISmtpSessionHandler
+{
+    private readonly GatewayContext _ctx;
+    private DownstreamClient? _downstream;
+    private int _messages;
+
+    public GatewaySession(GatewayContext ctx) => _ctx = ctx;
+
+    private sealed class MessageState
+    {
+        public long Started = Stopwatch.GetTimestamp();
+        public MessageBuffer? Buffer;
+        public bool MailSent;
+        public bool Finished;
+    }
+
+    public ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct) =>
+        ValueTask.FromResult(_ctx.Relay.OnConnect(session.RemoteEndPoint as IPEndPoint));
+
+    public void AddExtensions(SmtpSession session, List<string> lines)
+    {
+        if (_ctx.DownstreamCapabilities?.Dsn == true) lines.Add("DSN");
+    }
+
+    public ValueTask<SmtpReply?> OnHeloAsync(SmtpSession session, string domain, CancellationToken ct) =>
+        ValueTask.FromResult<SmtpReply?>(null);
+
+    public async ValueTask<SmtpResponse> OnMailAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        var state = new MessageState();
+        tx.HandlerState = state;
+        DownstreamClient downstream;
+        try
+        {
+            downstream = await ConnectAsync(ct).ConfigureAwait(false);
+        }
+        catch (DownstreamException e)
+        {
+            Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
+            return DownstreamUnavailable;
+        }
+
+        var caps = downstream.Capabilities;
+        var parameters = new List<string>();
+        if (tx.DeclaredSize is long size && caps.MaxSize is not null)
+            parameters.Add($"SIZE={size + 1024}"); // room for the trace headers we add
+        if (tx.Body == BodyType.EightBitMime)
+        {
+            if (!caps.EightBitMime) return new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
+            parameters.Add("BODY=8BITMIME");
+        }
+        if (tx.SmtpUtf8)
+        {
+            if (!caps.SmtpUtf8) return new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
+            parameters.Add("SMTPUTF8");
+        }
+        if (tx.DsnRet is not null || tx.DsnEnvId is not null)
+        {
+            if (!caps.Dsn) return new SmtpReply(555, "5.5.4", "DSN is not accepted by the mail server behind this gateway");
+            if (tx.DsnRet is not null) parameters.Add("RET=" + tx.DsnRet);
+            if (tx.DsnEnvId is not null) parameters.Add("ENVID=" + tx.DsnEnvId);
+        }
+
+        state.MailSent = true;
+        Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), Join(parameters), ct));
+        return new SmtpResponse(MapEnvelopeAsync(session, reply));
+    }
+
+    public ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
+    {
+        SmtpReply? refusal = _ctx.Relay.OnRecipient(session.RemoteEndPoint as IPEndPoint, recipient.Path);
+        if (refusal is not null) return ValueTask.FromResult<SmtpResponse>(refusal);
+        var downstream = _downstream;
+        if (downstream is null || downstream.IsBroken) return ValueTask.FromResult<SmtpResponse>(DownstreamUnavailable);
+
+        // NOTIFY and ORCPT only reach here when DSN was offered, i.e. the downstream has it.
+        var parameters = recipient.Parameters.Select(p => p.Value is null ? p.Key : p.Key + "=" + p.Value);
+        Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), Join(parameters), ct));
+        return ValueTask.FromResult(new SmtpResponse(MapEnvelopeAsync(session, reply)));
+    }
+
+    public async ValueTask FlushAsync(SmtpSession session, CancellationToken ct)
+    {
+        var downstream = _downstream;
+        if (downstream is not null && !downstream.IsBroken)
+            await downstream.FlushAsync(ct).ConfigureAwait(false);
+    }
+
+    public System.Buffers.IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx)
+    {
+        var state = State(tx);
+        state.Buffer = new MessageBuffer(_ctx.Config.Limits.MemoryThreshold, _ctx.Config.General.TempFolder);
+        return state.Buffer;
+    }
+
+    public async ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        var state = State(tx);
+        state.Finished = true;
+        var buffer = state.Buffer!;
+        var scanFinished = Task.CompletedTask;
+        var entry = new MessageLogEntry
+        {
+            Session = $"{session.Id}.{++_messages}",
+            Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
+            Helo = session.HeloName ?? "",
+            From = tx.ReversePath.Mailbox,
+            Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
+            Size = buffer.Length,
+        };
+        try
+        {
+            if (!_ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, out var ticket))
+            {
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.2", "All virus scanners are busy, try again later"));
+            }
+            scanFinished = ticket.Finished;
+            ScanResult result = await ticket.Result.ConfigureAwait(false);
+
+            switch (result.Outcome)
+            {
+                case ScanOutcome.Clean:
+                    return await DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, null, ct).ConfigureAwait(false);
+
+                case ScanOutcome.Infected:
+                    await ResetDownstreamAsync().ConfigureAwait(false);
+                    return Finish(entry, state, MessageVerdict.Infected, result.VirusName ?? "", MessageAction.Rejected, "",
+                        new SmtpReply(554, "5.7.1", $"Message rejected: virus found: {result.VirusName}"));
+
+                default:
+                    Log.Warn($"session={entry.Session} scan failed: {result.ErrorText}");
+                    if (_ctx.Config.Scan.OnError == ScanErrorAction.Pass)
+                        return await DeliverAsync(session, tx, entry, state, MessageVerdict.Error, "Unscanned", ct).ConfigureAwait(false);
+                    await ResetDownstreamAsync().ConfigureAwait(false);
+                    return Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
+                        new SmtpReply(451, "4.7.0", "Temporary failure while scanning the message, try again later"));
+            }
+        }
+        finally
+        {
+            // A scan that timed out may still be reading the buffer: free it when the scanner lets go.
+            state.Buffer = null;
+            _ = scanFinished.ContinueWith(static (_, b) => ((MessageBuffer)b!).Dispose(), buffer,
+                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    private async Task<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
+        MessageState state, MessageVerdict verdict, string? status, CancellationToken ct)
+    {
+        var downstream = _downstream;
+        string action = status is null ? MessageAction.Delivered : MessageAction.PassedUnscanned;
+        if (downstream is null || downstream.IsBroken)
+            return Finish(entry, state, verdict, "", MessageAction.Tempfail, "", DownstreamUnavailable);
+
+        byte[] headers = MessageHeaders.Build(_ctx.Config.General.Hostname, session.HeloName,
+            session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,
+            entry.Recipients, DateTimeOffset.Now, _ctx.ScannedHeaderValue, status);
+        SmtpReply reply;
+        try
+        {
+            reply = await downstream.SendMessageAsync(headers, state.Buffer!, ct).ConfigureAwait(false);
+        }
+        catch (DownstreamException e)
+        {
+            Log.Warn($"session={entry.Session} downstream failed during delivery: {e.Message}");
+            await DropDownstreamAsync().ConfigureAwait(false);
+            return Finish(entry, state, verdict, "", MessageAction.Tempfail, e.Message, DownstreamUnavailable);
+        }
+        SmtpReply answer = MapFinal(reply);
+        if (!reply.IsPositiveCompletion) action = reply.IsTransient ? MessageAction.Tempfail : MessageAction.Rejected;
+        if (downstream.IsBroken) await DropDownstreamAsync().ConfigureAwait(false);
+        return Finish(entry, state, verdict, "", action, reply.ToString(), answer);
+    }
+
+    private SmtpReply Finish(MessageLogEntry entry, MessageState state, MessageVerdict verdict, string virus,
+        string action, string downstream, SmtpReply reply)
+    {
+        _ctx.Log.Write(entry with
+        {
+            Verdict = verdict,
+            Virus = virus,
+            Action = action,
+            Downstream = downstream,
+            Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
+        });
+        return reply;
+    }
+
+    public async ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        if (tx.HandlerState is not MessageState state) return;
+        if (!state.Finished)
+        {
+            state.Buffer?.Dispose();
+            state.Buffer = null;
+        }
+        if (state.MailSent) await ResetDownstreamAsync().ConfigureAwait(false);
+    }
+
+    public async ValueTask OnCloseAsync(SmtpSession session) => await DropDownstreamAsync().ConfigureAwait(false);
+
+    private async Task<DownstreamClient> ConnectAsync(CancellationToken ct)
+    {
+        if (_downstream is { IsBroken: false } existing) return existing;
+        await DropDownstreamAsync().ConfigureAwait(false);
+        _downstream = await DownstreamClient.ConnectAsync(_ctx.DownstreamOptions, ct).ConfigureAwait(false);
+        _ctx.DownstreamCapabilities = _downstream.Capabilities;
+        return _downstream;
+    }
+
+    // RSET keeps the downstream connection in step for the next transaction; if it fails, drop it.
+    private async Task ResetDownstreamAsync()
+    {
+        var downstream = _downstream;
+        if (downstream is null || downstream.IsBroken) return;
+        try
+        {
+            var reply = await downstream.RsetAsync(CancellationToken.None).ConfigureAwait(false);
+            if (!reply.IsPositiveCompletion) await DropDownstreamAsync().ConfigureAwait(false);
+        }
+        catch (DownstreamException)
+        {
+            await DropDownstreamAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task DropDownstreamAsync()
+    {
+        var downstream = _downstream;
+        _downstream = null;
+        if (downstream is null) return;
+        try { await downstream.DisposeAsync().ConfigureAwait(false); }
+        catch (Exception e) when (e is DownstreamException or IOException or ObjectDisposedException) { }
+    }
+
+    private static Task<SmtpReply> Send(Func<Task<SmtpReply>> send)
+    {
+        try { return send(); }
+        catch (DownstreamException e) { return Task.FromException<SmtpReply>(e); }
+    }
+
+    private async Task<SmtpReply> MapEnvelopeAsync(SmtpSession session, Task<SmtpReply> pending)
+    {
+        try
+        {
+            var reply = await pending.ConfigureAwait(false);
+            // Only the downstream's 2xx, 4xx and 5xx have a meaning here (Postfix smtpd_proxy does the same).
+            return reply.Code is >= 200 and < 300 or >= 400 ? reply : UnexpectedReply(reply);
+        }
+        catch (DownstreamException e)
+        {
+            Log.Warn($"session={session.Id} downstream failed: {e.Message}");
+            return DownstreamUnavailable;
+        }
+    }
+
+    private static SmtpReply MapFinal(SmtpReply reply) =>
+        reply.Code is >= 200 and < 300 or >= 400 ? reply : UnexpectedReply(reply);
+
+    private static SmtpReply UnexpectedReply(SmtpReply reply) =>
+        new(451, "4.3.0", $"Unexpected reply from the mail server behind this gateway ({reply.Code})");
+
+    private static readonly SmtpReply DownstreamUnavailable =
+        new(451, "4.4.1", "Mail server behind this gateway is unavailable, try again later");
+
+    private static MessageState State(SmtpTransaction tx) =>
+        tx.HandlerState as MessageState ?? throw new InvalidOperationException("transaction without gateway state");
+
+    private static string? Join(IEnumerable<string> parameters)
+    {
+        var text = string.Join(' ', parameters);
+        return text.Length == 0 ? null : text;
+    }
+
+    // RFC 3848 protocol types for the Received header.
+    private static string Protocol(SmtpSession session, SmtpTransaction tx) =>
+        tx.SmtpUtf8 ? "UTF8SMTP" : session.Extended ? "ESMTP" : "SMTP";
+}

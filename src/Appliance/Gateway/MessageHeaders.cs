@@ -1,0 +1,44 @@
+// Trace headers the gateway prepends to a message it forwards: Received (RFC 5321 §4.4,
+// protocol names from RFC 3848) and X-Virus-Scanned / X-Virus-Status. They are written in
+// front of the untouched content, so the rest of the message reaches the downstream
+// byte-identical.
+using System.Globalization;
+using System.Net;
+using System.Text;
+
+namespace Portcullis.Appliance.Gateway;
+
+internal static class MessageHeaders
+{
+    public static byte[] Build(string hostname, string? helo, IPEndPoint? client, string protocol, string id,
+        IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status)
+    {
+        var sb = new StringBuilder(256);
+        sb.Append("Received: from ").Append(Clean(helo ?? "unknown"));
+        sb.Append(" (").Append(client is null ? "unknown" : "[" + client.Address + "]").Append(')');
+        sb.Append("\r\n\tby ").Append(hostname).Append(" (Portcullis) with ").Append(protocol).Append(" id ").Append(id);
+        if (recipients.Count == 1) sb.Append("\r\n\tfor <").Append(Clean(recipients[0])).Append('>');
+        sb.Append("; ").Append(Rfc5322Date(time)).Append("\r\n");
+        sb.Append("X-Virus-Scanned: ").Append(scanned).Append("\r\n");
+        if (status is not null) sb.Append("X-Virus-Status: ").Append(status).Append("\r\n");
+        return Encoding.UTF8.GetBytes(sb.ToString());
+    }
+
+    // e.g. "Mon, 23 Nov 2026 18:39:33 +0000"
+    public static string Rfc5322Date(DateTimeOffset time)
+    {
+        string zone = time.Offset < TimeSpan.Zero ? "-" : "+";
+        var offset = time.Offset.Duration();
+        return time.ToString("ddd, dd MMM yyyy HH:mm:ss ", CultureInfo.InvariantCulture)
+            + zone + offset.Hours.ToString("00", CultureInfo.InvariantCulture) + offset.Minutes.ToString("00", CultureInfo.InvariantCulture);
+    }
+
+    // Client-supplied text goes into a header: no CR, LF or other controls may survive.
+    private static string Clean(string text)
+    {
+        var sb = new StringBuilder(text.Length);
+        foreach (char c in text)
+            sb.Append(char.IsControl(c) || c == '(' || c == ')' ? '?' : c);
+        return sb.ToString();
+    }
+}
