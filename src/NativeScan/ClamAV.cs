@@ -17,7 +17,8 @@ public static unsafe class ClamAV
     private static readonly Lock InitLock = new();
     private static bool initialized;
 
-    // libclamav reports the detail of a failure (file, line) only through its log callback.
+    // libclamav reports the detail of a failure (file, line) only through its log callback:
+    // the error lines logged on this thread since the last TakeLastError.
     [ThreadStatic]
     private static string? lastError;
 
@@ -72,9 +73,10 @@ public static unsafe class ClamAV
                 LibClamAV.cl_msg.CL_MSG_WARN => ClamAVMessageLevel.Warning,
                 _ => ClamAVMessageLevel.Verbose,
             };
-            if (level == ClamAVMessageLevel.Error)
+            // Keep the first few: the root cause comes first, the summary lines after it.
+            if (level == ClamAVMessageLevel.Error && (lastError?.Length ?? 0) < 1024)
             {
-                lastError = text;
+                lastError = lastError is null ? text : $"{lastError}; {text}";
             }
 
             var sink = MessageSink;

@@ -29,7 +29,11 @@ public sealed unsafe class ScanEngine : IDisposable
                 | CL_SCAN_PARSE_HWP3 | CL_SCAN_PARSE_XMLDOCS | CL_SCAN_PARSE_MAIL | CL_SCAN_PARSE_OLE2
                 | CL_SCAN_PARSE_HTML | CL_SCAN_PARSE_PE | CL_SCAN_PARSE_ONENOTE | CL_SCAN_PARSE_IMAGE
                 | CL_SCAN_PARSE_IMAGE_FUZZY_HASH,
-            heuristic = options.AlertExceedsMax ? CL_SCAN_HEURISTIC_EXCEEDS_MAX : 0,
+            // Always on: libclamav 1.4 reports a scan stopped by CL_ENGINE_MAX_SCANTIME only as the
+            // Heuristics.Limits.Exceeded.MaxScanTime alert (otherwise CL_CLEAN). Verdict() maps it to
+            // a timeout error and drops the other limit alerts unless AlertExceedsMax is set.
+            // A signature match still wins over these alerts.
+            heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX,
         };
     }
 
@@ -73,6 +77,9 @@ public sealed unsafe class ScanEngine : IDisposable
             {
                 ThrowIfError(cl_engine_set_str(engine, cl_engine_field.CL_ENGINE_TMPDIR, options.TempFolder), "setting CL_ENGINE_TMPDIR");
             }
+
+            // cl_scanmap_callback fills virname for a too-large top-level map only when this is set.
+            cl_engine_set_clcb_virus_found(engine, &OnVirusFound);
 
             uint signatures = 0;
             ThrowIfError(cl_load(folder, engine, &signatures, CL_DB_STDOPT), $"loading signatures from {folder}");
@@ -229,15 +236,40 @@ public sealed unsafe class ScanEngine : IDisposable
         }
     }
 
-    private static ScanResult Verdict(cl_error_t code, byte* virname) => code switch
+    private const string LimitsExceeded = "Heuristics.Limits.Exceeded.";
+    private const string ScanTimeExceeded = "Heuristics.Limits.Exceeded.MaxScanTime";
+
+    private ScanResult Verdict(cl_error_t code, byte* virname)
     {
-        cl_error_t.CL_CLEAN => ScanResult.Clean,
-        cl_error_t.CL_VIRUS => ScanResult.Infected(Utf8(virname) ?? "unnamed"),
-        _ => ScanResult.Error((int)code, StrError(code)),
-    };
+        switch (code)
+        {
+            case cl_error_t.CL_CLEAN:
+                return ScanResult.Clean;
+            case cl_error_t.CL_VIRUS:
+                var name = Utf8(virname) ?? "unnamed";
+                if (name.StartsWith(ScanTimeExceeded, StringComparison.Ordinal))
+                {
+                    return ScanResult.Error((int)cl_error_t.CL_ETIMEOUT, $"{StrError(cl_error_t.CL_ETIMEOUT)}: scan time limit of {Options.ScanTimeout.TotalSeconds:0.###}s exceeded");
+                }
+
+                if (!Options.AlertExceedsMax && name.StartsWith(LimitsExceeded, StringComparison.Ordinal))
+                {
+                    return ScanResult.Clean;
+                }
+
+                return ScanResult.Infected(name);
+            default:
+                return ScanResult.Error((int)code, StrError(code));
+        }
+    }
 
     private static void SetNumber(EngineHandle engine, cl_engine_field field, long value) =>
         ThrowIfError(cl_engine_set_num(engine, field, value), $"setting {field} to {value}");
+
+    [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
+    private static void OnVirusFound(int descriptor, byte* virname, void* context)
+    {
+    }
 
     // clcb_pread: fills buffer from the IScanSource behind the GCHandle. libclamav treats a short
     // read as a failed page, so keep reading until count bytes or the end of the source.

@@ -198,6 +198,9 @@ internal static unsafe partial class LibClamAV
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial cl_error_t cl_engine_set_str(EngineHandle engine, cl_engine_field field, string str);
 
+    [LibraryImport(Library)]
+    internal static partial void cl_engine_set_clcb_virus_found(EngineHandle engine, delegate* unmanaged[Cdecl]<int, byte*, void*, void> callback);
+
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial cl_error_t cl_load(string path, EngineHandle engine, uint* signo, uint dboptions);
 
