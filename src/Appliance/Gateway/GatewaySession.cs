@@ -128,7 +128,11 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         };
         try
         {
-            if (!_ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, out var ticket))
+            // A spilled message is scanned by descriptor; one in memory through the fmap callback.
+            bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
+                ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
+                : _ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, out ticket);
+            if (!queued)
             {
                 await ResetDownstreamAsync().ConfigureAwait(false);
                 return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
