@@ -14,6 +14,10 @@ public sealed unsafe class ScanEngine : IDisposable
     private readonly EngineHandle engine;
     private readonly cl_scan_options scanOptions;
 
+    // SafeHandle.Dispose leaves DangerousAddRef working while references are outstanding, so a
+    // disposed engine would otherwise keep accepting new scans for as long as one is in flight.
+    private volatile bool disposed;
+
     private ScanEngine(EngineHandle engine, EngineOptions options, uint signatureCount, string databaseVersion, DateTimeOffset? databaseTime)
     {
         this.engine = engine;
@@ -32,7 +36,7 @@ public sealed unsafe class ScanEngine : IDisposable
             // Always on: libclamav 1.4 reports a scan stopped by CL_ENGINE_MAX_SCANTIME only as the
             // Heuristics.Limits.Exceeded.MaxScanTime alert (otherwise CL_CLEAN). Verdict() maps it to
             // a timeout error and drops the other limit alerts unless AlertExceedsMax is set.
-            // A signature match still wins over these alerts.
+            // A signature that matched before a limit was reached still decides the verdict.
             heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX,
         };
     }
@@ -104,6 +108,7 @@ public sealed unsafe class ScanEngine : IDisposable
     public ScanResult Scan(IScanSource source, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(source);
+        ObjectDisposedException.ThrowIf(disposed, this);
         var length = source.Length;
         if (length == 0)
         {
@@ -138,6 +143,7 @@ public sealed unsafe class ScanEngine : IDisposable
     // Scans bytes already in memory (a single MIME part); they stay pinned for the scan.
     public ScanResult Scan(ReadOnlySpan<byte> data, string? name = null)
     {
+        ObjectDisposedException.ThrowIf(disposed, this);
         if (data.IsEmpty)
         {
             return ScanResult.Clean;
@@ -161,6 +167,7 @@ public sealed unsafe class ScanEngine : IDisposable
     public ScanResult ScanFile(SafeFileHandle file, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(file);
+        ObjectDisposedException.ThrowIf(disposed, this);
         var fileAdded = false;
         var engineAdded = false;
         try
@@ -190,15 +197,25 @@ public sealed unsafe class ScanEngine : IDisposable
 
     public ScanResult ScanFile(string path)
     {
+        ObjectDisposedException.ThrowIf(disposed, this);
         using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         return ScanFile(file, path);
     }
 
-    public void Dispose() => engine.Dispose();
+    public void Dispose()
+    {
+        disposed = true;
+        engine.Dispose();
+    }
 
     // Takes a reference for a caller that picked this engine from an EngineHolder; false once disposed.
     internal bool TryRetain()
     {
+        if (disposed)
+        {
+            return false;
+        }
+
         var added = false;
         try
         {
@@ -206,6 +223,13 @@ public sealed unsafe class ScanEngine : IDisposable
         }
         catch (ObjectDisposedException)
         {
+        }
+
+        // Disposed between the check and the AddRef: give the reference back.
+        if (added && disposed)
+        {
+            engine.DangerousRelease();
+            return false;
         }
 
         return added;
@@ -249,7 +273,7 @@ public sealed unsafe class ScanEngine : IDisposable
                 var name = Utf8(virname) ?? "unnamed";
                 if (name.StartsWith(ScanTimeExceeded, StringComparison.Ordinal))
                 {
-                    return ScanResult.Error((int)cl_error_t.CL_ETIMEOUT, $"{StrError(cl_error_t.CL_ETIMEOUT)}: scan time limit of {Options.ScanTimeout.TotalSeconds:0.###}s exceeded");
+                    return ScanResult.Error(ScanResult.TimeoutCode, $"{StrError(cl_error_t.CL_ETIMEOUT)}: scan time limit of {Options.ScanTimeout.TotalSeconds:0.###}s exceeded");
                 }
 
                 if (!Options.AlertExceedsMax && name.StartsWith(LimitsExceeded, StringComparison.Ordinal))

@@ -1,3 +1,5 @@
+using Portcullis.NativeScan.Interop;
+
 namespace Portcullis.NativeScan;
 
 public enum ScanOutcome
@@ -12,6 +14,11 @@ public enum ScanOutcome
 // code and its text (CL_ETIMEOUT for a scan that ran out of time).
 public readonly record struct ScanResult(ScanOutcome Outcome, string? VirusName, int ErrorCode, string? ErrorText)
 {
+    // CL_ETIMEOUT: libclamav's scan time limit or the pool's deadline.
+    public const int TimeoutCode = (int)LibClamAV.cl_error_t.CL_ETIMEOUT;
+
+    public bool IsTimeout => Outcome == ScanOutcome.Error && ErrorCode == TimeoutCode;
+
     public static ScanResult Clean => default;
 
     public static ScanResult Infected(string virusName) => new(ScanOutcome.Infected, virusName, 0, null);

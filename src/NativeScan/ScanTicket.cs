@@ -80,5 +80,5 @@ public sealed class ScanTicket
     }
 
     private void TimeOut() =>
-        result.TrySetResult(ScanResult.Error((int)cl_error_t.CL_ETIMEOUT, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
+        result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
 }

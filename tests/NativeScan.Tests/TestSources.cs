@@ -62,12 +62,13 @@ public sealed class GatedSource : IScanSource
     // Completes when a scanner is inside Read, waiting on the gate.
     public Task Entered => entered.Task;
 
-    public bool Released => gate.IsSet;
+    public string? ReaderThread { get; private set; }
 
     public void Open() => gate.Set();
 
     public int Read(long offset, Span<byte> destination)
     {
+        ReaderThread ??= Thread.CurrentThread.Name;
         entered.TrySetResult();
         if (!gate.Wait(TimeSpan.FromSeconds(30)))
         {

@@ -1,0 +1,182 @@
+namespace Portcullis.NativeScan.Tests;
+
+// The bounded scanner pool. Scans are held in flight with GatedSource, so "busy" and "queued"
+// states are reached deterministically, never by sleeping.
+public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposable
+{
+    private static readonly TimeSpan Generous = TimeSpan.FromSeconds(30);
+    private readonly EngineHolder holder;
+    private readonly List<GatedSource> gates = [];
+
+    public ScannerPoolTests(SignatureFixture fixture)
+    {
+        // The holder owns its engine: a private one, so disposing it leaves the fixture's alone.
+        holder = new EngineHolder(ScanEngine.Load(new EngineOptions(fixture.Folder)));
+    }
+
+    [Fact]
+    public async Task Scans_run_on_named_scanner_threads()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 2, queueCapacity: 4);
+        var source = Gate(SignatureFixture.Eicar);
+        source.Open();
+
+        Assert.True(pool.TryEnqueue(source, "eicar.com", Generous, out var ticket));
+
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await ticket.Result);
+        await ticket.Finished;
+        Assert.StartsWith("scanner-", source.ReaderThread);
+    }
+
+    [Fact]
+    public async Task Full_queue_refuses_instead_of_waiting()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var running = Gate(SignatureFixture.Eicar);
+        var queued = Gate(SignatureFixture.Eicar);
+
+        Assert.True(pool.TryEnqueue(running, null, Generous, out var first));
+        await running.Entered;
+        Assert.True(pool.TryEnqueue(queued, null, Generous, out var second));
+
+        Assert.Equal(1, pool.Busy);
+        Assert.Equal(1, pool.QueueDepth);
+        Assert.False(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out _));
+
+        running.Open();
+        queued.Open();
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await first.Result);
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await second.Result);
+        await Task.WhenAll(first.Finished, second.Finished);
+    }
+
+    [Fact]
+    public async Task Timeout_answers_first_and_finished_waits_for_the_scanner()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var source = Gate(SignatureFixture.Eicar);
+
+        Assert.True(pool.TryEnqueue(source, null, TimeSpan.FromMilliseconds(100), out var ticket));
+        var result = await ticket.Result;
+
+        Assert.Equal(ScanOutcome.Error, result.Outcome);
+        Assert.True(result.IsTimeout);
+        Assert.Equal("scan timed out after 0.1s", result.ErrorText);
+        // The scanner is still inside the source: the caller must not free the buffer yet.
+        await source.Entered;
+        Assert.False(ticket.Finished.IsCompleted);
+
+        source.Open();
+        await ticket.Finished;
+        Assert.Equal(result, await ticket.Result);
+    }
+
+    [Fact]
+    public async Task Job_that_timed_out_in_the_queue_is_not_scanned()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var running = Gate(SignatureFixture.Eicar);
+        var waiting = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(running, null, Generous, out var first));
+        await running.Entered;
+
+        Assert.True(pool.TryEnqueue(waiting, null, TimeSpan.FromMilliseconds(50), out var second));
+        Assert.True((await second.Result).IsTimeout);
+
+        running.Open();
+        await Task.WhenAll(first.Finished, second.Finished);
+        Assert.False(waiting.Entered.IsCompleted);
+    }
+
+    [Fact]
+    public async Task Dispose_cancels_queued_jobs_and_lets_the_running_one_finish()
+    {
+        var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 2);
+        var running = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(running, null, Generous, out var first));
+        await running.Entered;
+        Assert.True(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out var second));
+
+        var disposing = Task.Factory.StartNew(pool.Dispose, TaskCreationOptions.LongRunning);
+
+        Assert.Equal(ScanResult.Error(34, "shutting down"), await second.Result); // CL_ERROR
+        await second.Finished;
+        Assert.False(disposing.IsCompleted);
+        Assert.False(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out _));
+        running.Open();
+        await disposing;
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await first.Result);
+        Assert.True(first.Finished.IsCompleted);
+    }
+
+    [Fact]
+    public async Task Spill_file_scans_through_its_descriptor()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var path = Path.Combine(Path.GetTempPath(), $"portcullis-spill-{Guid.NewGuid():N}.eml");
+        File.WriteAllBytes(path, Messages.Bytes(Messages.WithAttachment(File.ReadAllBytes(SignatureFixture.ClamExePath), "clam.exe")));
+        try
+        {
+            using var file = File.OpenHandle(path);
+
+            Assert.True(pool.TryEnqueue(file, "spill.eml", Generous, out var ticket));
+
+            ScanEngineTests.AssertInfected(SignatureFixture.ClamExeSignature, await ticket.Result);
+            await ticket.Finished;
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task Each_job_uses_the_engine_current_when_it_starts()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var before = holder.Current;
+        var source = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(source, null, Generous, out var first));
+        await source.Entered;
+
+        var folder = SignatureFixture.WriteFolder();
+        try
+        {
+            var ndb = Path.Combine(folder, "portcullis-test.ndb");
+            File.WriteAllText(ndb, File.ReadAllText(ndb).Replace(SignatureFixture.EicarSignature, "Portcullis.Test.Eicar.Next", StringComparison.Ordinal));
+            holder.Swap(ScanEngine.Load(new EngineOptions(folder)));
+        }
+        finally
+        {
+            SignatureFixture.DeleteFolder(folder);
+        }
+
+        var next = Gate(SignatureFixture.Eicar);
+        next.Open();
+        Assert.True(pool.TryEnqueue(next, null, Generous, out var second));
+        source.Open();
+
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await first.Result);
+        Assert.Equal("Portcullis.Test.Eicar.Next.UNOFFICIAL", (await second.Result).VirusName);
+        await Task.WhenAll(first.Finished, second.Finished);
+        Assert.True(before.Handle.Released);
+    }
+
+    public void Dispose()
+    {
+        // Never leave a scanner thread parked on a gate when a test fails half way.
+        foreach (var gate in gates)
+        {
+            gate.Open();
+        }
+
+        holder.Dispose();
+    }
+
+    private GatedSource Gate(byte[] content)
+    {
+        var gate = new GatedSource(content);
+        gates.Add(gate);
+        return gate;
+    }
+}
