@@ -1,0 +1,216 @@
+using System.Net;
+using System.Runtime.InteropServices;
+using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Gateway;
+using Portcullis.Appliance.Logging;
+
+namespace Portcullis.Appliance.Cli;
+
+// The verbs of the one `portcullis` binary. Exit codes follow sysexits(3): 64 bad usage, 78 bad
+// configuration; `scan` uses clamscan's 0 clean / 1 infected / 2 error.
+internal static class CommandLine
+{
+    public const int ExitOk = 0;
+    public const int ExitUsage = 64;
+    public const int ExitConfig = 78;
+
+    public const string Usage = """
+        usage: portcullis VERB [OPTIONS]
+
+          run [--config FILE]             run the gateway in the foreground (systemd starts this)
+          check-config [--config FILE]    validate the configuration and print a summary
+          scan [--config FILE] FILE...|-  scan files, or a message on stdin (exit 0 clean, 1 infected, 2 error)
+          version [--config FILE]         print the versions of portcullis, libclamav and the signatures
+          help                            print this text
+
+        FILE defaults to /etc/portcullis/portcullis.ini.
+        """;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (args.Length == 0)
+        {
+            return UsageError("no verb given");
+        }
+
+        var verb = args[0];
+        if (verb is "help" or "--help" or "-h")
+        {
+            Console.Out.Write(Usage);
+            return ExitOk;
+        }
+
+        if (!CommandArguments.TryParse(args.AsSpan(1), out var arguments, out var problem))
+        {
+            return UsageError($"{verb}: {problem}");
+        }
+
+        switch (verb)
+        {
+            case "run" or "check-config" or "version" when arguments.Paths.Count > 0:
+                return UsageError($"{verb}: unexpected argument \"{arguments.Paths[0]}\"");
+            case "run":
+                return await RunGatewayAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
+            case "check-config":
+                return CheckConfig(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
+            case "version":
+                return ScanCommands.Version(arguments.ConfigPath);
+            case "scan" when arguments.Paths.Count == 0:
+                return UsageError("scan: no FILE given (use - for stdin)");
+            case "scan":
+                return ScanCommands.Scan(arguments.ConfigPath, arguments.Paths);
+            default:
+                return UsageError($"unknown verb \"{verb}\"");
+        }
+    }
+
+    private static int UsageError(string problem)
+    {
+        Console.Error.WriteLine($"portcullis: {problem}");
+        Console.Error.Write(Usage);
+        return ExitUsage;
+    }
+
+    private static async Task<int> RunGatewayAsync(string configPath)
+    {
+        GatewayConfig config;
+        try
+        {
+            config = ConfigLoader.Load(configPath);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var error in e.Errors)
+            {
+                Log.Error(error);
+            }
+
+            return ExitConfig;
+        }
+
+        using var stop = new CancellationTokenSource();
+
+        // The first SIGTERM/SIGINT asks for a graceful stop; a second SIGINT kills as usual.
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = !stop.IsCancellationRequested;
+            stop.Cancel();
+        }
+
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        return await GatewayHost.RunAsync(config, stop.Token);
+    }
+
+    internal static int CheckConfig(string configPath)
+    {
+        GatewayConfig config;
+        try
+        {
+            config = ConfigLoader.Load(configPath);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var error in e.Errors)
+            {
+                Console.Error.WriteLine(error);
+            }
+
+            return ExitConfig;
+        }
+
+        Console.Out.Write(Summary(config));
+        foreach (var warning in FolderWarnings(config))
+        {
+            Console.Error.WriteLine("warning: " + warning);
+        }
+
+        return ExitOk;
+    }
+
+    internal static string Summary(GatewayConfig config) =>
+        $"""
+        configuration OK: {config.SourcePath}
+          listeners: {string.Join(", ", config.General.Interfaces)}
+          forward to: {ForwardTarget(config.General)} (reply timeout {ConfigValues.FormatTime(config.General.SmtpServerTimeout)})
+          database folder: {config.Scan.DatabaseFolder}
+
+        """;
+
+    internal static string ForwardTarget(GeneralSection general) =>
+        IPAddress.TryParse(general.SmtpServerAddress, out var address)
+            ? new IPEndPoint(address, general.SmtpServerPort).ToString()
+            : $"{general.SmtpServerAddress}:{general.SmtpServerPort}";
+
+    // Not errors: check-config may run on a machine other than the one the file is for.
+    private static IEnumerable<string> FolderWarnings(GatewayConfig config)
+    {
+        (string Key, string Folder)[] folders =
+        [
+            ("[general] temp_folder", config.General.TempFolder),
+            ("[general] queue_folder", config.General.QueueFolder),
+            ("[scan] database_folder", config.Scan.DatabaseFolder),
+            ("[log] folder", config.Log.Folder),
+        ];
+        foreach (var (key, folder) in folders)
+        {
+            if (folder.Length > 0 && !Directory.Exists(folder))
+            {
+                yield return $"{key} {folder} does not exist on this machine";
+            }
+        }
+    }
+}
+
+// `--config FILE`, `--config=FILE` or `-c FILE`, then positional paths (`-` is stdin, `--` ends options).
+internal sealed record CommandArguments(string? ConfigPath, IReadOnlyList<string> Paths)
+{
+    public static bool TryParse(ReadOnlySpan<string> args, out CommandArguments arguments, out string problem)
+    {
+        string? config = null;
+        var paths = new List<string>();
+        var optionsEnded = false;
+        arguments = new CommandArguments(null, paths);
+        for (var i = 0; i < args.Length; i++)
+        {
+            var arg = args[i];
+            if (optionsEnded || arg == "-" || !arg.StartsWith('-'))
+            {
+                paths.Add(arg);
+            }
+            else if (arg == "--")
+            {
+                optionsEnded = true;
+            }
+            else if (arg is "--config" or "-c")
+            {
+                if (i + 1 >= args.Length)
+                {
+                    problem = $"{arg} needs a FILE";
+                    return false;
+                }
+
+                config = args[++i];
+            }
+            else if (arg.StartsWith("--config=", StringComparison.Ordinal))
+            {
+                config = arg["--config=".Length..];
+            }
+            else
+            {
+                problem = $"unknown option \"{arg}\"";
+                return false;
+            }
+        }
+
+        if (config is "")
+        {
+            problem = "--config needs a FILE";
+            return false;
+        }
+
+        arguments = new CommandArguments(config, paths);
+        problem = "";
+        return true;
+    }
+}

@@ -1,0 +1,173 @@
+using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Messages;
+using Portcullis.NativeScan;
+
+namespace Portcullis.Appliance.Cli;
+
+// `portcullis scan` and `portcullis version`: libclamav used directly, outside the gateway.
+// scan prints clamscan-like lines (FILE: OK / FILE: Name FOUND / FILE: ERROR text) and exits
+// 0 when everything is clean, 1 when anything is infected, 2 when anything could not be scanned.
+internal static class ScanCommands
+{
+    public const int ExitClean = 0;
+    public const int ExitInfected = 1;
+    public const int ExitError = 2;
+
+    public static int Scan(string? configPath, IReadOnlyList<string> paths)
+    {
+        if (!TryLoadConfig(configPath, out var config, out var configErrors))
+        {
+            foreach (var error in configErrors)
+            {
+                Console.Error.WriteLine(error);
+            }
+
+            return ExitError;
+        }
+
+        ScanEngine engine;
+        try
+        {
+            engine = ScanEngine.Load(EngineOptionsFor(config));
+        }
+        catch (Exception e) when (e is ClamAVException or DllNotFoundException or EntryPointNotFoundException or IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"portcullis: cannot load signatures from {config.Scan.DatabaseFolder}: {e.Message}");
+            return ExitError;
+        }
+
+        using (engine)
+        {
+            var exit = ExitClean;
+            foreach (var path in paths)
+            {
+                var (name, result) = path == "-" ? ("stdin", ScanStdin(engine, config)) : (path, ScanPath(engine, path));
+                switch (result.Outcome)
+                {
+                    case ScanOutcome.Clean:
+                        Console.Out.WriteLine($"{name}: OK");
+                        break;
+                    case ScanOutcome.Infected:
+                        Console.Out.WriteLine($"{name}: {result.VirusName} FOUND");
+                        exit = Math.Max(exit, ExitInfected);
+                        break;
+                    default:
+                        Console.Out.WriteLine($"{name}: ERROR {result.ErrorText}");
+                        exit = ExitError;
+                        break;
+                }
+            }
+
+            return exit;
+        }
+    }
+
+    public static int Version(string? configPath)
+    {
+        var version = typeof(ScanCommands).Assembly.GetName().Version;
+        Console.Out.WriteLine($"portcullis {version?.ToString(3) ?? "unknown"}");
+        try
+        {
+            Console.Out.WriteLine($"libclamav {ClamAV.Version}");
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or ClamAVException)
+        {
+            Console.Out.WriteLine($"libclamav not available: {e.Message}");
+            return ExitClean;
+        }
+
+        if (!TryLoadConfig(configPath, out var config, out var errors))
+        {
+            Console.Out.WriteLine($"signatures not loaded: the configuration has {errors.Count} error(s); run portcullis check-config");
+            return ExitClean;
+        }
+
+        try
+        {
+            using var engine = ScanEngine.Load(EngineOptionsFor(config));
+            Console.Out.WriteLine($"signatures {engine.SignatureCount} (database {engine.DatabaseVersion})");
+        }
+        catch (Exception e) when (e is ClamAVException or IOException or UnauthorizedAccessException)
+        {
+            Console.Out.WriteLine($"signatures not loaded from {config.Scan.DatabaseFolder}: {e.Message}");
+        }
+
+        return ExitClean;
+    }
+
+    internal static EngineOptions EngineOptionsFor(GatewayConfig config) => new(config.Scan.DatabaseFolder)
+    {
+        MaxScanSize = config.Scan.MaxScanSize,
+        MaxFileSize = config.Scan.MaxFileSize,
+        MaxRecursion = config.Scan.MaxRecursion,
+        MaxFiles = config.Scan.MaxFiles,
+        AlertExceedsMax = config.Scan.AlertExceedsMax,
+        ScanTimeout = config.Scan.Timeout,
+
+        // A workstation running `scan` may not have the appliance's folders; libclamav then uses $TMPDIR.
+        TempFolder = Directory.Exists(config.General.TempFolder) ? config.General.TempFolder : null,
+    };
+
+    // An explicit --config must load; without one the default file is used when it exists, else the defaults.
+    private static bool TryLoadConfig(string? configPath, out GatewayConfig config, out IReadOnlyList<string> errors)
+    {
+        errors = [];
+        try
+        {
+            config = configPath is null && !File.Exists(ConfigLoader.DefaultPath)
+                ? GatewayConfig.Defaults
+                : ConfigLoader.Load(configPath ?? ConfigLoader.DefaultPath);
+            return true;
+        }
+        catch (ConfigException e)
+        {
+            errors = e.Errors;
+            config = GatewayConfig.Defaults;
+            return false;
+        }
+    }
+
+    private static ScanResult ScanPath(ScanEngine engine, string path)
+    {
+        if (Directory.Exists(path))
+        {
+            return ScanResult.Error(0, "is a directory (not scanned)");
+        }
+
+        try
+        {
+            return engine.ScanFile(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return ScanResult.Error(0, e.Message);
+        }
+    }
+
+    private static ScanResult ScanStdin(ScanEngine engine, GatewayConfig config)
+    {
+        var tempFolder = Directory.Exists(config.General.TempFolder) ? config.General.TempFolder : Path.GetTempPath();
+        using var message = new MessageBuffer(config.Limits.MemoryThreshold, tempFolder);
+        try
+        {
+            using var stdin = Console.OpenStandardInput();
+            while (true)
+            {
+                var span = message.GetSpan(MessageBuffer.SegmentSize);
+                var n = stdin.Read(span);
+                if (n == 0)
+                {
+                    break;
+                }
+
+                message.Advance(n);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return ScanResult.Error(0, $"reading stdin: {e.Message}");
+        }
+
+        return engine.Scan(message, "stdin");
+    }
+}

@@ -1,0 +1,291 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Portcullis.Appliance.Configuration;
+
+// The value syntaxes of portcullis.ini, as pure functions: sizes (512K, 50M, 1G; 1024-based, optional
+// B), times (30s, 5m, 1h; bare = seconds), booleans, lists (commas and/or whitespace), listener
+// endpoints (address:port[/flag...], IPv6 in brackets) and host names. No I/O, no error text
+// beyond a short "problem" where one value can be wrong in several ways.
+internal static class ConfigValues
+{
+    public static bool TryParseSize(string text, out long bytes)
+    {
+        bytes = 0;
+        var span = text.AsSpan().Trim();
+        if (span.Length > 0 && (span[^1] == 'b' || span[^1] == 'B'))
+        {
+            span = span[..^1];
+        }
+
+        long multiplier = 1;
+        if (span.Length > 0)
+        {
+            switch (char.ToUpperInvariant(span[^1]))
+            {
+                case 'K': multiplier = 1L << 10; break;
+                case 'M': multiplier = 1L << 20; break;
+                case 'G': multiplier = 1L << 30; break;
+            }
+
+            if (multiplier != 1)
+            {
+                span = span[..^1];
+            }
+        }
+
+        if (!TryParseDigits(span, out var number))
+        {
+            return false;
+        }
+
+        if (number > long.MaxValue / multiplier)
+        {
+            return false;
+        }
+
+        bytes = number * multiplier;
+        return true;
+    }
+
+    public static bool TryParseTime(string text, out TimeSpan time)
+    {
+        time = default;
+        var span = text.AsSpan().Trim();
+        long unit = 1;
+        if (span.Length > 0)
+        {
+            switch (char.ToLowerInvariant(span[^1]))
+            {
+                case 's': unit = 1; span = span[..^1]; break;
+                case 'm': unit = 60; span = span[..^1]; break;
+                case 'h': unit = 3600; span = span[..^1]; break;
+            }
+        }
+
+        // Keep clear of TimeSpan's range; callers apply their own, much smaller, bounds.
+        if (!TryParseDigits(span, out var number) || number > int.MaxValue / 3600)
+        {
+            return false;
+        }
+
+        time = TimeSpan.FromSeconds(number * unit);
+        return true;
+    }
+
+    public static bool TryParseBool(string text, out bool value)
+    {
+        switch (text.Trim().ToLowerInvariant())
+        {
+            case "yes" or "true" or "on" or "1":
+                value = true;
+                return true;
+            case "no" or "false" or "off" or "0":
+                value = false;
+                return true;
+            default:
+                value = false;
+                return false;
+        }
+    }
+
+    public static string[] SplitList(string text) =>
+        text.Split([',', ' ', '\t', '\r', '\n'], StringSplitOptions.RemoveEmptyEntries);
+
+    // One listener: 0.0.0.0:25, [::]:25, 192.0.2.1:465/tls, [::1]:2525/proxy/tls.
+    public static bool TryParseListenEndpoint(string text, out ListenEndpoint? endpoint, out string problem)
+    {
+        endpoint = null;
+        var parts = text.Split('/');
+        if (!TryParseEndPoint(parts[0], out var ipEndPoint, out problem))
+        {
+            return false;
+        }
+
+        var flags = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var part in parts.AsSpan(1))
+        {
+            var flag = part.ToLowerInvariant();
+            if (flag is not (ListenEndpoint.TlsFlag or ListenEndpoint.ProxyFlag))
+            {
+                problem = $"unknown flag \"{part}\" (known flags: tls, proxy)";
+                return false;
+            }
+
+            flags.Add(flag);
+        }
+
+        endpoint = new ListenEndpoint(ipEndPoint!, flags.Count == 0 ? ListenEndpoint.NoFlags : flags);
+        return true;
+    }
+
+    private static bool TryParseEndPoint(string text, out IPEndPoint? endPoint, out string problem)
+    {
+        endPoint = null;
+        string host;
+        string port;
+        if (text.StartsWith('['))
+        {
+            var close = text.IndexOf(']');
+            if (close < 0 || close + 1 >= text.Length || text[close + 1] != ':')
+            {
+                problem = "an IPv6 address needs the form [address]:port";
+                return false;
+            }
+
+            host = text[1..close];
+            port = text[(close + 2)..];
+            if (!IPAddress.TryParse(host, out var v6) || v6.AddressFamily != AddressFamily.InterNetworkV6)
+            {
+                problem = $"\"{host}\" is not an IPv6 address";
+                return false;
+            }
+
+            return TryFinish(v6, port, out endPoint, out problem);
+        }
+
+        var colon = text.LastIndexOf(':');
+        if (colon < 0)
+        {
+            problem = "no port";
+            return false;
+        }
+
+        host = text[..colon];
+        port = text[(colon + 1)..];
+        if (host.Contains(':'))
+        {
+            problem = "an IPv6 address must be written in brackets, as in [::1]:25";
+            return false;
+        }
+
+        if (!TryParseIPv4(host, out var v4))
+        {
+            problem = $"\"{host}\" is not an IP address";
+            return false;
+        }
+
+        return TryFinish(v4!, port, out endPoint, out problem);
+    }
+
+    private static bool TryFinish(IPAddress address, string portText, out IPEndPoint? endPoint, out string problem)
+    {
+        endPoint = null;
+        if (!TryParsePort(portText, out var port))
+        {
+            problem = $"port \"{portText}\" is not a number from 1 to 65535";
+            return false;
+        }
+
+        endPoint = new IPEndPoint(address, port);
+        problem = "";
+        return true;
+    }
+
+    public static bool TryParsePort(string text, out int port)
+    {
+        port = 0;
+        if (!TryParseDigits(text.AsSpan().Trim(), out var number) || number is < 1 or > 65535)
+        {
+            return false;
+        }
+
+        port = (int)number;
+        return true;
+    }
+
+    // Dotted quad only: IPAddress.TryParse would also take "10" or "127.1".
+    public static bool TryParseIPv4(string text, out IPAddress? address)
+    {
+        address = null;
+        return text.Count(c => c == '.') == 3
+            && IPAddress.TryParse(text, out address)
+            && address.AddressFamily == AddressFamily.InterNetwork;
+    }
+
+    // An address literal (IPv4 dotted quad, IPv6 bare or in brackets); returns it without brackets.
+    public static bool TryParseIPAddress(string text, out IPAddress? address)
+    {
+        if (text.StartsWith('[') && text.EndsWith(']'))
+        {
+            text = text[1..^1];
+            address = null;
+            return text.Contains(':') && IPAddress.TryParse(text, out address);
+        }
+
+        if (text.Contains(':'))
+        {
+            return IPAddress.TryParse(text, out address) && address.AddressFamily == AddressFamily.InterNetworkV6;
+        }
+
+        return TryParseIPv4(text, out address);
+    }
+
+    // RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, at most 253 characters.
+    public static bool IsHostName(string text)
+    {
+        if (text.Length is 0 or > 253)
+        {
+            return false;
+        }
+
+        var name = text.EndsWith('.') ? text[..^1] : text;
+        foreach (var label in name.Split('.'))
+        {
+            if (label.Length is 0 or > 63 || label[0] == '-' || label[^1] == '-')
+            {
+                return false;
+            }
+
+            foreach (var c in label)
+            {
+                if (!char.IsAsciiLetterOrDigit(c) && c != '-')
+                {
+                    return false;
+                }
+            }
+        }
+
+        // An all-numeric last label is an IPv4 literal gone wrong, not a name.
+        var last = name[(name.LastIndexOf('.') + 1)..];
+        return !last.All(char.IsAsciiDigit);
+    }
+
+    public static bool TryParseInteger(string text, out long value) => TryParseDigits(text.AsSpan().Trim(), out value);
+
+    private static bool TryParseDigits(ReadOnlySpan<char> span, out long value)
+    {
+        value = 0;
+        foreach (var c in span)
+        {
+            if (!char.IsAsciiDigit(c))
+            {
+                return false;
+            }
+        }
+
+        return span.Length > 0 && long.TryParse(span, NumberStyles.None, CultureInfo.InvariantCulture, out value);
+    }
+
+    // The shortest exact form: 52428800 → 50M, 1536 → 1536.
+    public static string FormatSize(long bytes)
+    {
+        if (bytes != 0)
+        {
+            if (bytes % (1L << 30) == 0) return (bytes >> 30).ToString(CultureInfo.InvariantCulture) + "G";
+            if (bytes % (1L << 20) == 0) return (bytes >> 20).ToString(CultureInfo.InvariantCulture) + "M";
+            if (bytes % (1L << 10) == 0) return (bytes >> 10).ToString(CultureInfo.InvariantCulture) + "K";
+        }
+
+        return bytes.ToString(CultureInfo.InvariantCulture);
+    }
+
+    public static string FormatTime(TimeSpan time)
+    {
+        var seconds = (long)time.TotalSeconds;
+        if (seconds != 0 && seconds % 3600 == 0) return (seconds / 3600).ToString(CultureInfo.InvariantCulture) + "h";
+        if (seconds != 0 && seconds % 60 == 0) return (seconds / 60).ToString(CultureInfo.InvariantCulture) + "m";
+        return seconds.ToString(CultureInfo.InvariantCulture) + "s";
+    }
+}

@@ -1,0 +1,381 @@
+using System.Buffers;
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+using Portcullis.NativeScan;
+using Portcullis.SmtpCore;
+
+namespace Portcullis.Appliance.Messages;
+
+// One message body, written once (IBufferWriter) and then read at random offsets by the scanner
+// and the downstream client. Small messages live in 64 KiB segments rented from ArrayPool; once
+// the length passes memoryThreshold everything moves to a spill file in tempFolder. The spill
+// file is unlinked right after it is opened, so only the open handle keeps it: nothing is left
+// behind even after kill -9. Writes to the file go through a 64 KiB staging segment, flushed when
+// full and before the first Read or SpillHandle access.
+//
+// Threading: one writer; Read may be called from other threads once writing has finished (the
+// hand-off between threads supplies the memory barrier). After an I/O failure every further
+// write throws IOException so the session can answer 452/451.
+public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageContent, IDisposable
+{
+    public const int SegmentSize = 64 * 1024;
+
+    private readonly long _memoryThreshold;
+    private readonly string _tempFolder;
+    private readonly List<byte[]> _segments = [];
+    private readonly Lock _flushLock = new();
+
+    private long _length;
+
+    // Spilled state: the file holds [0, _flushed); _staging[0.._staged] follows it.
+    private FileStream? _spill;
+    private byte[]? _staging;
+    private int _staged;
+    private long _flushed;
+
+    // A span larger than the free room of the current segment or staging area is handed out here.
+    private byte[]? _scratch;
+    private bool _spanIsScratch;
+    private int _spanLength;
+
+    private string? _failure;
+    private bool _disposed;
+
+    public MessageBuffer(long memoryThreshold, string tempFolder)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(memoryThreshold);
+        ArgumentException.ThrowIfNullOrEmpty(tempFolder);
+        _memoryThreshold = memoryThreshold;
+        _tempFolder = tempFolder;
+    }
+
+    public long Length => _length;
+
+    public bool IsSpilled => _spill is not null;
+
+    // The (already unlinked) spill file with the whole message so far, or null while in memory.
+    public SafeFileHandle? SpillHandle
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_spill is null)
+            {
+                return null;
+            }
+
+            FlushStaging();
+            return _spill.SafeFileHandle;
+        }
+    }
+
+    public Span<byte> GetSpan(int sizeHint = 0) => GetMemory(sizeHint).Span;
+
+    public Memory<byte> GetMemory(int sizeHint = 0)
+    {
+        ThrowIfUnwritable();
+        ArgumentOutOfRangeException.ThrowIfNegative(sizeHint);
+        var wanted = Math.Max(sizeHint, 1);
+        _spanIsScratch = false;
+
+        Memory<byte> memory;
+        if (_spill is null)
+        {
+            var used = (int)(_length % SegmentSize);
+            if (used == 0 && _segments.Count * (long)SegmentSize == _length)
+            {
+                // Rent lazily: the previous segment is exactly full (or there is none yet).
+                memory = wanted <= SegmentSize ? RentSegment().AsMemory(0, SegmentSize) : Scratch(wanted);
+            }
+            else
+            {
+                memory = SegmentSize - used >= wanted ? _segments[^1].AsMemory(used, SegmentSize - used) : Scratch(wanted);
+            }
+        }
+        else
+        {
+            if (_staging!.Length - _staged < wanted)
+            {
+                FlushStaging();
+            }
+
+            memory = _staging.Length - _staged >= wanted ? _staging.AsMemory(_staged) : Scratch(wanted);
+        }
+
+        _spanLength = memory.Length;
+        return memory;
+    }
+
+    public void Advance(int count)
+    {
+        ThrowIfUnwritable();
+        if (count < 0 || count > _spanLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"Advance({count}) after a span of {_spanLength} bytes");
+        }
+
+        _spanLength = 0;
+        if (count == 0)
+        {
+            return;
+        }
+
+        if (_spanIsScratch)
+        {
+            _spanIsScratch = false;
+            AppendCopy(_scratch.AsSpan(0, count));
+        }
+        else if (_spill is null)
+        {
+            _length += count;
+        }
+        else
+        {
+            _staged += count;
+            _length += count;
+        }
+
+        if (_spill is null && _length > _memoryThreshold)
+        {
+            Spill();
+        }
+    }
+
+    public int Read(long offset, Span<byte> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        if (offset >= _length || destination.IsEmpty)
+        {
+            return 0;
+        }
+
+        var count = (int)Math.Min(destination.Length, _length - offset);
+        destination = destination[..count];
+        if (_spill is null)
+        {
+            CopyFromSegments(offset, destination);
+            return count;
+        }
+
+        FlushStaging();
+        var done = 0;
+        while (done < count)
+        {
+            var n = RandomAccess.Read(_spill.SafeFileHandle, destination[done..], offset + done);
+            if (n <= 0)
+            {
+                throw new IOException($"the spill file in {_tempFolder} ended at {offset + done} bytes, expected {_length}");
+            }
+
+            done += n;
+        }
+
+        return count;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        foreach (var segment in _segments)
+        {
+            ArrayPool<byte>.Shared.Return(segment);
+        }
+
+        _segments.Clear();
+        if (_staging is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_staging);
+            _staging = null;
+        }
+
+        if (_scratch is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_scratch);
+            _scratch = null;
+        }
+
+        _spill?.Dispose();
+        _spill = null;
+    }
+
+    private void ThrowIfUnwritable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_failure is not null)
+        {
+            throw new IOException(_failure);
+        }
+    }
+
+    private byte[] RentSegment()
+    {
+        var segment = ArrayPool<byte>.Shared.Rent(SegmentSize);
+        _segments.Add(segment);
+        return segment;
+    }
+
+    private Memory<byte> Scratch(int size)
+    {
+        if (_scratch is null || _scratch.Length < size)
+        {
+            if (_scratch is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_scratch);
+            }
+
+            _scratch = ArrayPool<byte>.Shared.Rent(size);
+        }
+
+        _spanIsScratch = true;
+        return _scratch.AsMemory(0, size);
+    }
+
+    // Copies bytes handed out in the scratch span to where they belong.
+    private void AppendCopy(ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            if (_spill is null)
+            {
+                var used = (int)(_length % SegmentSize);
+                var segment = used == 0 && _segments.Count * (long)SegmentSize == _length ? RentSegment() : _segments[^1];
+                var n = Math.Min(SegmentSize - used, data.Length);
+                data[..n].CopyTo(segment.AsSpan(used));
+                _length += n;
+                data = data[n..];
+                if (_length > _memoryThreshold)
+                {
+                    Spill();
+                }
+            }
+            else
+            {
+                if (_staged == _staging!.Length)
+                {
+                    FlushStaging();
+                }
+
+                var n = Math.Min(_staging.Length - _staged, data.Length);
+                data[..n].CopyTo(_staging.AsSpan(_staged));
+                _staged += n;
+                _length += n;
+                data = data[n..];
+            }
+        }
+    }
+
+    private void CopyFromSegments(long offset, Span<byte> destination)
+    {
+        var index = (int)(offset / SegmentSize);
+        var within = (int)(offset % SegmentSize);
+        while (!destination.IsEmpty)
+        {
+            var n = Math.Min(SegmentSize - within, destination.Length);
+            _segments[index].AsSpan(within, n).CopyTo(destination);
+            destination = destination[n..];
+            index++;
+            within = 0;
+        }
+    }
+
+    // Moves everything written so far into a fresh, already unlinked file; later writes go there too.
+    private void Spill()
+    {
+        var path = Path.Combine(_tempFolder, "portcullis-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)) + ".spill");
+        try
+        {
+            // CreateNew (O_EXCL) never follows a planted symlink; 0600 keeps mail private.
+            var options = new FileStreamOptions
+            {
+                Mode = FileMode.CreateNew,
+                Access = FileAccess.ReadWrite,
+                Share = FileShare.None,
+                BufferSize = 0,
+            };
+            if (!OperatingSystem.IsWindows())
+            {
+                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+            }
+
+            _spill = new FileStream(path, options);
+            File.Delete(path);
+
+            long position = 0;
+            foreach (var segment in _segments)
+            {
+                var n = (int)Math.Min(SegmentSize, _length - position);
+                RandomAccess.Write(_spill.SafeFileHandle, segment.AsSpan(0, n), position);
+                position += n;
+            }
+
+            _flushed = position;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            if (_spill is not null)
+            {
+                _spill.Dispose();
+                _spill = null;
+                TryDelete(path);
+            }
+
+            throw Fail($"cannot spill the message to {_tempFolder}: {e.Message}", e);
+        }
+
+        foreach (var segment in _segments)
+        {
+            ArrayPool<byte>.Shared.Return(segment);
+        }
+
+        _segments.Clear();
+        _staging = ArrayPool<byte>.Shared.Rent(SegmentSize);
+        _staged = 0;
+    }
+
+    private void FlushStaging()
+    {
+        lock (_flushLock)
+        {
+            if (_staged == 0 || _spill is null)
+            {
+                return;
+            }
+
+            try
+            {
+                RandomAccess.Write(_spill.SafeFileHandle, _staging.AsSpan(0, _staged), _flushed);
+            }
+            catch (IOException e)
+            {
+                throw Fail($"cannot write the message to {_tempFolder}: {e.Message}", e);
+            }
+
+            _flushed += _staged;
+            _staged = 0;
+        }
+    }
+
+    private IOException Fail(string message, Exception inner)
+    {
+        _failure = message;
+        return new IOException(message, inner);
+    }
+
+    private static void TryDelete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Best effort: the create or the first delete already failed.
+        }
+    }
+}
