@@ -1,0 +1,44 @@
+// DATA transparency (RFC 5321 §4.5.2): a '.' that starts a line is doubled. A line starts at
+// the beginning of the data and after every LF (a bare LF too, so a stray "\n.\r\n" can never
+// become an end-of-data marker downstream). Finish() makes the data end in CRLF and adds ".\r\n".
+// Incremental: the content may arrive in chunks cut anywhere.
+using System.Buffers;
+
+namespace Portcullis.SmtpCore.Downstream;
+
+internal sealed class DotStuffer
+{
+    private bool _midLine;
+    private bool _any;
+    private byte _last;
+    private bool _endsWithCrLf;
+
+    public void Write(ReadOnlySpan<byte> source, IBufferWriter<byte> output)
+    {
+        while (!source.IsEmpty)
+        {
+            if (!_midLine && source[0] == (byte)'.') output.Write("."u8);
+            int lf = source.IndexOf((byte)'\n');
+            int take = lf < 0 ? source.Length : lf + 1;
+            var run = source[..take];
+            output.Write(run);
+
+            _endsWithCrLf = run[^1] == (byte)'\n' && (run.Length >= 2 ? run[^2] : _last) == (byte)'\r';
+            _last = run[^1];
+            _any = true;
+            _midLine = lf < 0;
+            source = source[take..];
+        }
+    }
+
+    public void Finish(IBufferWriter<byte> output)
+    {
+        // Empty data needs no CRLF: ".\r\n" right after the 354 is an empty message.
+        if (_any && !_endsWithCrLf) output.Write("\r\n"u8);
+        output.Write(".\r\n"u8);
+        _midLine = false;
+        _any = false;
+        _last = 0;
+        _endsWithCrLf = false;
+    }
+}

@@ -1,0 +1,764 @@
+// DownstreamClient: the gateway's SMTP client connection to the real mail server.
+//   RFC 5321 §3.1 (banner), §4.1.1.1 (EHLO, HELO fallback), §4.1.1.2-.10 (commands),
+//   §4.2 (replies), §4.5.2 (dot-stuffing), §4.5.3.2 (timeouts); RFC 2920 (PIPELINING: groups,
+//   replies in command order), RFC 3030 (CHUNKING/BDAT), RFC 1870 (SIZE), RFC 6152 (8BITMIME),
+//   RFC 6531 (SMTPUTF8), RFC 3461 (DSN; xtext for XFORWARD values).
+// Contract:
+// - Replies are matched to commands strictly first-in first-out by one read loop.
+// - With PIPELINING, commands are buffered until FlushAsync or a group-ending command; a reply
+//   task of a buffered command completes only after the flush. Without it, lock-step.
+// - A transport error, the server closing, a malformed reply or a reply timeout fails every
+//   outstanding reply with DownstreamException, closes the socket and marks the client broken;
+//   later calls throw at once. Every wait is bounded by a timeout or the caller's token.
+// - One logical caller at a time (a session); calls are ordered by the order they are made.
+using System.Buffers;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+
+namespace Portcullis.SmtpCore.Downstream;
+
+public sealed class DownstreamClient : IAsyncDisposable
+{
+    internal const int ChunkSize = 256 * 1024;           // BDAT chunk: large enough to amortise a reply
+    private const int FlushThreshold = 64 * 1024;         // bounds what the output pipe buffers
+    private const int MaxXForwardLine = 512;              // Postfix splits XFORWARD at the RFC 5321 line size
+    private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(2);
+
+    // RFC 2920 §3.1 plus RFC 3030 BDAT; RSET, HELO, STARTTLS and AUTH too, so their replies are never late.
+    private static readonly HashSet<string> GroupEnders = new(StringComparer.Ordinal)
+    {
+        "DATA", "BDAT", "RSET", "QUIT", "EHLO", "HELO", "NOOP", "STARTTLS", "AUTH", "VRFY", "EXPN", "TURN",
+    };
+
+    private readonly Socket _socket;
+    private readonly NetworkStream _stream;
+    private readonly Pipe _inbound;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
+    private readonly DownstreamOptions _options;
+    private readonly object _gate = new();
+    private readonly Queue<PendingReply> _pending = new();
+    private PendingReply? _lastPending;
+    private DownstreamException? _failure;
+    private Task _writeTail = Task.CompletedTask;
+    private Task _fillLoop = Task.CompletedTask;
+    private Task _readLoop = Task.CompletedTask;
+    private int _disposed;
+
+    private DownstreamClient(Socket socket, DownstreamOptions options, string remoteDescription)
+    {
+        _socket = socket;
+        _options = options;
+        RemoteDescription = remoteDescription;
+        _stream = new NetworkStream(socket, ownsSocket: true);
+        // Bounded inbound buffer: the socket loop stops reading while 256 KiB sit unparsed.
+        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: 256 * 1024, resumeWriterThreshold: 128 * 1024,
+            minimumSegmentSize: 4096, useSynchronizationContext: false));
+        _input = _inbound.Reader;
+        _output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 16 * 1024, leaveOpen: true));
+    }
+
+    public string RemoteDescription { get; }
+    public SmtpReply Banner { get; private set; } = null!;
+
+    // The reply to EHLO, or to HELO when the server refused EHLO.
+    public SmtpReply EhloReply { get; private set; } = null!;
+    public DownstreamCapabilities Capabilities { get; private set; } = DownstreamCapabilities.None;
+    public bool IsBroken => Volatile.Read(ref _failure) is not null;
+
+    public static async Task<DownstreamClient> ConnectAsync(DownstreamOptions options, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentException.ThrowIfNullOrWhiteSpace(options.Host);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.Port, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(options.Port, 65535);
+        if (string.IsNullOrEmpty(options.HeloName) || options.HeloName.AsSpan().IndexOfAny(" \t\r\n\0") >= 0)
+            throw new ArgumentException("HeloName must be one non-empty word", nameof(options));
+        CheckTimeout(options.ConnectTimeout, nameof(options.ConnectTimeout));
+        CheckTimeout(options.ReplyTimeout, nameof(options.ReplyTimeout));
+        CheckTimeout(options.DataReplyTimeout, nameof(options.DataReplyTimeout));
+
+        bool literal = IPAddress.TryParse(options.Host.Trim('[', ']'), out var address);
+        var socket = literal
+            ? new Socket(address!.AddressFamily, SocketType.Stream, ProtocolType.Tcp)
+            : new Socket(SocketType.Stream, ProtocolType.Tcp);   // dual-mode: the name may resolve to v4 or v6
+        string target = literal ? FormatEndPoint(address!, options.Port) : $"{options.Host}:{options.Port}";
+        try
+        {
+            using var connectCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            if (options.ConnectTimeout != Timeout.InfiniteTimeSpan) connectCts.CancelAfter(options.ConnectTimeout);
+            if (literal) await socket.ConnectAsync(address!, options.Port, connectCts.Token).ConfigureAwait(false);
+            else await socket.ConnectAsync(options.Host, options.Port, connectCts.Token).ConfigureAwait(false);
+            socket.NoDelay = true;   // commands are small and flushed deliberately
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            socket.Dispose();
+            throw new DownstreamException($"could not connect to downstream {target} within {Describe(options.ConnectTimeout)}");
+        }
+        catch (SocketException ex)
+        {
+            socket.Dispose();
+            throw new DownstreamException($"could not connect to downstream {target}: {ex.Message}", null, ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        string remote = literal || socket.RemoteEndPoint is not IPEndPoint peer
+            ? target
+            : $"{options.Host}[{(peer.Address.IsIPv4MappedToIPv6 ? peer.Address.MapToIPv4() : peer.Address)}]:{options.Port}";
+        var client = new DownstreamClient(socket, options, remote);
+        try
+        {
+            await client.GreetAsync(ct).ConfigureAwait(false);
+            return client;
+        }
+        catch
+        {
+            client.Break(new DownstreamException($"downstream {remote}: connection setup failed"));
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task GreetAsync(CancellationToken ct)
+    {
+        // §3.1: the server speaks first; the banner is the reply to the connection itself.
+        var banner = new PendingReply("the connection (banner)", _options.ReplyTimeout) { Flushed = true };
+        lock (_gate)
+        {
+            _pending.Enqueue(banner);
+            _lastPending = banner;
+        }
+        _fillLoop = FillInboundAsync();
+        _readLoop = ReadRepliesAsync();
+
+        Banner = await banner.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        if (Banner.Code != 220)
+            throw Break(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
+
+        var ehlo = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
+        if (ehlo.IsPermanent)
+        {
+            // §4.1.4: a server that does not know EHLO answers 5xx; HELO then gets a plain session.
+            var helo = await SendCommandAsync($"HELO {_options.HeloName}", ct).ConfigureAwait(false);
+            if (!helo.IsPositiveCompletion)
+                throw Break(new DownstreamException($"downstream {RemoteDescription} refused HELO: {helo}", helo));
+            EhloReply = helo;
+            return;
+        }
+        if (!ehlo.IsPositiveCompletion)
+            throw Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO: {ehlo}", ehlo));
+        EhloReply = ehlo;
+        Capabilities = DownstreamCapabilities.Parse(ehlo);
+    }
+
+    public Task<SmtpReply> SendCommandAsync(string commandLine, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(commandLine);
+        // No CR/LF/NUL: a command must never smuggle a second command onto the wire.
+        if (commandLine.Length == 0 || commandLine.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            throw new ArgumentException("a command line must be non-empty and contain no CR, LF or NUL", nameof(commandLine));
+        ThrowIfBroken();
+        string verb = VerbOf(commandLine);
+        return SendCommandCoreAsync(commandLine, verb, GroupEnders.Contains(verb), ct);
+    }
+
+    public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(reversePath);
+        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"MAIL FROM:{reversePath}" : $"MAIL FROM:{reversePath} {parameters}", ct);
+    }
+
+    public Task<SmtpReply> RcptAsync(string forwardPath, string? parameters = null, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(forwardPath);
+        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"RCPT TO:{forwardPath}" : $"RCPT TO:{forwardPath} {parameters}", ct);
+    }
+
+    public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendCommandAsync("RSET", ct);
+
+    public Task<SmtpReply> NoopAsync(CancellationToken ct = default) => SendCommandAsync("NOOP", ct);
+
+    public Task<SmtpReply> QuitAsync(CancellationToken ct = default) => SendCommandAsync("QUIT", ct);
+
+    // Sends the attributes the server listed after XFORWARD (others are dropped), values in xtext,
+    // split over several commands when one would pass 512 characters. Null when nothing was sent.
+    // Pipelined like MAIL: with PIPELINING it is buffered until the next flush.
+    public Task<SmtpReply?> XForwardAsync(IReadOnlyList<KeyValuePair<string, string>> attributes, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(attributes);
+        ThrowIfBroken();
+        var commands = new List<string>();
+        var line = new StringBuilder("XFORWARD");
+        foreach (var (name, value) in attributes)
+        {
+            if (string.IsNullOrEmpty(name) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_' || c == '-'))
+                throw new ArgumentException($"invalid XFORWARD attribute name '{name}'", nameof(attributes));
+            if (!Capabilities.XForward.Contains(name)) continue;
+            string item = $"{name.ToUpperInvariant()}={XText.Encode(value ?? "")}";
+            if (line.Length > "XFORWARD".Length && line.Length + 1 + item.Length > MaxXForwardLine)
+            {
+                commands.Add(line.ToString());
+                line.Clear().Append("XFORWARD");
+            }
+            line.Append(' ').Append(item);
+        }
+        if (line.Length > "XFORWARD".Length) commands.Add(line.ToString());
+        if (commands.Count == 0) return Task.FromResult<SmtpReply?>(null);
+
+        // Issue every command now, in order, so they land in the current pipelining group.
+        var replies = new Task<SmtpReply>[commands.Count];
+        for (int i = 0; i < commands.Count; i++) replies[i] = SendCommandAsync(commands[i], ct);
+        return FirstFailureOrLastAsync(replies);
+    }
+
+    public async Task FlushAsync(CancellationToken ct = default)
+    {
+        ThrowIfBroken();
+        var turn = TakeWriteTurn();
+        await turn.EnterAsync(ct).ConfigureAwait(false);
+        try
+        {
+            ThrowIfBroken();
+            await FlushOutputAsync("buffered commands", ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            turn.Leave();
+        }
+    }
+
+    // Sends headerPrefix then body as one message: BDAT chunks when the server offers CHUNKING
+    // (bytes as they are), otherwise DATA with dot-stuffing. Returns the final reply, or the reply
+    // that refused DATA / a BDAT chunk. The envelope (MAIL, RCPT) must already have been sent.
+    public async Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(body);
+        ThrowIfBroken();
+        return Capabilities.Chunking
+            ? await SendWithBdatAsync(headerPrefix, body, ct).ConfigureAwait(false)
+            : await SendWithDataAsync(headerPrefix, body, ct).ConfigureAwait(false);
+    }
+
+    private async Task<SmtpReply> SendWithDataAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
+    {
+        var go = await SendCommandAsync("DATA", ct).ConfigureAwait(false);
+        if (go.Code != 354)
+        {
+            // A 2xx/3xx other than 354 leaves the server's state unknown: never treat it as "sent".
+            if (go.IsPositive)
+                throw Break(new DownstreamException($"downstream {RemoteDescription} answered DATA with {go}, expected 354", go));
+            return go;
+        }
+
+        var turn = TakeWriteTurn();
+        try
+        {
+            await turn.EnterAsync(ct).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // The server already said 354 and waits for text: the session cannot be resumed.
+            Break(new DownstreamException($"sending the message to downstream {RemoteDescription} was canceled after 354"));
+            throw;
+        }
+        PendingReply final;
+        try
+        {
+            ThrowIfBroken();
+            var stuffer = new DotStuffer();
+            await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer.Write, "message data", ct)
+                .ConfigureAwait(false);
+            stuffer.Finish(_output);
+            final = Enqueue("end of data", _options.DataReplyTimeout);
+            await FlushOutputAsync("end of data", ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            turn.Leave();
+        }
+        return await final.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task<SmtpReply> SendWithBdatAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
+    {
+        long total = headerPrefix.Length + body.Length;
+        var replies = new List<Task<SmtpReply>>();
+        long sent = 0;
+        do
+        {
+            // Stop sending chunks once one was refused: the transaction has failed (RFC 3030 §3).
+            if (FirstCompletedFailure(replies) is not null) break;
+            int count = (int)Math.Min(ChunkSize, total - sent);
+            bool last = sent + count == total;
+            replies.Add(await SendChunkAsync(headerPrefix, body, sent, count, last, ct).ConfigureAwait(false));
+            sent += count;
+            if (!Capabilities.Pipelining && !last)
+            {
+                var reply = await replies[^1].WaitAsync(ct).ConfigureAwait(false);
+                if (!reply.IsPositiveCompletion) return reply;
+            }
+        }
+        while (sent < total);
+        return await FirstFailureOrLastAsync(replies).WaitAsync(ct).ConfigureAwait(false) ?? throw new UnreachableException();
+    }
+
+    private async Task<Task<SmtpReply>> SendChunkAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, long offset,
+        int count, bool last, CancellationToken ct)
+    {
+        var turn = TakeWriteTurn();
+        await turn.EnterAsync(ct).ConfigureAwait(false);
+        try
+        {
+            ThrowIfBroken();
+            if (!Capabilities.Pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
+            WriteLine(last ? $"BDAT {count} LAST" : $"BDAT {count}");
+            await StreamContentAsync(headerPrefix, body, offset, count, static (span, output) => output.Write(span), "BDAT data", ct)
+                .ConfigureAwait(false);
+            // Enqueued only now: the reply clock starts when the whole chunk is on the wire.
+            var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout);
+            await FlushOutputAsync("BDAT data", ct).ConfigureAwait(false);
+            return pending.Completion.Task;
+        }
+        finally
+        {
+            turn.Leave();
+        }
+    }
+
+    private delegate void ContentWriter(ReadOnlySpan<byte> data, IBufferWriter<byte> output);
+
+    // Copies [offset, offset+count) of prefix+body into the output through write, flushing every 64 KiB.
+    // Any failure here leaves the server mid-message, so the connection is broken.
+    private async Task StreamContentAsync(ReadOnlyMemory<byte> prefix, IMessageContent body, long offset,
+        long count, ContentWriter write, string what, CancellationToken ct)
+    {
+        byte[]? buffer = null;
+        try
+        {
+            long end = offset + count;
+            long unflushed = 0;
+            while (offset < end)
+            {
+                int n;
+                if (offset < prefix.Length)
+                {
+                    n = (int)Math.Min(Math.Min(prefix.Length - offset, end - offset), FlushThreshold);
+                    write(prefix.Span.Slice((int)offset, n), _output);
+                }
+                else
+                {
+                    buffer ??= ArrayPool<byte>.Shared.Rent(FlushThreshold);
+                    int want = (int)Math.Min(buffer.Length, end - offset);
+                    n = body.Read(offset - prefix.Length, buffer.AsSpan(0, want));
+                    if (n <= 0)
+                        throw new InvalidOperationException($"message content ended at {offset - prefix.Length} of {body.Length} bytes");
+                    write(buffer.AsSpan(0, n), _output);
+                }
+                offset += n;
+                unflushed += n;
+                if (unflushed >= FlushThreshold)
+                {
+                    await FlushOutputAsync(what, ct).ConfigureAwait(false);
+                    unflushed = 0;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is not DownstreamException)
+        {
+            var failure = Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
+            if (ex is OperationCanceledException) throw;
+            throw failure;
+        }
+        finally
+        {
+            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task<SmtpReply> SendCommandCoreAsync(string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    {
+        var turn = TakeWriteTurn();
+        PendingReply pending;
+        await turn.EnterAsync(ct).ConfigureAwait(false);
+        try
+        {
+            ThrowIfBroken();
+            bool pipelining = Capabilities.Pipelining;
+            // Lock-step without PIPELINING (RFC 5321 §4.3): the previous reply must be in first.
+            if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
+            WriteLine(commandLine);
+            pending = Enqueue(verb, _options.ReplyTimeout);
+            if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            turn.Leave();
+        }
+        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task AwaitOutstandingAsync(CancellationToken ct)
+    {
+        PendingReply? last;
+        lock (_gate) last = _lastPending;
+        if (last is null || last.Completion.Task.IsCompleted) return;
+        try
+        {
+            await last.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (DownstreamException)
+        {
+            // Its own caller sees the failure; this command reports it through ThrowIfBroken.
+        }
+        ThrowIfBroken();
+    }
+
+    private void WriteLine(string line)
+    {
+        int max = Encoding.UTF8.GetMaxByteCount(line.Length) + 2;
+        var span = _output.GetSpan(max);
+        int n = Encoding.UTF8.GetBytes(line, span);
+        span[n++] = (byte)'\r';
+        span[n++] = (byte)'\n';
+        _output.Advance(n);
+    }
+
+    private PendingReply Enqueue(string verb, TimeSpan timeout)
+    {
+        var pending = new PendingReply(verb, timeout);
+        lock (_gate)
+        {
+            if (_failure is not null) throw Unusable(_failure);
+            _pending.Enqueue(pending);
+            _lastPending = pending;
+        }
+        return pending;
+    }
+
+    private async Task FlushOutputAsync(string what, CancellationToken ct)
+    {
+        // Marked before the write: a fast server may answer before FlushAsync even returns.
+        lock (_gate)
+        {
+            foreach (var pending in _pending) pending.Flushed = true;
+        }
+        WakeReader();
+
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (_options.ReplyTimeout != Timeout.InfiniteTimeSpan) cts.CancelAfter(_options.ReplyTimeout);
+        try
+        {
+            await _output.FlushAsync(cts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw Break(new DownstreamException(
+                $"downstream {RemoteDescription} did not accept {what} within {Describe(_options.ReplyTimeout)}"));
+        }
+        catch (OperationCanceledException)
+        {
+            Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} was canceled"));
+            throw;
+        }
+        catch (Exception ex) when (ex is not DownstreamException)
+        {
+            throw Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
+        }
+    }
+
+    // Socket → inbound pipe. FlushAsync waits while the pipe is over its pause threshold.
+    private async Task FillInboundAsync()
+    {
+        var writer = _inbound.Writer;
+        try
+        {
+            while (true)
+            {
+                var memory = writer.GetMemory(4096);
+                int n = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
+                if (n == 0) break;
+                writer.Advance(n);
+                var result = await writer.FlushAsync().ConfigureAwait(false);
+                if (result.IsCompleted || result.IsCanceled) break;
+            }
+            await writer.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            await writer.CompleteAsync(ex).ConfigureAwait(false);
+        }
+    }
+
+    // The one reader: parse replies, hand each to the oldest outstanding command, enforce the
+    // reply deadline of that command (it starts when the command was flushed or the previous
+    // reply arrived, whichever is later).
+    private async Task ReadRepliesAsync()
+    {
+        var timeoutCts = new CancellationTokenSource();
+        try
+        {
+            while (Volatile.Read(ref _failure) is null)
+            {
+                var head = HeadAwaitingReply();
+                ReadResult result;
+                if (head is null)
+                {
+                    result = await _input.ReadAsync().ConfigureAwait(false);   // woken by WakeReader
+                }
+                else
+                {
+                    var remaining = head.Remaining();
+                    if (remaining <= TimeSpan.Zero) throw ReplyTimeout(head);
+                    if (remaining != Timeout.InfiniteTimeSpan) timeoutCts.CancelAfter(remaining);
+                    try
+                    {
+                        result = await _input.ReadAsync(timeoutCts.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (timeoutCts.IsCancellationRequested)
+                    {
+                        throw ReplyTimeout(head);
+                    }
+                    if (!timeoutCts.TryReset())
+                    {
+                        timeoutCts.Dispose();
+                        timeoutCts = new CancellationTokenSource();
+                    }
+                }
+
+                var buffer = result.Buffer;
+                var reader = new SequenceReader<byte>(buffer);
+                while (true)
+                {
+                    var status = ReplyParser.TryParseReply(ref reader, out var reply, out var error);
+                    if (status == ReplyParseResult.Incomplete) break;
+                    if (status == ReplyParseResult.Error)
+                        throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply ({error})"
+                            + WaitingFor(head));
+                    Deliver(reply!);
+                    head = HeadAwaitingReply();
+                }
+                _input.AdvanceTo(reader.Position, buffer.End);
+
+                if (result.IsCompleted)
+                    throw new DownstreamException($"downstream {RemoteDescription} closed the connection" + WaitingFor(HeadAwaitingReply()));
+            }
+        }
+        catch (Exception ex)
+        {
+            Break(ex as DownstreamException
+                  ?? new DownstreamException($"downstream {RemoteDescription}: connection failed: {ex.Message}", null, ex));
+        }
+        finally
+        {
+            timeoutCts.Dispose();
+            await _input.CompleteAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static string WaitingFor(PendingReply? head) => head is null ? "" : $" while waiting for the reply to {head.Verb}";
+
+    private DownstreamException ReplyTimeout(PendingReply head) =>
+        new($"downstream {RemoteDescription} did not reply within {Describe(head.Timeout)} to {head.Verb}");
+
+    private PendingReply? HeadAwaitingReply()
+    {
+        lock (_gate)
+        {
+            if (_pending.Count == 0 || !_pending.Peek().Flushed) return null;
+            var head = _pending.Peek();
+            head.StartClock();
+            return head;
+        }
+    }
+
+    private void Deliver(SmtpReply reply)
+    {
+        PendingReply pending;
+        lock (_gate)
+        {
+            // RFC 2920 §3.2: the server may not reply ahead of the commands it has received.
+            if (_pending.Count == 0 || !_pending.Peek().Flushed)
+                throw new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
+            pending = _pending.Dequeue();
+        }
+        pending.Completion.TrySetResult(reply);
+    }
+
+    private void WakeReader()
+    {
+        try
+        {
+            _input.CancelPendingRead();
+        }
+        catch (InvalidOperationException)
+        {
+            // The read loop has ended; nothing to wake.
+        }
+    }
+
+    // Marks the client broken (the first failure wins), fails every outstanding reply and closes
+    // the socket. Returns the failure that broke the client.
+    private DownstreamException Break(DownstreamException failure)
+    {
+        List<PendingReply> orphans;
+        lock (_gate)
+        {
+            if (_failure is not null) return _failure;
+            _failure = failure;
+            orphans = [.. _pending];
+            _pending.Clear();
+        }
+        foreach (var pending in orphans) pending.Completion.TrySetException(failure);
+        try
+        {
+            _socket.Shutdown(SocketShutdown.Both);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Already gone.
+        }
+        _socket.Dispose();
+        WakeReader();
+        return failure;
+    }
+
+    private void ThrowIfBroken()
+    {
+        var failure = Volatile.Read(ref _failure);
+        if (failure is not null) throw Unusable(failure);
+    }
+
+    private static DownstreamException Unusable(DownstreamException failure) =>
+        new($"the downstream connection is no longer usable: {failure.Message}", failure.Reply, failure);
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
+        if (!IsBroken)
+        {
+            try
+            {
+                using var cts = new CancellationTokenSource(QuitTimeout);
+                await QuitAsync(cts.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is DownstreamException or OperationCanceledException)
+            {
+                // Best effort: the connection is closed either way.
+            }
+        }
+        Break(new DownstreamException($"downstream {RemoteDescription}: the client was closed"));
+        await Task.WhenAll(_readLoop, _fillLoop).ConfigureAwait(false);
+        try
+        {
+            await _output.CompleteAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // Unflushed bytes of a broken connection have nowhere to go.
+        }
+        await _stream.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private static async Task<SmtpReply?> FirstFailureOrLastAsync(IReadOnlyList<Task<SmtpReply>> replies)
+    {
+        SmtpReply? failure = null, last = null;
+        foreach (var task in replies)
+        {
+            last = await task.ConfigureAwait(false);
+            if (!last.IsPositiveCompletion) failure ??= last;
+        }
+        return failure ?? last;
+    }
+
+    private static SmtpReply? FirstCompletedFailure(List<Task<SmtpReply>> replies)
+    {
+        foreach (var task in replies)
+        {
+            if (!task.IsCompleted) break;
+            if (task.IsCompletedSuccessfully && !task.Result.IsPositiveCompletion) return task.Result;
+        }
+        return null;
+    }
+
+    private static string VerbOf(string commandLine)
+    {
+        int end = commandLine.IndexOfAny([' ', ':']);
+        return (end < 0 ? commandLine : commandLine[..end]).ToUpperInvariant();
+    }
+
+    private static void CheckTimeout(TimeSpan timeout, string name)
+    {
+        // CancelAfter takes at most ~49 days; anything non-positive would fail every wait at once.
+        if (timeout != Timeout.InfiniteTimeSpan && (timeout <= TimeSpan.Zero || timeout > TimeSpan.FromDays(1)))
+            throw new ArgumentOutOfRangeException(name, timeout, "a timeout must be positive and at most one day, or infinite");
+    }
+
+    private static string FormatEndPoint(IPAddress address, int port) =>
+        address.AddressFamily == AddressFamily.InterNetworkV6 ? $"[{address}]:{port}" : $"{address}:{port}";
+
+    private static string Describe(TimeSpan t) =>
+        t == Timeout.InfiniteTimeSpan ? "forever"
+        : t.TotalSeconds < 1 ? $"{t.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture)}ms"
+        : t.TotalMinutes < 1 ? $"{t.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)}s"
+        : $"{t.TotalMinutes.ToString("0.#", CultureInfo.InvariantCulture)}min";
+
+    // Writes happen in the order callers asked for them: each takes a turn behind the previous one.
+    private WriteTurn TakeWriteTurn()
+    {
+        var mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var previous = Interlocked.Exchange(ref _writeTail, mine.Task);
+        return new WriteTurn(previous, mine);
+    }
+
+    private readonly struct WriteTurn(Task previous, TaskCompletionSource mine)
+    {
+        public async ValueTask EnterAsync(CancellationToken ct)
+        {
+            if (previous.IsCompleted) return;
+            try
+            {
+                await previous.WaitAsync(ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Giving up our turn must not let the next writer overtake the previous one.
+                var next = mine;
+                _ = previous.ContinueWith(_ => next.TrySetResult(), CancellationToken.None,
+                    TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                throw;
+            }
+        }
+
+        public void Leave() => mine.TrySetResult();
+    }
+
+    private sealed class PendingReply(string verb, TimeSpan timeout)
+    {
+        private long _deadline;   // Stopwatch timestamp; 0 until the reply is being waited for
+
+        public string Verb { get; } = verb;
+        public TimeSpan Timeout { get; } = timeout;
+        public bool Flushed { get; set; }
+        public TaskCompletionSource<SmtpReply> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void StartClock()
+        {
+            if (_deadline == 0 && Timeout != System.Threading.Timeout.InfiniteTimeSpan)
+                _deadline = Stopwatch.GetTimestamp() + (long)(Timeout.TotalSeconds * Stopwatch.Frequency);
+        }
+
+        public TimeSpan Remaining() =>
+            Timeout == System.Threading.Timeout.InfiniteTimeSpan
+                ? System.Threading.Timeout.InfiniteTimeSpan
+                : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _deadline);
+    }
+}

@@ -1,0 +1,156 @@
+// Parses one SMTP reply (RFC 5321 §4.2) from buffered bytes; does no I/O.
+//   Reply-line = *( Reply-code "-" [ textstring ] CRLF ) Reply-code [ SP textstring ] CRLF
+// Codes are %x32-35 %x30-35 %x30-39 (§4.2); every line of a multi-line reply carries the same
+// code. An enhanced status code (RFC 3463 §2, RFC 2034) is recognised when the text starts with
+// "class.subject.detail" followed by a space or the end of the line, and class equals the
+// code's first digit. A bare LF line ending is tolerated; CR or NUL inside a line is not.
+// Incomplete leaves the reader where it was, so a caller can retry with more data.
+using System.Buffers;
+using System.Text;
+
+namespace Portcullis.SmtpCore.Downstream;
+
+internal enum ReplyParseResult
+{
+    Incomplete,
+    Complete,
+    Error,
+}
+
+internal static class ReplyParser
+{
+    // §4.5.3.1.5 says 512 octets per reply line; real servers send longer ones, so allow 8x.
+    public const int MaxLineLength = 4096;
+
+    // Bounds how much one reply may buffer (kept well under the inbound pipe's pause threshold).
+    public const int MaxReplyLength = 64 * 1024;
+
+    public static ReplyParseResult TryParseReply(ref SequenceReader<byte> reader, out SmtpReply? reply, out string? error)
+    {
+        reply = null;
+        error = null;
+        var probe = reader;
+        long start = probe.Consumed;
+        int code = 0;
+        string? enhanced = null;
+        var lines = new List<string>(1);
+        Span<byte> scratch = stackalloc byte[MaxLineLength];
+
+        while (true)
+        {
+            var window = probe.UnreadSequence;
+            if (window.Length > MaxLineLength) window = window.Slice(0, MaxLineLength);
+            var lf = window.PositionOf((byte)'\n');
+            if (lf is null)
+            {
+                if (window.Length < MaxLineLength) return ReplyParseResult.Incomplete;
+                error = $"reply line longer than {MaxLineLength} bytes";
+                return ReplyParseResult.Error;
+            }
+
+            var lineSequence = window.Slice(0, lf.Value);
+            probe.Advance(lineSequence.Length + 1);
+            scoped ReadOnlySpan<byte> line;
+            if (lineSequence.IsSingleSegment)
+            {
+                line = lineSequence.FirstSpan;
+            }
+            else
+            {
+                lineSequence.CopyTo(scratch);
+                line = scratch[..(int)lineSequence.Length];
+            }
+            if (line.Length > 0 && line[^1] == (byte)'\r') line = line[..^1];
+
+            scoped ReadOnlySpan<byte> text;
+            if (!TryParseLine(line, out int lineCode, out bool last, out text, out error))
+                return ReplyParseResult.Error;
+            if (code == 0)
+            {
+                code = lineCode;
+                int length = EnhancedCodeLength(text, code);
+                if (length > 0)
+                {
+                    enhanced = Encoding.ASCII.GetString(text[..length]);
+                    text = text[length..];
+                }
+            }
+            else if (lineCode != code)
+            {
+                error = $"multi-line reply mixes codes {code} and {lineCode}";
+                return ReplyParseResult.Error;
+            }
+            else if (enhanced is not null)
+            {
+                // Continuation lines usually repeat the enhanced code; strip it only when it matches.
+                int length = EnhancedCodeLength(text, code);
+                if (length > 0 && text[..length].SequenceEqual(Encoding.ASCII.GetBytes(enhanced))) text = text[length..];
+            }
+            if (enhanced is not null && !text.IsEmpty && text[0] == (byte)' ') text = text[1..];
+
+            lines.Add(Encoding.UTF8.GetString(text));
+            if (probe.Consumed - start > MaxReplyLength)
+            {
+                error = $"reply longer than {MaxReplyLength} bytes";
+                return ReplyParseResult.Error;
+            }
+            if (last)
+            {
+                reply = new SmtpReply(code, enhanced, [.. lines]);
+                reader = probe;
+                return ReplyParseResult.Complete;
+            }
+        }
+    }
+
+    private static bool TryParseLine(ReadOnlySpan<byte> line, out int code, out bool last, out ReadOnlySpan<byte> text, out string? error)
+    {
+        code = 0;
+        last = true;
+        text = default;
+        error = null;
+        if (line.Length < 3 || line[0] is < (byte)'2' or > (byte)'5' || line[1] is < (byte)'0' or > (byte)'5'
+            || line[2] is < (byte)'0' or > (byte)'9')
+        {
+            error = "reply line does not start with a reply code";
+            return false;
+        }
+        code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+        if (line.Length > 3)
+        {
+            if (line[3] == (byte)'-') last = false;
+            else if (line[3] != (byte)' ')
+            {
+                error = "reply code not followed by a space or '-'";
+                return false;
+            }
+            text = line[4..];
+        }
+        if (text.IndexOfAny((byte)'\r', (byte)'\0') >= 0)
+        {
+            error = "reply line contains CR or NUL";
+            return false;
+        }
+        return true;
+    }
+
+    // Length of a leading "c.sss.ddd" (RFC 3463: 1-3 digit subject and detail) that ends at a space
+    // or the end of the text and whose class matches the reply; 0 when there is none.
+    private static int EnhancedCodeLength(ReadOnlySpan<byte> text, int code)
+    {
+        if (text.Length < 5 || text[0] != (byte)('0' + code / 100) || text[1] != (byte)'.') return 0;
+        int i = 2;
+        for (int part = 0; part < 2; part++)
+        {
+            int digits = 0;
+            while (i < text.Length && digits < 4 && char.IsAsciiDigit((char)text[i])) { i++; digits++; }
+            if (digits is 0 or > 3) return 0;
+            if (part == 0)
+            {
+                if (i >= text.Length || text[i] != (byte)'.') return 0;
+                i++;
+            }
+        }
+        return i == text.Length || text[i] == (byte)' ' ? i : 0;
+    }
+}
