@@ -36,7 +36,7 @@ internal static class CommandLine
         var verb = args[0];
         if (verb is "help" or "--help" or "-h")
         {
-            Console.Out.Write(Usage);
+            Console.Out.WriteLine(Usage);
             return ExitOk;
         }
 
@@ -67,7 +67,7 @@ internal static class CommandLine
     private static int UsageError(string problem)
     {
         Console.Error.WriteLine($"portcullis: {problem}");
-        Console.Error.Write(Usage);
+        Console.Error.WriteLine(Usage);
         return ExitUsage;
     }
 

@@ -84,6 +84,8 @@ internal static class ScanCommands
 
         try
         {
+            // The exception already carries libclamav's error line; don't print it twice.
+            ClamAV.MessageSink = static (_, _) => { };
             using var engine = ScanEngine.Load(EngineOptionsFor(config));
             Console.Out.WriteLine($"signatures {engine.SignatureCount} (database {engine.DatabaseVersion})");
         }
