@@ -72,6 +72,8 @@ public static class ConfigLoader
             CheckForwardLoop(general, rawGeneral, sourceName, errors);
         }
 
+        CheckScanCoversMessage(scan, limits, sourceName, errors);
+
         if (errors.Count > 0)
         {
             throw new ConfigException(errors);
@@ -194,6 +196,19 @@ public static class ConfigLoader
 
     private static LogSection ConvertLog(RawLog raw, SectionReader r) =>
         new() { Folder = r.Folder("folder", raw.Folder, "", allowEmpty: true) };
+
+    // libclamav treats the whole message as one file: a message larger than max_file_size or
+    // max_scan_size would be passed as clean without being scanned to the end.
+    private static void CheckScanCoversMessage(ScanSection scan, LimitsSection limits, string source, List<string> errors)
+    {
+        foreach (var (key, value) in new[] { ("max_file_size", scan.MaxFileSize), ("max_scan_size", scan.MaxScanSize) })
+        {
+            if (value != 0 && limits.MaxMessageSize > value)
+            {
+                errors.Add($"{source}: [scan] {key} = {ConfigValues.FormatSize(value)} is smaller than [limits] max_message_size = {ConfigValues.FormatSize(limits.MaxMessageSize)}: larger messages would pass unscanned; expected {key} of at least max_message_size (or 0 for no limit)");
+            }
+        }
+    }
 
     // Forwarding to one of our own listeners would hand every message back to ourselves.
     private static void CheckForwardLoop(GeneralSection general, RawGeneral raw, string source, List<string> errors)

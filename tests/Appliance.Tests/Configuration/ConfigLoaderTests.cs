@@ -464,4 +464,22 @@ public sealed class ConfigLoaderTests
             File.Delete(path);
         }
     }
+
+    [Theory]
+    [InlineData("max_file_size")]
+    [InlineData("max_scan_size")]
+    public void A_scan_limit_below_the_message_size_limit_is_an_error(string key)
+    {
+        var error = SingleError($"[limits]\nmax_message_size = 200M\n[scan]\n{key} = 100M");
+        Assert.Contains($"[scan] {key}", error);
+        Assert.Contains("max_message_size", error);
+        Assert.Contains("unscanned", error);
+    }
+
+    [Fact]
+    public void A_scan_limit_of_zero_means_no_limit_and_covers_any_message()
+    {
+        var config = Load("[limits]\nmax_message_size = 2G\n[scan]\nmax_file_size = 0\nmax_scan_size = 0");
+        Assert.Equal(2L << 30, config.Limits.MaxMessageSize);
+    }
 }
