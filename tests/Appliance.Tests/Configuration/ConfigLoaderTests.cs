@@ -470,7 +470,8 @@ public sealed class ConfigLoaderTests
     [InlineData("max_scan_size")]
     public void A_scan_limit_below_the_message_size_limit_is_an_error(string key)
     {
-        var error = SingleError($"[limits]\nmax_message_size = 200M\n[scan]\n{key} = 100M");
+        string other = key == "max_file_size" ? "max_scan_size" : "max_file_size";
+        var error = SingleError($"[limits]\nmax_message_size = 200M\n[scan]\n{key} = 100M\n{other} = 0");
         Assert.Contains($"[scan] {key}", error);
         Assert.Contains("max_message_size", error);
         Assert.Contains("unscanned", error);
