@@ -196,7 +196,7 @@ public static class PathArgumentParser
                 error = $"bad parameter {item}";
                 return false;
             }
-            if (value is not null && value.Any(c => c is < '!' or '=' or '\x7f'))
+            if (value is not null && (value.Length == 0 || value.Any(c => c is < '!' or '=' or '\x7f')))
             {
                 error = $"bad parameter value in {key}";
                 return false;
