@@ -101,6 +101,7 @@ public sealed class SmtpSession
                 if (status == ParseStatus.LineTooLong)
                 {
                     await ResolvePendingAsync().ConfigureAwait(false);
+                    if (_closing) break;
                     Write(new SmtpReply(500, "5.5.2", "Line too long"));
                     _closing = true;
                     break;
@@ -108,6 +109,7 @@ public sealed class SmtpSession
                 if (status == ParseStatus.BareLineFeed)
                 {
                     await ResolvePendingAsync().ConfigureAwait(false);
+                    if (_closing) break;
                     ClientError(new SmtpReply(500, "5.5.2", "Command line must end with CRLF"));
                     continue;
                 }
@@ -171,6 +173,7 @@ public sealed class SmtpSession
         // MAIL and RCPT may stay pending (pipelined downstream); anything else sees settled state.
         if (command.Verb is not (SmtpVerb.Mail or SmtpVerb.Rcpt))
             await ResolvePendingAsync().ConfigureAwait(false);
+        if (_closing) return; // the pending replies ran into the error limit
 
         try
         {
@@ -220,7 +223,7 @@ public sealed class SmtpSession
         catch (Exception e) when (e is not (IOException or OperationCanceledException))
         {
             await AbortTransactionAsync().ConfigureAwait(false);
-            Write(Replies.LocalError);
+            if (!Queue(Replies.LocalError)) Write(Replies.LocalError);
         }
     }
 
@@ -349,7 +352,8 @@ public sealed class SmtpSession
         }
         if (tx.Recipients.Count + tx.InFlightRecipients >= _options.MaxRecipients)
         {
-            Write(new SmtpReply(452, "4.5.3", "Too many recipients"));
+            var full = new SmtpReply(452, "4.5.3", "Too many recipients");
+            if (!Queue(full)) Write(full);
             return;
         }
 
@@ -400,6 +404,7 @@ public sealed class SmtpSession
     private async Task DataAsync(SmtpCommand command)
     {
         await ResolvePendingAsync().ConfigureAwait(false);
+        if (_closing) return;
         var tx = Transaction;
         SmtpReply? refusal =
             command.Argument.Length > 0 ? Replies.SyntaxNoArgs
@@ -443,6 +448,7 @@ public sealed class SmtpSession
     private async Task BdatAsync(SmtpCommand command)
     {
         await ResolvePendingAsync().ConfigureAwait(false);
+        if (_closing) return;
         var parts = command.Argument.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         bool last = parts.Length == 2 && parts[1].Equals("LAST", StringComparison.OrdinalIgnoreCase);
         if (parts.Length is 0 or > 2 || (parts.Length == 2 && !last)
@@ -583,20 +589,31 @@ public sealed class SmtpSession
         {
             // Each pending reply reports the failure itself.
         }
-        foreach (var (task, apply) in _pending)
+        var pending = _pending.ToArray();
+        _pending.Clear();
+        foreach (var (task, apply) in pending)
         {
+            if (_closing) break; // nothing after a 421
             SmtpReply reply;
             try { reply = await task.ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { reply = Replies.LocalError; }
             reply = apply(reply);
             if (reply.IsPermanent) ClientError(reply); else Write(reply);
         }
-        _pending.Clear();
+    }
+
+    // Replies go out in command order (RFC 2920 §3.1): one known now waits behind any still pending.
+    private bool Queue(SmtpReply reply)
+    {
+        if (_pending.Count == 0) return false;
+        _pending.Add((Task.FromResult(reply), r => r));
+        return true;
     }
 
     // A 5xx the client earned; too many and the session ends (RFC 5321 §4.3.2 leaves it to us).
     private void ClientError(SmtpReply reply)
     {
+        if (Queue(reply)) return; // counted when its turn comes
         Write(reply);
         if (reply.Code is >= 500 and < 600 && reply.Code is 500 or 501 or 502 or 503 or 504 or 555)
         {
