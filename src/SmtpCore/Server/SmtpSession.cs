@@ -220,7 +220,7 @@ public sealed class SmtpSession
                     break;
             }
         }
-        catch (Exception e) when (e is not (IOException or OperationCanceledException))
+        catch (Exception e) when (HandlerFailed(e))
         {
             await AbortTransactionAsync().ConfigureAwait(false);
             if (!Queue(Replies.LocalError)) Write(Replies.LocalError);
@@ -544,7 +544,7 @@ public sealed class SmtpSession
         {
             reply = await _handler.OnMessageAsync(this, tx, _shutdown).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is not (IOException or OperationCanceledException))
+        catch (Exception e) when (HandlerFailed(e))
         {
             await AbortTransactionAsync().ConfigureAwait(false);
             Write(Replies.LocalError);
@@ -570,7 +570,7 @@ public sealed class SmtpSession
         if (tx is null) return;
         // Outstanding pipelined replies for it are still read so the downstream stays in step.
         try { await _handler.OnTransactionAbortedAsync(this, tx, CancellationToken.None).ConfigureAwait(false); }
-        catch (Exception e) when (e is not OperationCanceledException) { }
+        catch (Exception e) when (HandlerFailed(e)) { }
     }
 
     private void Track(SmtpResponse response, Func<SmtpReply, SmtpReply> apply)
@@ -585,7 +585,7 @@ public sealed class SmtpSession
         {
             await _handler.FlushAsync(this, _shutdown).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+        catch (Exception e) when (HandlerFailed(e))
         {
             // Each pending reply reports the failure itself.
         }
@@ -596,7 +596,7 @@ public sealed class SmtpSession
             if (_closing) break; // nothing after a 421
             SmtpReply reply;
             try { reply = await task.ConfigureAwait(false); }
-            catch (Exception e) when (e is not OperationCanceledException) { reply = Replies.LocalError; }
+            catch (Exception e) when (HandlerFailed(e)) { reply = Replies.LocalError; }
             reply = apply(reply);
             if (reply.IsPermanent) ClientError(reply); else Write(reply);
         }
@@ -609,6 +609,10 @@ public sealed class SmtpSession
         _pending.Add((Task.FromResult(reply), r => r));
         return true;
     }
+
+    // Anything a handler throws is its failure (451), an IOException from its downstream or its own
+    // timeout included; only our shutdown is not. The client's transport is never touched inside these.
+    private bool HandlerFailed(Exception e) => e is not OperationCanceledException || !_shutdown.IsCancellationRequested;
 
     // A 5xx the client earned; too many and the session ends (RFC 5321 §4.3.2 leaves it to us).
     private void ClientError(SmtpReply reply)
