@@ -6,17 +6,22 @@ namespace Portcullis.EndToEnd.Tests;
 // The command-line verbs other than `run`.
 public sealed class CliTests : IAsyncLifetime
 {
-    private readonly GatewayIni config = new(GatewayIni.NewRoot(), GatewayIni.FreePort(), GatewayIni.FreePort());
+    private GatewayIni config = null!;
 
     public async Task InitializeAsync()
     {
-        PortcullisBinary.Require();
+        PortcullisBinary.Require(); // fail before making anything
+        config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), GatewayIni.FreePort());
         await config.WriteAsync();
     }
 
     public Task DisposeAsync()
     {
-        Directory.Delete(config.Root, recursive: true);
+        if (config is not null && Directory.Exists(config.Root))
+        {
+            Directory.Delete(config.Root, recursive: true);
+        }
+
         return Task.CompletedTask;
     }
 
