@@ -498,7 +498,8 @@ public sealed class SmtpSession
         if (refusal is not null)
         {
             if (tx is not null && refusal.Code != 503) await AbortTransactionAsync().ConfigureAwait(false);
-            ClientError(refusal);
+            // RFC 3030 §2: chunks pipelined after a failed one are accepted and discarded, not counted as errors.
+            if (tx is null && _usedBdat) Write(refusal); else ClientError(refusal);
             return;
         }
         if (last)
