@@ -26,7 +26,8 @@ internal sealed class LoopbackSession : IAsyncDisposable
 
     public Task Run { get; }
 
-    public static async Task<LoopbackSession> StartAsync(SmtpServerOptions options, ISmtpSessionHandler handler)
+    public static async Task<LoopbackSession> StartAsync(SmtpServerOptions options, ISmtpSessionHandler handler,
+        CancellationToken shutdown = default)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -41,7 +42,7 @@ internal sealed class LoopbackSession : IAsyncDisposable
             try
             {
                 var session = new SmtpSession(transport, accepted.RemoteEndPoint, accepted.LocalEndPoint, options, handler, "t1");
-                await session.RunAsync(CancellationToken.None);
+                await session.RunAsync(shutdown);
             }
             finally
             {

@@ -10,6 +10,7 @@ internal sealed class RecordingHandler : ISmtpSessionHandler
     private readonly List<byte[]> _messages = [];
     private readonly List<string> _events = [];
 
+    public SmtpReply? Refuse { get; set; }
     public Func<SmtpTransaction, SmtpResponse>? Mail { get; set; }
     public Func<SmtpRecipient, SmtpResponse>? Rcpt { get; set; }
     public Func<SmtpTransaction, SmtpReply>? Message { get; set; }
@@ -24,7 +25,7 @@ internal sealed class RecordingHandler : ISmtpSessionHandler
     public ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct)
     {
         Record("connect");
-        return ValueTask.FromResult<SmtpReply?>(null);
+        return ValueTask.FromResult(Refuse);
     }
 
     public void AddExtensions(SmtpSession session, List<string> lines) => lines.AddRange(Extensions);

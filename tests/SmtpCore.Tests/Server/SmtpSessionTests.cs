@@ -62,6 +62,32 @@ public class SmtpSessionTests
     }
 
     [Fact]
+    public async Task Shutdown_says_421_and_closes()
+    {
+        var handler = new RecordingHandler();
+        using var shutdown = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, shutdown.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\nMAIL FROM:<a@example.org>\r\n");
+        Assert.Equal(["250 mx.test", "250 2.1.0 Sender OK"], await ReadLinesAsync(conn, 2));
+        shutdown.Cancel();
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
+    }
+
+    [Fact]
+    public async Task Connection_refused_by_policy_gets_its_banner_and_a_close()
+    {
+        var handler = new RecordingHandler { Refuse = new SmtpReply(554, "5.7.1", "mx.test No SMTP service for you") };
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler);
+        Assert.Equal("554 5.7.1 mx.test No SMTP service for you", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        Assert.Equal(["connect", "close"], handler.Events);
+    }
+
+    [Fact]
     public async Task Deferred_replies_resolved_out_of_order_still_go_out_in_command_order()
     {
         var mail = new TaskCompletionSource<SmtpReply>(TaskCreationOptions.RunContinuationsAsynchronously);
