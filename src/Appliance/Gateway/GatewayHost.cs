@@ -18,6 +18,7 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
+            Directory.CreateDirectory(Cli.ScanCommands.ScratchFolder(config));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -29,7 +30,7 @@ internal static class GatewayHost
         try
         {
             ClamAV.Initialize();
-            engine = ScanEngine.Load(EngineOptionsFrom(config));
+            engine = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
@@ -100,17 +101,6 @@ internal static class GatewayHost
             Log.Warn($"downstream {options.Host}:{options.Port} not reachable at start-up ({e.Message}); mail will get 451 until it is");
         }
     }
-
-    internal static EngineOptions EngineOptionsFrom(GatewayConfig config) => new(config.Scan.DatabaseFolder)
-    {
-        MaxScanSize = config.Scan.MaxScanSize,
-        MaxFileSize = config.Scan.MaxFileSize,
-        MaxRecursion = config.Scan.MaxRecursion,
-        MaxFiles = config.Scan.MaxFiles,
-        AlertExceedsMax = config.Scan.AlertExceedsMax,
-        ScanTimeout = config.Scan.Timeout,
-        TempFolder = config.General.TempFolder,
-    };
 
     private static Socket Listen(IPEndPoint endpoint)
     {
