@@ -19,10 +19,11 @@ internal static class GatewayHost
         {
             Directory.CreateDirectory(config.General.TempFolder);
             Directory.CreateDirectory(Cli.ScanCommands.ScratchFolder(config));
+            RemoveStaleScratch(Cli.ScanCommands.ScratchFolder(config));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            Log.Error($"temp_folder {config.General.TempFolder} is not usable: {e.Message}");
+            Log.Error($"temp_folder {config.General.TempFolder} or scratch_folder is not usable: {e.Message}");
             return 73; // EX_CANTCREAT
         }
 
@@ -99,6 +100,26 @@ internal static class GatewayHost
         catch (Exception e) when (e is SmtpCore.Downstream.DownstreamException or OperationCanceledException)
         {
             Log.Warn($"downstream {options.Host}:{options.Port} not reachable at start-up ({e.Message}); mail will get 451 until it is");
+        }
+    }
+
+    // Spill files are unlinked when opened, but libclamav's own unpack folders survive a kill -9
+    // of a scan in progress: remove them before the first scan of this process.
+    private static void RemoveStaleScratch(string folder)
+    {
+        foreach (var entry in new DirectoryInfo(folder).EnumerateFileSystemInfos())
+        {
+            if (!entry.Name.Contains("-scantemp.", StringComparison.Ordinal) && !entry.Name.StartsWith("clamav-", StringComparison.Ordinal))
+                continue;
+            try
+            {
+                if (entry is DirectoryInfo dir) dir.Delete(recursive: true); else entry.Delete();
+                Log.Info($"removed stale scan scratch {entry.FullName}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.Warn($"cannot remove stale scan scratch {entry.FullName}: {e.Message}");
+            }
         }
     }
 
