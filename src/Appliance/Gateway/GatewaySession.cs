@@ -20,7 +20,12 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 {
     private readonly GatewayContext _ctx;
     private DownstreamClient? _downstream;
+    private long _downstreamUsed;
     private int _messages;
+
+    // A downstream connection idle this long may have been closed by the server's own timeout
+    // (Postfix: 300 s); a fresh one costs less than a 451 from a stale one.
+    private static readonly TimeSpan DownstreamReuseLimit = TimeSpan.FromSeconds(30);
 
     public GatewaySession(GatewayContext ctx) => _ctx = ctx;
 
@@ -176,6 +181,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         try
         {
             reply = await downstream.SendMessageAsync(headers, state.Buffer!, ct).ConfigureAwait(false);
+            _downstreamUsed = Stopwatch.GetTimestamp();
         }
         catch (DownstreamException e)
         {
@@ -236,8 +242,13 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 
     private async Task<DownstreamClient> ConnectAsync(CancellationToken ct)
     {
-        if (_downstream is { IsBroken: false } existing) return existing;
+        if (_downstream is { IsBroken: false } existing && Stopwatch.GetElapsedTime(_downstreamUsed) < DownstreamReuseLimit)
+        {
+            _downstreamUsed = Stopwatch.GetTimestamp();
+            return existing;
+        }
         await DropDownstreamAsync().ConfigureAwait(false);
+        _downstreamUsed = Stopwatch.GetTimestamp();
         _downstream = await DownstreamClient.ConnectAsync(_ctx.DownstreamOptions, ct).ConfigureAwait(false);
         _ctx.DownstreamCapabilities = _downstream.Capabilities;
         return _downstream;
@@ -251,6 +262,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         try
         {
             var reply = await downstream.RsetAsync(CancellationToken.None).ConfigureAwait(false);
+            _downstreamUsed = Stopwatch.GetTimestamp();
             if (!reply.IsPositiveCompletion) await DropDownstreamAsync().ConfigureAwait(false);
         }
         catch (DownstreamException)
