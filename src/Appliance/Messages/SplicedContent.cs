@@ -1,3 +1,4 @@
+using Portcullis.NativeScan;
 using Portcullis.SmtpCore;
 
 namespace Portcullis.Appliance.Messages;
@@ -5,7 +6,7 @@ namespace Portcullis.Appliance.Messages;
 // Message content made of ranges of an original message and new bytes between them, read at
 // offsets like the original. Strip and tag use it so that every byte they do not change reaches
 // the downstream exactly as the client sent it, without copying the message.
-public sealed class SplicedContent : IMessageContent
+public sealed class SplicedContent : IMessageContent, IScanSource
 {
     private readonly List<(long Start, long Length, long SourceOffset, byte[]? Bytes)> _pieces = [];
     private readonly IMessageContent _source;
