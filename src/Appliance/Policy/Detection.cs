@@ -14,11 +14,13 @@ public enum DetectionClass
 // One reason a message is not clean: a signature name from libclamav, or Banned.<reason> from the
 // attachment rules. Precedence when a name fits several classes (first match wins):
 //   1. Banned.*       the gateway's own attachment rules, never a signature name
-//   2. *.UNOFFICIAL   from an unsigned custom database: where a signature comes from decides over
-//                     what it claims to be, since third-party databases are where false positives live
-//   3. *Phishing*     (case-insensitive, anywhere: Heuristics.Phishing.Email.SpoofedDomain is phishing)
-//   4. PUA.*
-//   5. Heuristics.*
+//   2. *Phishing*     (case-insensitive, anywhere: Heuristics.Phishing.Email.SpoofedDomain and
+//                     Sanesecurity.Phishing.Bank.123.UNOFFICIAL are phishing)
+//   3. PUA.*
+//   4. Heuristics.*
+//   5. *.UNOFFICIAL   any other signature from an unsigned custom database (libclamav adds the
+//                     suffix): what a name says it is decides over where it comes from, so a custom
+//                     PUA.* signature follows action_pua
 //   6. anything else  a virus
 public sealed record Detection(string Name)
 {
@@ -29,10 +31,10 @@ public sealed record Detection(string Name)
     public static DetectionClass Classify(string name)
     {
         if (name.StartsWith(BannedPrefix, StringComparison.Ordinal)) return DetectionClass.Banned;
-        if (name.EndsWith(".UNOFFICIAL", StringComparison.Ordinal)) return DetectionClass.Unofficial;
         if (name.Contains("Phishing", StringComparison.OrdinalIgnoreCase)) return DetectionClass.Phishing;
         if (name.StartsWith("PUA.", StringComparison.Ordinal)) return DetectionClass.Pua;
         if (name.StartsWith("Heuristics.", StringComparison.Ordinal)) return DetectionClass.Heuristics;
+        if (name.EndsWith(".UNOFFICIAL", StringComparison.Ordinal)) return DetectionClass.Unofficial;
         return DetectionClass.Virus;
     }
 
