@@ -79,6 +79,8 @@ internal static class GatewayHost
             Notifier = notifier,
         };
 
+        await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
+
         var listeners = new List<Socket>();
         try
         {
@@ -150,6 +152,31 @@ internal static class GatewayHost
             {
                 return;
             }
+        }
+    }
+
+    // Learn what the downstream offers (DSN is advertised only when it has it) before the
+    // first client arrives; sessions refresh this on every downstream connection.
+    private static async Task ProbeDownstreamAsync(GatewayContext ctx, CancellationToken stop)
+    {
+        var options = ctx.DownstreamOptions;
+        var probe = new SmtpCore.Downstream.DownstreamOptions
+        {
+            Host = options.Host,
+            Port = options.Port,
+            HeloName = options.HeloName,
+            ConnectTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ConnectTimeout.TotalSeconds)),
+            ReplyTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ReplyTimeout.TotalSeconds)),
+        };
+        try
+        {
+            await using var client = await SmtpCore.Downstream.DownstreamClient.ConnectAsync(probe, stop).ConfigureAwait(false);
+            ctx.DownstreamCapabilities = client.Capabilities;
+            Log.Info($"downstream {client.RemoteDescription}: {string.Join(' ', client.Capabilities.Raw.Keys)}");
+        }
+        catch (Exception e) when (e is SmtpCore.Downstream.DownstreamException or OperationCanceledException)
+        {
+            Log.Warn($"downstream {options.Host}:{options.Port} not reachable at start-up ({e.Message}); mail will get 451 until it is");
         }
     }
 
