@@ -337,6 +337,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         if (!_ctx.Scanners.TryEnqueue(stripped, null, _ctx.Config.Scan.Timeout, out var ticket))
             return null;
         var rescan = await ticket.Result.ConfigureAwait(false);
+        // The spliced message reads the buffer: a scan that timed out must let go of it first.
+        await ticket.Finished.ConfigureAwait(false);
         if (rescan.Outcome != ScanOutcome.Clean)
         {
             Log.Info($"session={session} strip not enough (after removing {parts.Count} part(s): {rescan}); rejecting instead");

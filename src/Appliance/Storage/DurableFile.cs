@@ -17,13 +17,21 @@ public static partial class DurableFile
             return;
         }
 
-        if (OperatingSystem.IsWindows())
+        try
         {
-            Directory.CreateDirectory(folder);
+            if (OperatingSystem.IsWindows())
+            {
+                Directory.CreateDirectory(folder);
+            }
+            else
+            {
+                Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
         }
-        else
+        catch (UnauthorizedAccessException e)
         {
-            Directory.CreateDirectory(folder, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            // Callers handle one kind of failure: the folder cannot be used.
+            throw new IOException(e.Message, e);
         }
     }
 

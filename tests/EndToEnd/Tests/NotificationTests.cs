@@ -100,3 +100,35 @@ public sealed class NotificationTests(ITestOutputHelper output)
         }
     }
 }
+
+// A template with an unknown placeholder stops check-config and start-up, naming file and line.
+public sealed class TemplateConfigTests : IAsyncLifetime
+{
+    private GatewayIni config = null!;
+
+    public async Task InitializeAsync()
+    {
+        PortcullisBinary.Require();
+        config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), GatewayIni.FreePort());
+        await config.WriteAsync();
+        Directory.CreateDirectory(Path.Combine(config.Root, "templates"));
+        await File.WriteAllTextAsync(Path.Combine(config.Root, "templates", "notify_sender.txt"), "Subject: {virus}\n\nHello {recipient}\n");
+    }
+
+    public Task DisposeAsync()
+    {
+        Directory.Delete(config.Root, recursive: true);
+        return Task.CompletedTask;
+    }
+
+    [Theory]
+    [InlineData("check-config")]
+    [InlineData("run")]
+    public async Task Unknown_placeholder_exits_78_naming_the_file_and_the_placeholder(string verb)
+    {
+        var result = await PortcullisBinary.RunAsync(verb, "--config", config.FilePath);
+
+        Assert.True(result.ExitCode == 78, result.ToString());
+        Assert.Contains(Path.Combine(config.Root, "templates", "notify_sender.txt") + ": line 3: unknown placeholder {recipient}", result.Stderr);
+    }
+}
