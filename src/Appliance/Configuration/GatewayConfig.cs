@@ -76,6 +76,10 @@ public sealed record ScanSection
     // Treat content that exceeds a limit as infected (Heuristics.Limits.Exceeded.*).
     public bool AlertExceedsMax { get; init; }
 
+    // Where libclamav unpacks while scanning; empty means temp_folder. A tmpfs here saves a
+    // directory create/remove on disk per message (about 10x faster small-message scans on ext4).
+    public string ScratchFolder { get; init; } = "";
+
     // What happens to a message with a detection; the per-class keys default to Action (null here).
     public DetectionAction Action { get; init; } = DetectionAction.Reject;
     public DetectionAction? ActionPua { get; init; }

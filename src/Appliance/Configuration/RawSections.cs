@@ -24,7 +24,7 @@ internal sealed class RawScan
     public static readonly string[] Keys =
     [
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
-        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "action", "action_pua",
+        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder", "action", "action_pua",
         "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
         "banned_extensions", "banned_content_types", "encrypted_archives",
     ];
@@ -39,6 +39,7 @@ internal sealed class RawScan
     [ConfigurationKeyName("max_recursion")] public string? MaxRecursion { get; set; }
     [ConfigurationKeyName("max_files")] public string? MaxFiles { get; set; }
     [ConfigurationKeyName("alert_exceeds_max")] public string? AlertExceedsMax { get; set; }
+    [ConfigurationKeyName("scratch_folder")] public string? ScratchFolder { get; set; }
     [ConfigurationKeyName("action")] public string? Action { get; set; }
     [ConfigurationKeyName("action_pua")] public string? ActionPua { get; set; }
     [ConfigurationKeyName("action_heuristics")] public string? ActionHeuristics { get; set; }
