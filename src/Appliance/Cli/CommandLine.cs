@@ -119,6 +119,16 @@ internal static class CommandLine
             return ExitConfig;
         }
 
+        try
+        {
+            Gateway.GatewayAccess.Load(config);
+        }
+        catch (InvalidDataException e)
+        {
+            Console.Error.WriteLine($"{config.SourcePath}: {e.Message}");
+            return ExitConfig;
+        }
+
         Console.Out.Write(Summary(config));
         foreach (var warning in FolderWarnings(config))
         {
