@@ -260,12 +260,6 @@ public static class ConfigLoader
             errors.Add($"{source}: [tls] certificate and key must be set together; expected both PEM files (or neither, for no TLS)");
         }
 
-        var tlsListener = general.Interfaces.FirstOrDefault(i => i.Tls);
-        if (tlsListener is not null && !tls.Enabled)
-        {
-            errors.Add($"{source}: [general] interfaces: {tlsListener} needs a certificate; expected [tls] certificate and key to be set");
-        }
-
         if (auth.PasswdFile.Length > 0 && auth.Downstream)
         {
             errors.Add($"{source}: [auth] passwd_file and downstream = yes are both set; expected one way to check passwords");

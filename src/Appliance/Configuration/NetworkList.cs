@@ -61,7 +61,7 @@ public sealed class NetworkList : IEquatable<NetworkList>, IReadOnlyList<IPNetwo
         if (slash >= 0 && (!int.TryParse(entry.AsSpan(slash + 1), System.Globalization.NumberStyles.None, null, out prefix) || prefix > max))
             return false;
         // Host bits set below the prefix ("10.1.2.3/8") are a typo more often than not: refuse.
-        return IPNetwork.TryParse($"{address}/{prefix}", out network);
+        return IPNetwork.TryParse($"{address}/{prefix}", out network) && network.BaseAddress.Equals(address);
     }
 
     public bool Equals(NetworkList? other) => other is not null && _networks.AsSpan().SequenceEqual(other._networks);

@@ -12,6 +12,9 @@ internal sealed record GatewayAccess(RelayPolicy Relay, TlsCertificates? Tls, Wa
     // Throws InvalidDataException naming the section, key and file.
     public static GatewayAccess Load(GatewayConfig config)
     {
+        var tlsListener = config.General.Interfaces.FirstOrDefault(i => i.Tls);
+        if (tlsListener is not null && !config.Tls.Enabled)
+            throw new InvalidDataException($"[general] interfaces: {tlsListener} needs a certificate; expected [tls] certificate and key to be set");
         var relay = new RelayPolicy(config.Relay);
         var tls = config.Tls.Enabled ? new TlsCertificates(config.Tls) : null;
         WatchedFile<PasswdFile>? passwords = null;

@@ -42,6 +42,9 @@ public sealed partial class ShippedConfigTests
         Assert.Equal(defaults.Scan, shipped.Scan);
         Assert.Equal(defaults.Limits, shipped.Limits);
         Assert.Equal(defaults.Log, shipped.Log);
+        Assert.Equal(defaults.Relay, shipped.Relay);
+        Assert.Equal(defaults.Auth, shipped.Auth);
+        Assert.Equal(defaults.Tls, shipped.Tls);
         Assert.Equal(defaults.General with { Interfaces = [] }, shipped.General with { Interfaces = [] });
         Assert.Equal(defaults.General.Interfaces.Select(i => i.ToString()), shipped.General.Interfaces.Select(i => i.ToString()));
     }
@@ -50,13 +53,18 @@ public sealed partial class ShippedConfigTests
     public void ShippedFileShowsEveryKeyWithAComment()
     {
         var lines = File.ReadAllLines(ShippedPath());
-        string[] sections = ["general", "scan", "limits", "log"];
+        string[] sections = ["general", "scan", "limits", "log", "relay", "auth", "tls"];
         string[][] keys =
         [
-            ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder"],
+            ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
+             "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file"],
             ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max"],
-            ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline"],
+            ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline",
+             "max_connections", "max_connections_per_ip"],
             ["folder"],
+            ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl"],
+            ["passwd_file", "downstream", "allow_plaintext", "max_failures", "failure_window", "failure_delay"],
+            ["certificate", "key"],
         ];
 
         for (var s = 0; s < sections.Length; s++)
