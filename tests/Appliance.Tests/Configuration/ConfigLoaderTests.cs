@@ -307,8 +307,8 @@ public sealed class ConfigLoaderTests
             $"{Source}: unknown section [quarantine] (known sections: general, scan, limits, log, relay, auth, tls)",
             SingleError("[quarantine]\n"));
         Assert.Equal(
-            $"{Source}: unknown section [status] (known sections: general, scan, limits, log, relay, auth, tls)",
-            SingleError("[status]\nlisten = 127.0.0.1:8025\n"));
+            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, relay, auth, tls)",
+            SingleError("[bogus]\nlisten = 127.0.0.1:8025\n"));
     }
 
     [Fact]
