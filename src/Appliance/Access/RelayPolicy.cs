@@ -18,7 +18,7 @@ namespace Portcullis.Appliance.Access;
 
 internal sealed class RelayPolicy : IRelayPolicy
 {
-    private static readonly TimeSpan Recheck = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan Recheck = TimeSpan.Zero;   // one stat per use: cheap, and a change counts at once
     private readonly RelaySection _config;
     private readonly HashSet<string> _domains;
     private readonly WatchedFile<HashSet<string>>? _domainsFile;

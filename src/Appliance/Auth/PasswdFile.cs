@@ -39,7 +39,7 @@ internal sealed class PasswdFile
     }
 
     public static WatchedFile<PasswdFile> Watch(string path) =>
-        new(path, (p, _) => Parse(FileText.Read(p), p), new PasswdFile([]), TimeSpan.FromSeconds(1));
+        new(path, (p, _) => Parse(FileText.Read(p), p), new PasswdFile([]), TimeSpan.Zero);
 
     public bool Verify(string user, string password)
     {
