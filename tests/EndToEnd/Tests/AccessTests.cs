@@ -12,7 +12,7 @@ using Xunit.Abstractions;
 namespace Portcullis.EndToEnd.Tests;
 
 // Who may send through the gateway, against the published binary. Untrusted clients connect
-// from 127.0.0.2 (loopback, but outside the networks these tests trust).
+// from 127.0.0.2 (loopback, but outside trusted_networks, which these tests narrow to 127.0.0.1).
 public sealed class AccessTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
@@ -29,6 +29,7 @@ public sealed class AccessTests(ITestOutputHelper output)
         await using var downstream = TestSmtpServer.Start(DownstreamExtensions.Default | DownstreamExtensions.XForward);
         await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
             .Set("relay", "local_domains", "local.test")
+            .Set("relay", "trusted_networks", "127.0.0.1/32")   // the default is all of 127.0.0.0/8
             .Set("limits", "max_connections_per_ip", "3"));
 
         await using var client = await RawSmtpClient.ConnectAsync(gateway.Port, from: AccessFixtures.Untrusted);
@@ -156,6 +157,7 @@ public sealed class AccessTests(ITestOutputHelper output)
             await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
                 .Set("general", "interfaces", $"127.0.0.1:{ini.ListenPort}, 127.0.0.1:{tlsPort}/tls")
                 .Set("relay", "local_domains", "local.test")
+                .Set("relay", "trusted_networks", "127.0.0.1/32")
                 .Set("tls", "certificate", cert)
                 .Set("tls", "key", key)
                 .Set("auth", "passwd_file", passwd)
@@ -250,6 +252,7 @@ public sealed class AccessTests(ITestOutputHelper output)
         }.Start();
         await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
             .Set("relay", "local_domains", "local.test")
+            .Set("relay", "trusted_networks", "127.0.0.1/32")
             .Set("auth", "downstream", "yes")
             .Set("auth", "allow_plaintext", "yes")
             .Set("auth", "failure_delay", "0"));
