@@ -4,7 +4,7 @@
 set -euo pipefail
 
 run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils)
 bench_pkgs=("${test_pkgs[@]}" postfix bc python3)
 
 case "${1:-test}" in

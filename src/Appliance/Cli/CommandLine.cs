@@ -147,6 +147,17 @@ internal static class CommandLine
             return ExitConfig;
         }
 
+        // Relay rules, password and certificate files must be readable now, not at the first connection.
+        try
+        {
+            Gateway.GatewayAccess.Load(config);
+        }
+        catch (InvalidDataException e)
+        {
+            Console.Error.WriteLine($"{config.SourcePath}: {e.Message}");
+            return ExitConfig;
+        }
+
         Console.Out.Write(Summary(config));
         foreach (var warning in FolderWarnings(config))
         {

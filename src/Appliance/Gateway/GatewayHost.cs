@@ -2,8 +2,12 @@
 // SmtpSession per accepted connection until asked to stop. Start-up problems (no
 // signatures, a port in use, an unusable temp_folder) end the process with a clear
 // message and a non-zero exit code before any mail is accepted.
+using System.Buffers;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
+using System.Text;
+using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Notifications;
@@ -71,15 +75,31 @@ internal static class GatewayHost
         }
         Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
 
+        GatewayAccess access;
+        try
+        {
+            access = GatewayAccess.Load(config);
+        }
+        catch (InvalidDataException e)
+        {
+            Log.Error($"{config.SourcePath}: {e.Message}");
+            engine.Dispose();
+            return 78; // EX_CONFIG
+        }
+
         using var engines = new EngineHolder(engine);
         using var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
         var notifier = new Notifier(outbox, NotificationServer(config));
-        var ctx = new GatewayContext(config, engines, scanners, messageLog, new DownstreamDecidesPolicy())
+        var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
         {
             Templates = templates,
             Notifier = notifier,
+            Tls = access.Tls,
+            Passwords = access.Passwords,
+            Connections = new ConnectionLimiter(config.Limits.MaxConnections, config.Limits.MaxConnectionsPerIp),
         };
+        if (access.Tls is not null) Log.Info($"TLS certificate {access.Tls.Subject} from {config.Tls.Certificate}");
 
         await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
 
@@ -101,7 +121,7 @@ internal static class GatewayHost
         var notifying = notifier.RunAsync(stop);
         var purging = PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, stop);
         var sessions = new SessionTracker();
-        var accepts = listeners.Select(l => AcceptLoopAsync(l, ctx, sessions, stop)).ToArray();
+        var accepts = listeners.Select((l, i) => AcceptLoopAsync(l, config.General.Interfaces[i], ctx, sessions, stop)).ToArray();
         try
         {
             await Task.Delay(Timeout.Infinite, stop).ConfigureAwait(false);
@@ -221,7 +241,7 @@ internal static class GatewayHost
         }
     }
 
-    private static async Task AcceptLoopAsync(Socket listener, GatewayContext ctx, SessionTracker sessions, CancellationToken stop)
+    private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayContext ctx, SessionTracker sessions, CancellationToken stop)
     {
         while (!stop.IsCancellationRequested)
         {
@@ -239,24 +259,109 @@ internal static class GatewayHost
                 try { await Task.Delay(100, stop).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
                 continue;
             }
-            sessions.Run(RunSessionAsync(client, ctx, stop));
+            sessions.Run(RunSessionAsync(client, endpoint, ctx, stop));
         }
     }
 
-    private static async Task RunSessionAsync(Socket client, GatewayContext ctx, CancellationToken stop)
+    // One connection: the PROXY header on /proxy listeners (only from [general] proxy_trusted),
+    // the TLS handshake on /tls listeners, the connection limits, then the SMTP session. The real
+    // client address from the header is what every later decision and log line sees.
+    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken stop)
     {
         await Task.Yield();
         client.NoDelay = true;
-        using var stream = new NetworkStream(client, ownsSocket: true);
-        var session = new SmtpSession(stream, client.RemoteEndPoint, client.LocalEndPoint, ctx.ServerOptions,
-            new GatewaySession(ctx), GatewayContext.NewSessionId());
+        using var network = new NetworkStream(client, ownsSocket: true);
+        Stream stream = network;
+        SslStream? tls = null;
+        EndPoint? remote = client.RemoteEndPoint;
+        string id = GatewayContext.NewSessionId();
+        var hostname = ctx.Config.General.Hostname;
+        ConnectionLimiter.Lease? lease = null;
         try
         {
+            using var setup = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            setup.CancelAfter(ctx.Config.Limits.CommandTimeout);
+            if (listener.Proxy)
+            {
+                var peer = (remote as IPEndPoint)?.Address;
+                if (!ctx.Config.General.ProxyTrusted.Contains(peer))
+                {
+                    Log.Warn($"session={id} PROXY header expected on {listener}, but {peer} is not in [general] proxy_trusted: refused");
+                    await WriteLineAsync(network, $"554 5.7.1 {hostname} Connection refused: not a trusted proxy", stop).ConfigureAwait(false);
+                    return;
+                }
+                var (header, error) = await ReadProxyHeaderAsync(network, setup.Token).ConfigureAwait(false);
+                if (header is null)
+                {
+                    Log.Warn($"session={id} from {peer}: bad PROXY header: {error}");
+                    await WriteLineAsync(network, $"421 4.7.0 {hostname} PROXY protocol header expected", stop).ConfigureAwait(false);
+                    return;
+                }
+                if (header.Source is not null) remote = header.Source;
+            }
+            if (listener.Tls)
+            {
+                tls = new SslStream(network, leaveInnerStreamOpen: true);
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
+                {
+                    Log.Info($"session={id} client={(remote as IPEndPoint)?.Address} TLS handshake failed: {e.Message}");
+                    return;
+                }
+                stream = tls;
+            }
+            var address = (remote as IPEndPoint)?.Address;
+            string refusal = "";
+            lease = ctx.Connections?.TryEnter(address, out refusal);
+            if (lease is null && ctx.Connections is not null)
+            {
+                Log.Warn($"session={id} client={address} refused: {refusal}");
+                await WriteLineAsync(stream, $"421 4.7.0 {hostname} {refusal}, try again later", stop).ConfigureAwait(false);
+                return;
+            }
+
+            var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new GatewaySession(ctx), id);
             await session.RunAsync(stop).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
+        {
+            // The client or the balancer went away during set-up.
         }
         catch (Exception e)
         {
-            Log.Error($"session={session.Id} ended with an internal error: {e}");
+            Log.Error($"session={id} ended with an internal error: {e}");
+        }
+        finally
+        {
+            lease?.Dispose();
+            if (tls is not null) await tls.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static async Task WriteLineAsync(Stream stream, string line, CancellationToken ct)
+    {
+        try { await stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), ct).ConfigureAwait(false); }
+        catch (Exception e) when (e is IOException or OperationCanceledException) { }
+    }
+
+    // Reads exactly the header's bytes from the socket (no further: on a /tls listener the TLS
+    // handshake follows), fetching only as many as the parser says it still needs.
+    internal static async Task<(SmtpCore.Protocol.ProxyHeader?, string)> ReadProxyHeaderAsync(Stream stream, CancellationToken ct)
+    {
+        var buffer = new byte[16 + 65535];
+        int filled = 0;
+        while (true)
+        {
+            var status = SmtpCore.Protocol.ProxyHeaderParser.TryParse(new ReadOnlySequence<byte>(buffer, 0, filled),
+                out var header, out _, out int needed, out var error);
+            if (status == SmtpCore.Protocol.ProxyParseStatus.Complete) return (header, "");
+            if (status == SmtpCore.Protocol.ProxyParseStatus.Error) return (null, error);
+            int n = await stream.ReadAsync(buffer.AsMemory(filled, needed), ct).ConfigureAwait(false);
+            if (n == 0) return (null, "the connection closed inside the header");
+            filled += n;
         }
     }
 
