@@ -35,6 +35,11 @@ public sealed class BannedAttachments
     private const int MaxArchiveDepth = 3;
     private const int MaxArchiveEntries = 10_000;
 
+    // What the nested archives of one message may inflate to, all together: a zip's entries may
+    // all point at the same compressed data (an overlapping-entry zip bomb), so neither the archive's
+    // size nor the entry count bounds the work.
+    public const long MaxInflatedBytes = 64L << 20;
+
     private readonly HashSet<string> _extensions;
     private readonly bool _double;
     private readonly string[] _contentTypes;
@@ -93,7 +98,16 @@ public sealed class BannedAttachments
 
     // Checks the member names of a zip archive (and of zip archives inside it). An archive that
     // cannot be read is left to libclamav, which has already scanned it.
-    public string? CheckZip(Stream archive, int depth = 0)
+    public string? CheckZip(Stream archive)
+    {
+        long budget = MaxInflatedBytes;
+        return CheckZip(archive, ref budget);
+    }
+
+    // budget: what nested archives may still inflate to; shared by the archives of one message.
+    public string? CheckZip(Stream archive, ref long budget) => CheckZip(archive, 0, ref budget);
+
+    private string? CheckZip(Stream archive, int depth, ref long budget)
     {
         if (depth >= MaxArchiveDepth) return null;
         try
@@ -105,12 +119,18 @@ public sealed class BannedAttachments
                 if (++count > MaxArchiveEntries) break;
                 if (_blockEncrypted && entry.IsEncrypted) return "Banned.EncryptedArchive";
                 if (CheckFileName(entry.FullName) is { } banned) return banned;
-                if (!entry.IsEncrypted && LooksLikeZip(entry.Name, null) && entry.Length <= 64L << 20)
+                if (!entry.IsEncrypted && LooksLikeZip(entry.Name, null) && entry.Length <= budget)
                 {
                     using var inner = new MemoryStream();
-                    using (var source = entry.Open()) source.CopyTo(inner);
+                    using (var source = entry.Open()) budget = CopyAtMost(source, inner, budget);
+                    if (budget < 0)
+                    {
+                        budget = 0; // more than the entry said: what is inside is left to libclamav
+                        continue;
+                    }
+
                     inner.Position = 0;
-                    if (CheckZip(inner, depth + 1) is { } nested) return nested;
+                    if (CheckZip(inner, depth + 1, ref budget) is { } nested) return nested;
                 }
             }
         }
@@ -120,5 +140,20 @@ public sealed class BannedAttachments
         }
 
         return null;
+    }
+
+    // Copies until the source ends; returns the budget left, or -1 when the source had more.
+    private static long CopyAtMost(Stream source, Stream destination, long budget)
+    {
+        var buffer = new byte[81920];
+        int n;
+        while ((n = source.Read(buffer, 0, (int)Math.Min(buffer.Length, budget + 1))) > 0)
+        {
+            if (n > budget) return -1;
+            destination.Write(buffer, 0, n);
+            budget -= n;
+        }
+
+        return budget;
     }
 }

@@ -99,13 +99,14 @@ public sealed class MessageStructure
     {
         var found = new List<(Leaf, string)>();
         if (rules.IsEmpty) return found;
+        long inflate = BannedAttachments.MaxInflatedBytes;
         foreach (var leaf in Leaves)
         {
             var name = rules.CheckFileName(leaf.FileName) ?? rules.CheckContentType(leaf.MediaType);
             if (name is null && BannedAttachments.LooksLikeZip(leaf.FileName, leaf.MediaType) && Decode(leaf, maxArchiveSize) is { } archive)
             {
                 using var stream = new MemoryStream(archive, writable: false);
-                name = rules.CheckZip(stream);
+                name = rules.CheckZip(stream, ref inflate);
             }
 
             if (name is not null) found.Add((leaf, name));

@@ -1,5 +1,6 @@
 using System.IO.Compression;
 using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Messages;
 using Portcullis.Appliance.Policy;
 using Xunit;
 
@@ -76,6 +77,75 @@ public sealed class BannedAttachmentsTests
     [Fact]
     public void UnreadableArchiveIsLeftToTheScanner() =>
         Assert.Null(Defaults.CheckZip(new MemoryStream("PK not really a zip"u8.ToArray())));
+
+    // An overlapping-entry zip bomb (Fifield, "A better zip bomb", 2019): a few hundred KB whose
+    // central directory lists the same 32 MB "inner.zip" many times. Looking for nested archives
+    // must not inflate each of them: the names are all a cheap check may cost.
+    [Fact]
+    public void OverlappingEntriesDoNotInflateWithoutBound()
+    {
+        var single = Zip(("inner.zip", new byte[32 << 20])).ToArray();
+        var bomb = new CountingStream(RepeatCentralEntry(single, 200));
+        Assert.Null(Defaults.CheckZip(bomb));
+        // 200 entries of about 32 KB compressed each; a bounded check reads a few of them at most.
+        Assert.True(bomb.BytesRead < 16L * single.Length, $"read {bomb.BytesRead} bytes of a {bomb.Length}-byte archive");
+    }
+
+    [Fact]
+    public void ManyBombPartsInOneMessageShareOneBound()
+    {
+        // Each part alone stays under the bound; twenty of them must not multiply it.
+        var part = Convert.ToBase64String(RepeatCentralEntry(Zip(("inner.zip", new byte[32 << 20])).ToArray(), 2), Base64FormattingOptions.InsertLineBreaks);
+        var message = new System.Text.StringBuilder("Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n");
+        for (var i = 0; i < 20; i++)
+            message.Append($"--b\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; filename=p{i}.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{part}\r\n");
+        message.Append("--b--\r\n");
+        var structure = MessageStructure.Parse(new BytesContent(System.Text.Encoding.ASCII.GetBytes(message.ToString())))!;
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        Assert.Empty(structure.FindBanned(Defaults, 0));
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // Unbounded: 20 x 64 MB inflated into memory streams; bounded: about one part's worth.
+        Assert.True(allocated < 512L << 20, $"{allocated >> 20} MB allocated");
+    }
+
+    // The one central directory record of `zip`, listed `count` times, all pointing at the same data.
+    internal static byte[] RepeatCentralEntry(byte[] zip, int count)
+    {
+        var eocd = zip.Length - 22;
+        Assert.Equal(0x06054b50u, BitConverter.ToUInt32(zip, eocd));
+        var cdSize = (int)BitConverter.ToUInt32(zip, eocd + 12);
+        var cdOffset = (int)BitConverter.ToUInt32(zip, eocd + 16);
+        var output = new MemoryStream();
+        output.Write(zip, 0, cdOffset);
+        for (var i = 0; i < count; i++) output.Write(zip, cdOffset, cdSize);
+        var end = zip[eocd..];
+        BitConverter.GetBytes((ushort)count).CopyTo(end, 8);
+        BitConverter.GetBytes((ushort)count).CopyTo(end, 10);
+        BitConverter.GetBytes((uint)(cdSize * count)).CopyTo(end, 12);
+        output.Write(end);
+        return output.ToArray();
+    }
+
+    private sealed class CountingStream(byte[] data) : MemoryStream(data, writable: false)
+    {
+        public long BytesRead { get; private set; }
+
+        public override int Read(byte[] buffer, int offset, int count) => Counted(base.Read(buffer, offset, count));
+        public override int Read(Span<byte> buffer) => Counted(base.Read(buffer));
+        public override int ReadByte()
+        {
+            var b = base.ReadByte();
+            if (b >= 0) BytesRead++;
+            return b;
+        }
+
+        private int Counted(int n)
+        {
+            BytesRead += n;
+            return n;
+        }
+    }
 
     internal static MemoryStream Zip(params (string Name, byte[] Content)[] entries)
     {
