@@ -1,6 +1,7 @@
 // [limits] max_connections and max_connections_per_ip: open client connections in all and per
 // real client address (after a PROXY header). 0 means no limit. A connection over a limit gets
-// 421 4.7.0 and is closed before the session starts.
+// 421 4.7.0 and is closed before the session starts (on an implicit-TLS listener, before the
+// handshake and without a reply).
 using System.Net;
 
 namespace Portcullis.Appliance.Gateway;

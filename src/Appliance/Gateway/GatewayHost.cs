@@ -264,7 +264,7 @@ internal static class GatewayHost
     }
 
     // One connection: the PROXY header on /proxy listeners (only from [general] proxy_trusted),
-    // the TLS handshake on /tls listeners, the connection limits, then the SMTP session. The real
+    // the connection limits, the TLS handshake on /tls listeners, then the SMTP session. The real
     // client address from the header is what every later decision and log line sees.
     private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken stop)
     {
@@ -299,6 +299,19 @@ internal static class GatewayHost
                 }
                 if (header.Source is not null) remote = header.Source;
             }
+
+            // Before the TLS handshake: a connection that never finishes it holds its place too.
+            var address = (remote as IPEndPoint)?.Address;
+            string refusal = "";
+            lease = ctx.Connections?.TryEnter(address, out refusal);
+            if (lease is null && ctx.Connections is not null)
+            {
+                Log.Warn($"session={id} client={address} refused: {refusal}");
+                // On an implicit-TLS listener a reply in clear means nothing to the client: just close.
+                if (!listener.Tls) await WriteLineAsync(stream, $"421 4.7.0 {hostname} {refusal}, try again later", stop).ConfigureAwait(false);
+                return;
+            }
+
             if (listener.Tls)
             {
                 tls = new SslStream(network, leaveInnerStreamOpen: true);
@@ -312,15 +325,6 @@ internal static class GatewayHost
                     return;
                 }
                 stream = tls;
-            }
-            var address = (remote as IPEndPoint)?.Address;
-            string refusal = "";
-            lease = ctx.Connections?.TryEnter(address, out refusal);
-            if (lease is null && ctx.Connections is not null)
-            {
-                Log.Warn($"session={id} client={address} refused: {refusal}");
-                await WriteLineAsync(stream, $"421 4.7.0 {hostname} {refusal}, try again later", stop).ConfigureAwait(false);
-                return;
             }
 
             var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new GatewaySession(ctx), id);

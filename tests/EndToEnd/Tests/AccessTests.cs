@@ -215,6 +215,58 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Connections_still_in_the_TLS_handshake_count_against_the_connection_limits()
+    {
+        var folder = GatewayIni.NewRoot();
+        try
+        {
+            var (cert, key) = AccessFixtures.SelfSignedCertificate(folder);
+            int tlsPort = AccessFixtures.FreePort();
+            await using var downstream = TestSmtpServer.Start();
+            await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
+                .Set("general", "interfaces", $"127.0.0.1:{ini.ListenPort}, 127.0.0.1:{tlsPort}/tls")
+                .Set("tls", "certificate", cert)
+                .Set("tls", "key", key)
+                .Set("limits", "max_connections_per_ip", "2"));
+
+            // Two connections to the implicit-TLS port that never send a ClientHello.
+            var stalled = new List<Socket>();
+            try
+            {
+                for (var i = 0; i < 2; i++)
+                {
+                    var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                    stalled.Add(socket);
+                    socket.Bind(new IPEndPoint(AccessFixtures.Untrusted, 0));
+                    await socket.ConnectAsync(IPAddress.Loopback, tlsPort);
+                }
+
+                // They hold that address's two places: another connection from it is refused once
+                // the gateway has taken them in (plain port, same limiter).
+                var deadline = DateTime.UtcNow + Wait;
+                int banner;
+                do
+                {
+                    await using var probe = await RawSmtpClient.ConnectAsync(gateway.Port, from: AccessFixtures.Untrusted);
+                    banner = probe.Banner.Code;
+                }
+                while (banner == 220 && DateTime.UtcNow < deadline);
+                Assert.Equal(421, banner);
+            }
+            finally
+            {
+                foreach (var socket in stalled) socket.Dispose();
+            }
+
+            await gateway.StopAsync();
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Commands_pipelined_behind_STARTTLS_are_never_answered()
     {
         var folder = GatewayIni.NewRoot();
