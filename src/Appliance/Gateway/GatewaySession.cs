@@ -84,11 +84,11 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         }
         if (ok == true)
         {
-            Log.Info($"session={session.Id} client={client} authenticated user={credentials.UserName} mechanism={credentials.Mechanism}");
+            Log.Info($"session={session.Id} client={client} authenticated user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism}");
             return new SmtpReply(235, "2.7.0", "Authentication successful");
         }
         int failures = _ctx.AuthThrottle.RecordFailure(client);
-        Log.Warn($"session={session.Id} client={client} authentication failed user={credentials.UserName} mechanism={credentials.Mechanism} failures={failures}");
+        Log.Warn($"session={session.Id} client={client} authentication failed user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism} failures={failures}");
         if (_ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
             await Task.Delay(_ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
         return failures >= _ctx.Config.Auth.MaxFailures
@@ -135,6 +135,15 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             await DropDownstreamAsync().ConfigureAwait(false);
             return null;
         }
+    }
+
+    // A user name is the client's own text: quoted and escaped like a message log value, so that a
+    // CR or LF in it cannot start a line of its own in the journal.
+    private static string LogValue(string value)
+    {
+        var text = new StringBuilder();
+        MessageLog.AppendValue(text, value);
+        return text.ToString();
     }
 
     // A SASL response line is not a command the client knows to flush: push it out explicitly.

@@ -267,6 +267,40 @@ public sealed class AccessTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task An_AUTH_user_name_cannot_write_lines_of_its_own_into_the_log()
+    {
+        var folder = GatewayIni.NewRoot();
+        try
+        {
+            var passwd = Path.Combine(folder, "passwd");
+            await File.WriteAllTextAsync(passwd, $"carol:{AccessFixtures.Tool("openssl", null, "passwd", "-6", "carol-pw")}\n");
+            await using var downstream = TestSmtpServer.Start();
+            await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
+                .Set("auth", "passwd_file", passwd)
+                .Set("auth", "allow_plaintext", "yes")
+                .Set("auth", "failure_delay", "0"));
+
+            await using (var client = await RawSmtpClient.ConnectAsync(gateway.Port, from: AccessFixtures.Untrusted))
+            {
+                await client.EhloAsync();
+                var forged = "x\nsession=FORGED client=192.0.2.66 authentication failed user=root mechanism=PLAIN failures=9";
+                var reply = await client.CommandAsync("AUTH PLAIN " + Convert.ToBase64String(Encoding.UTF8.GetBytes("\0" + forged + "\0wrong")));
+                Assert.Equal(535, reply.Code);
+                await client.CommandAsync("QUIT");
+            }
+
+            await gateway.StopAsync();
+            var lines = gateway.Stderr.Snapshot().Where(l => l.Contains("FORGED", StringComparison.Ordinal)).ToList();
+            Assert.NotEmpty(lines);
+            Assert.All(lines, l => Assert.Contains("authentication failed user=", l[..l.IndexOf("FORGED", StringComparison.Ordinal)]));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task Commands_pipelined_behind_STARTTLS_are_never_answered()
     {
         var folder = GatewayIni.NewRoot();
