@@ -15,7 +15,7 @@ public static class ConfigLoader
 {
     public const string DefaultPath = "/etc/portcullis/portcullis.ini";
 
-    private static readonly string[] SectionNames = ["general", "scan", "limits", "log"];
+    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "status"];
 
     private static readonly TimeSpan MaxTime = TimeSpan.FromHours(24);
 
@@ -59,6 +59,8 @@ public static class ConfigLoader
         root.GetSection("limits").Bind(rawLimits);
         var rawLog = new RawLog();
         root.GetSection("log").Bind(rawLog);
+        var rawStatus = new RawStatus();
+        root.GetSection("status").Bind(rawStatus);
 
         var errorsBefore = errors.Count;
         var general = ConvertGeneral(rawGeneral, new SectionReader(sourceName, "general", errors));
@@ -66,6 +68,7 @@ public static class ConfigLoader
         var scan = ConvertScan(rawScan, new SectionReader(sourceName, "scan", errors));
         var limits = ConvertLimits(rawLimits, new SectionReader(sourceName, "limits", errors));
         var log = ConvertLog(rawLog, new SectionReader(sourceName, "log", errors));
+        var status = ConvertStatus(rawStatus, new SectionReader(sourceName, "status", errors));
 
         if (generalOk)
         {
@@ -79,7 +82,7 @@ public static class ConfigLoader
             throw new ConfigException(errors);
         }
 
-        return new GatewayConfig { SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log };
+        return new GatewayConfig { SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log, Status = status };
     }
 
     private static void CheckNames(IConfigurationRoot root, string iniText, string source, List<string> errors)
@@ -140,6 +143,7 @@ public static class ConfigLoader
         "scan" => RawScan.Keys,
         "limits" => RawLimits.Keys,
         "log" => RawLog.Keys,
+        "status" => RawStatus.Keys,
         _ => null,
     };
 
@@ -155,6 +159,8 @@ public static class ConfigLoader
             SmtpServerTimeout = r.Time("smtp_server_timeout", raw.SmtpServerTimeout, d.SmtpServerTimeout),
             TempFolder = r.Folder("temp_folder", raw.TempFolder, d.TempFolder, allowEmpty: false),
             QueueFolder = r.Folder("queue_folder", raw.QueueFolder, d.QueueFolder, allowEmpty: false),
+            ShutdownTimeout = r.Time("shutdown_timeout", raw.ShutdownTimeout, d.ShutdownTimeout),
+            ControlSocket = r.SocketPath("control_socket", raw.ControlSocket, d.ControlSocket),
         };
     }
 
@@ -175,6 +181,9 @@ public static class ConfigLoader
             MaxRecursion = (int)r.Integer("max_recursion", raw.MaxRecursion, d.MaxRecursion, 0, 1000, " (0 for no limit)"),
             MaxFiles = (int)r.Integer("max_files", raw.MaxFiles, d.MaxFiles, 0, int.MaxValue, " (0 for no limit)"),
             AlertExceedsMax = r.Bool("alert_exceeds_max", raw.AlertExceedsMax, d.AlertExceedsMax),
+            ReloadCheckInterval = r.Time("reload_check_interval", raw.ReloadCheckInterval, d.ReloadCheckInterval, allowZero: true),
+            ReloadMemory = r.Choice("reload_memory", raw.ReloadMemory, d.ReloadMemory, ("concurrent", ReloadMemory.Concurrent), ("low", ReloadMemory.Low)),
+            MaxDefinitionsAge = r.Time("max_definitions_age", raw.MaxDefinitionsAge, d.MaxDefinitionsAge, max: TimeSpan.FromDays(365)),
         };
     }
 
@@ -196,6 +205,9 @@ public static class ConfigLoader
 
     private static LogSection ConvertLog(RawLog raw, SectionReader r) =>
         new() { Folder = r.Folder("folder", raw.Folder, "", allowEmpty: true) };
+
+    private static StatusSection ConvertStatus(RawStatus raw, SectionReader r) =>
+        new() { Listen = r.OptionalEndPoint("listen", raw.Listen, new StatusSection().Listen) };
 
     // libclamav treats the whole message as one file: a message larger than max_file_size or
     // max_scan_size would be passed as clean without being scanned to the end.
@@ -315,7 +327,7 @@ public static class ConfigLoader
     private sealed class SectionReader(string source, string section, List<string> errors)
     {
         private const string SizeSyntax = "a size such as 512K, 50M or 1G";
-        private const string TimeSyntax = "a time such as 30s, 5m or 1h";
+        private const string TimeSyntax = "a time such as 30s, 5m, 1h or 3d";
 
         public void Error(string key, string value, string expected) =>
             errors.Add($"{source}: [{section}] {key} = {Quote(value)}: expected {expected}");
@@ -328,11 +340,35 @@ public static class ConfigLoader
             return fallback;
         }
 
-        public TimeSpan Time(string key, string? raw, TimeSpan fallback)
+        // allowZero: 0 (or off) switches the thing off and reads as TimeSpan.Zero.
+        public TimeSpan Time(string key, string? raw, TimeSpan fallback, bool allowZero = false, TimeSpan? max = null)
         {
             if (raw is null) return fallback;
-            if (ConfigValues.TryParseTime(raw, out var value) && value >= TimeSpan.FromSeconds(1) && value <= MaxTime) return value;
-            Error(key, raw, $"{TimeSyntax} (a bare number is seconds), from 1s to 24h");
+            var limit = max ?? MaxTime;
+            if (allowZero && raw.Trim().ToLowerInvariant() is "0" or "off") return TimeSpan.Zero;
+            if (ConfigValues.TryParseTime(raw, out var value) && value >= TimeSpan.FromSeconds(1) && value <= limit) return value;
+            Error(key, raw, $"{TimeSyntax} (a bare number is seconds), from 1s to {ConfigValues.FormatTime(limit)}" + (allowZero ? " (or 0 for never)" : ""));
+            return fallback;
+        }
+
+        // An absolute path short enough for sockaddr_un (107 bytes and the NUL), or empty for none.
+        public string SocketPath(string key, string? raw, string fallback)
+        {
+            if (raw is null) return fallback;
+            var path = raw.Trim();
+            if (path.Length == 0) return "";
+            if (path.StartsWith('/') && !path.EndsWith('/') && !path.Any(char.IsControl) && Encoding.UTF8.GetByteCount(path) <= 107) return path;
+            Error(key, raw, "an absolute path of a socket file, at most 107 bytes, such as " + fallback + " (or empty for none)");
+            return fallback;
+        }
+
+        // address:port, or empty for none.
+        public IPEndPoint? OptionalEndPoint(string key, string? raw, IPEndPoint? fallback)
+        {
+            if (raw is null) return fallback;
+            if (raw.Trim().Length == 0) return null;
+            if (ConfigValues.TryParsePlainEndPoint(raw, out var endpoint, out var problem)) return endpoint;
+            Error(key, raw, $"an address:port such as 127.0.0.1:9025 or [::1]:9025 ({problem}), or empty for none");
             return fallback;
         }
 

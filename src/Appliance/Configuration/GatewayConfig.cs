@@ -12,6 +12,7 @@ public sealed record GatewayConfig
     public ScanSection Scan { get; init; } = new();
     public LimitsSection Limits { get; init; } = new();
     public LogSection Log { get; init; } = new();
+    public StatusSection Status { get; init; } = new();
 
     // What an empty file gives (hostname from this machine).
     public static GatewayConfig Defaults => new() { SourcePath = "(defaults)" };
@@ -36,6 +37,12 @@ public sealed record GeneralSection
 
     public string TempFolder { get; init; } = "/var/lib/portcullis/tmp";
     public string QueueFolder { get; init; } = "/var/spool/portcullis";
+
+    // After SIGTERM: how long open transactions may take to finish before connections are cut.
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    // The Unix socket `portcullis reload` and `portcullis status` talk to; empty: none.
+    public string ControlSocket { get; init; } = "/run/portcullis/control.sock";
 
     internal static string DefaultHostname()
     {
@@ -69,6 +76,23 @@ public sealed record ScanSection
 
     // Treat content that exceeds a limit as infected (Heuristics.Limits.Exceeded.*).
     public bool AlertExceedsMax { get; init; }
+
+    // How often database_folder is checked for changes (cl_statchkdir); Zero: never.
+    public TimeSpan ReloadCheckInterval { get; init; } = TimeSpan.FromMinutes(5);
+
+    public ReloadMemory ReloadMemory { get; init; } = ReloadMemory.Concurrent;
+
+    // Older signatures than this are warned about in the log and on the status page.
+    public TimeSpan MaxDefinitionsAge { get; init; } = TimeSpan.FromDays(3);
+}
+
+// How a signature reload uses memory: Concurrent builds the new engine while the old one goes on
+// scanning (twice the engine's memory for a while); Low frees the old engine first and holds
+// new scans until the new one is ready (for small machines such as a Raspberry Pi).
+public enum ReloadMemory
+{
+    Concurrent,
+    Low,
 }
 
 public enum ScanErrorAction
@@ -106,6 +130,12 @@ public sealed record LogSection
 {
     // Empty: message lines go to stdout only.
     public string Folder { get; init; } = "";
+}
+
+public sealed record StatusSection
+{
+    // Where the HTTP status page and /metrics are served; null: nowhere.
+    public IPEndPoint? Listen { get; init; } = new(IPAddress.Loopback, 9025);
 }
 
 // One listening socket: an IP endpoint and flags such as "tls" (implicit TLS) and "proxy" (PROXY protocol).

@@ -8,7 +8,10 @@ namespace Portcullis.Appliance.Configuration;
 internal sealed class RawGeneral
 {
     public static readonly string[] Keys =
-        ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder"];
+    [
+        "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder",
+        "queue_folder", "shutdown_timeout", "control_socket",
+    ];
 
     [ConfigurationKeyName("interfaces")] public string? Interfaces { get; set; }
     [ConfigurationKeyName("hostname")] public string? Hostname { get; set; }
@@ -17,6 +20,8 @@ internal sealed class RawGeneral
     [ConfigurationKeyName("smtp_server_timeout")] public string? SmtpServerTimeout { get; set; }
     [ConfigurationKeyName("temp_folder")] public string? TempFolder { get; set; }
     [ConfigurationKeyName("queue_folder")] public string? QueueFolder { get; set; }
+    [ConfigurationKeyName("shutdown_timeout")] public string? ShutdownTimeout { get; set; }
+    [ConfigurationKeyName("control_socket")] public string? ControlSocket { get; set; }
 }
 
 internal sealed class RawScan
@@ -24,7 +29,8 @@ internal sealed class RawScan
     public static readonly string[] Keys =
     [
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
-        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
+        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "reload_check_interval",
+        "reload_memory", "max_definitions_age",
     ];
 
     [ConfigurationKeyName("database_folder")] public string? DatabaseFolder { get; set; }
@@ -37,6 +43,9 @@ internal sealed class RawScan
     [ConfigurationKeyName("max_recursion")] public string? MaxRecursion { get; set; }
     [ConfigurationKeyName("max_files")] public string? MaxFiles { get; set; }
     [ConfigurationKeyName("alert_exceeds_max")] public string? AlertExceedsMax { get; set; }
+    [ConfigurationKeyName("reload_check_interval")] public string? ReloadCheckInterval { get; set; }
+    [ConfigurationKeyName("reload_memory")] public string? ReloadMemory { get; set; }
+    [ConfigurationKeyName("max_definitions_age")] public string? MaxDefinitionsAge { get; set; }
 }
 
 internal sealed class RawLimits
@@ -62,4 +71,11 @@ internal sealed class RawLog
     public static readonly string[] Keys = ["folder"];
 
     [ConfigurationKeyName("folder")] public string? Folder { get; set; }
+}
+
+internal sealed class RawStatus
+{
+    public static readonly string[] Keys = ["listen"];
+
+    [ConfigurationKeyName("listen")] public string? Listen { get; set; }
 }

@@ -1,11 +1,19 @@
-// The daemon: load the engine, start the scanner pool, open the listeners, and run one
-// SmtpSession per accepted connection until asked to stop. Start-up problems (no
-// signatures, a port in use, an unusable temp_folder) end the process with a clear
-// message and a non-zero exit code before any mail is accepted.
+// The daemon: load the engine, start the scanner pool, open the listeners (or take the ones
+// systemd passed), and run one SmtpSession per accepted connection until asked to stop.
+// Start-up problems (no signatures, a port in use, an unusable temp_folder) end the process
+// with a clear message and a non-zero exit code before any mail is accepted.
+//
+// Around the sessions: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG), SIGHUP and the
+// control socket for reloads, the database folder poll, the status/metrics server. SIGTERM
+// stops accepting, lets open transactions finish within [general] shutdown_timeout, answers
+// idle sessions 421, and exits 0.
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Status;
+using Portcullis.Appliance.Systemd;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Server;
 
@@ -13,7 +21,9 @@ namespace Portcullis.Appliance.Gateway;
 
 internal static class GatewayHost
 {
-    public static async Task<int> RunAsync(GatewayConfig config, CancellationToken stop)
+    private static readonly TimeSpan HousekeepingInterval = TimeSpan.FromSeconds(5);
+
+    public static async Task<int> RunAsync(GatewayConfig config, string configPath, CancellationToken stop)
     {
         try
         {
@@ -25,6 +35,14 @@ internal static class GatewayHost
             return 73; // EX_CANTCREAT
         }
 
+        // Read (and removed from the environment) before anything else could start a child.
+        var passed = SocketActivation.TakeFromEnvironment(out var passProblem);
+        if (passProblem is not null)
+        {
+            Log.Warn($"socket activation: {passProblem}");
+        }
+
+        using var notifier = SystemdNotifier.FromEnvironment();
         ScanEngine engine;
         try
         {
@@ -34,42 +52,99 @@ internal static class GatewayHost
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
             Log.Error($"cannot load signatures from {config.Scan.DatabaseFolder}: {e.Message}");
+            foreach (var p in passed) p.Socket.Dispose();
             return 69; // EX_UNAVAILABLE
         }
         Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
 
-        using var engines = new EngineHolder(engine);
-        using var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
-        var ctx = new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy());
+        var engines = new EngineHolder(engine);
+        var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
+        var runtime = new GatewayRuntime(configPath, new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy()), notifier);
+        runtime.Reloader.WarnIfOld(force: true);
 
         var listeners = new List<Socket>();
+        StatusServer? status = null;
+        ControlServer? control = null;
         try
         {
-            foreach (var endpoint in config.General.Interfaces)
-                listeners.Add(Listen(endpoint.EndPoint));
+            listeners.AddRange(OpenListeners(config, passed));
+            if (config.Status.Listen is { } statusEndpoint)
+            {
+                status = StatusServer.Start(statusEndpoint, runtime);
+                Log.Info($"status page and /metrics on http://{statusEndpoint}/");
+            }
         }
         catch (SocketException e)
         {
             Log.Error($"cannot listen: {e.Message}");
             foreach (var l in listeners) l.Dispose();
+            status?.Dispose();
+            Shutdown(scanners, engines, runtime);
             return 71; // EX_OSERR
         }
-        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", config.General.Interfaces)}, " +
-                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
+
+        if (config.General.ControlSocket.Length > 0)
+        {
+            try
+            {
+                control = ControlServer.Start(config.General.ControlSocket, runtime);
+            }
+            catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+            {
+                Log.Warn($"control socket {config.General.ControlSocket} unavailable ({e.Message}): `portcullis reload` and `portcullis status` will not reach this process; SIGHUP still reloads");
+            }
+        }
+
+        using var drain = new CancellationTokenSource();
+        using var abort = new CancellationTokenSource();
+        using var background = new CancellationTokenSource();
+        using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+        {
+            context.Cancel = true;
+            _ = runtime.Reloader.RequestAsync("SIGHUP", withConfig: true);
+        });
 
         var sessions = new SessionTracker();
-        var accepts = listeners.Select(l => AcceptLoopAsync(l, ctx, sessions, stop)).ToArray();
+        var accepts = listeners.Select(l => AcceptLoopAsync(l, runtime, sessions, drain.Token, abort.Token)).ToArray();
+        runtime.AcceptLoopsAlive = () => drain.IsCancellationRequested || accepts.All(a => !a.IsCompleted);
+
+        var services = new List<Task> { HousekeepingAsync(runtime, background.Token) };
+        if (status is not null) services.Add(status.RunAsync(background.Token));
+        if (control is not null) services.Add(control.RunAsync(background.Token));
+        if (notifier.WatchdogInterval is { } watchdog)
+        {
+            services.Add(new ServiceWatchdog(runtime, watchdog).RunAsync(background.Token));
+            Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
+        }
+
+        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.LocalEndPoint))}, " +
+                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
+        notifier.Ready(runtime.StatusLine());
+
         try
         {
             await Task.Delay(Timeout.Infinite, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) { }
 
-        Log.Info("stopping: closing listeners");
+        var timeout = runtime.Context.Config.General.ShutdownTimeout;
+        notifier.Stopping($"stopping: {sessions.Count} sessions finishing (up to {timeout.TotalSeconds:0}s)");
+        Log.Info($"stopping: closing listeners; {sessions.Count} open sessions get up to {timeout.TotalSeconds:0}s to finish their transactions");
         foreach (var l in listeners) l.Dispose();
+        drain.Cancel();
         await Task.WhenAll(accepts).ConfigureAwait(false);
-        // Sessions saw the same token: idle ones answered 421; give open ones a bounded time to end.
-        await sessions.WaitAllAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        if (!await sessions.WaitAllAsync(timeout).ConfigureAwait(false))
+        {
+            Log.Warn($"stopping: {sessions.Count} sessions still open after shutdown_timeout; closing them");
+            abort.Cancel();
+            await sessions.WaitAllAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+
+        background.Cancel();
+        await Task.WhenAll(services).ConfigureAwait(false);
+        status?.Dispose();
+        control?.Dispose();
+        Shutdown(scanners, engines, runtime);
         Log.Info("stopped");
         return 0;
     }
@@ -85,6 +160,59 @@ internal static class GatewayHost
         TempFolder = config.General.TempFolder,
     };
 
+    // A scanner thread stuck in libclamav must not keep the process from exiting.
+    private static void Shutdown(ScannerPool scanners, EngineHolder engines, GatewayRuntime runtime)
+    {
+        if (!Task.Run(scanners.Dispose).Wait(TimeSpan.FromSeconds(10)))
+        {
+            Log.Warn("stopping: a scanner thread did not return within 10s; leaving it behind");
+        }
+
+        runtime.Reloader.Dispose();
+        engines.Dispose();
+    }
+
+    // Each interfaces entry gets the socket systemd passed for its address, or a new one; a
+    // passed socket that matches no entry is used as it is.
+    private static List<Socket> OpenListeners(GatewayConfig config, IReadOnlyList<PassedSocket> passed)
+    {
+        var result = new List<Socket>();
+        var unused = passed.ToList();
+        try
+        {
+            var wanted = config.General.Interfaces.Select(i => i.EndPoint).ToArray();
+            foreach (var entry in config.General.Interfaces)
+            {
+                var match = unused.FirstOrDefault(p => SocketActivation.MatchInterface((IPEndPoint)p.Socket.LocalEndPoint!, [entry.EndPoint]) == 0);
+                if (match is not null)
+                {
+                    unused.Remove(match);
+                    Log.Info($"socket activation: {entry} uses descriptor {match.Descriptor} ({match.Name}) passed by systemd");
+                    result.Add(match.Socket);
+                }
+                else
+                {
+                    result.Add(Listen(entry.EndPoint));
+                }
+            }
+
+            foreach (var extra in unused)
+            {
+                Log.Warn($"socket activation: descriptor {extra.Descriptor} ({extra.Name}) on {extra.Socket.LocalEndPoint} matches no [general] interfaces entry " +
+                         $"({string.Join(", ", wanted.Select(w => w.ToString()))}); accepting on it as it is");
+                result.Add(extra.Socket);
+            }
+
+            return result;
+        }
+        catch
+        {
+            foreach (var s in result) s.Dispose();
+            foreach (var p in unused) p.Socket.Dispose();
+            throw;
+        }
+    }
+
     private static Socket Listen(IPEndPoint endpoint)
     {
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -97,50 +225,107 @@ internal static class GatewayHost
             socket.Listen(512);
             return socket;
         }
-        catch
+        catch (SocketException e)
         {
             socket.Dispose();
-            throw new SocketException((int)SocketError.AddressNotAvailable, $"{endpoint}: address unavailable or in use");
+            throw new SocketException((int)e.SocketErrorCode, $"{endpoint}: {e.Message}");
         }
     }
 
-    private static async Task AcceptLoopAsync(Socket listener, GatewayContext ctx, SessionTracker sessions, CancellationToken stop)
+    // Ends when the listener is closed (drain) or the accept loop cannot go on.
+    private static async Task AcceptLoopAsync(Socket listener, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
     {
-        while (!stop.IsCancellationRequested)
+        while (!drain.IsCancellationRequested)
         {
             Socket client;
             try
             {
-                client = await listener.AcceptAsync(stop).ConfigureAwait(false);
+                client = await listener.AcceptAsync(drain).ConfigureAwait(false);
             }
             catch (OperationCanceledException) { return; }
             catch (ObjectDisposedException) { return; }
+            catch (SocketException e) when (e.SocketErrorCode is SocketError.OperationAborted or SocketError.Interrupted && drain.IsCancellationRequested)
+            {
+                return;
+            }
             catch (SocketException e)
             {
                 // EMFILE and friends: log, back off briefly rather than spin.
-                Log.Warn($"accept failed on {listener.LocalEndPoint}: {e.Message}");
-                try { await Task.Delay(100, stop).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
+                Log.Warn($"accept failed on {SafeLocal(listener)}: {e.Message}");
+                try { await Task.Delay(100, drain).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
                 continue;
             }
-            sessions.Run(RunSessionAsync(client, ctx, stop));
+            sessions.Run(RunSessionAsync(client, runtime.Context, drain, abort));
         }
     }
 
-    private static async Task RunSessionAsync(Socket client, GatewayContext ctx, CancellationToken stop)
+    private static string SafeLocal(Socket s)
+    {
+        try { return s.LocalEndPoint?.ToString() ?? "?"; }
+        catch (ObjectDisposedException) { return "?"; }
+    }
+
+    private static async Task RunSessionAsync(Socket client, GatewayContext ctx, CancellationToken drain, CancellationToken abort)
     {
         await Task.Yield();
-        client.NoDelay = true;
-        using var stream = new NetworkStream(client, ownsSocket: true);
-        var session = new SmtpSession(stream, client.RemoteEndPoint, client.LocalEndPoint, ctx.ServerOptions,
-            new GatewaySession(ctx), GatewayContext.NewSessionId());
+        ctx.Metrics.ConnectionOpened();
         try
         {
-            await session.RunAsync(stop).ConfigureAwait(false);
+            client.NoDelay = true;
+            using var stream = new NetworkStream(client, ownsSocket: true);
+            var session = new SmtpSession(stream, client.RemoteEndPoint, client.LocalEndPoint, ctx.ServerOptions,
+                new GatewaySession(ctx), GatewayContext.NewSessionId());
+            try
+            {
+                await session.RunAsync(drain, abort).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Log.Error($"session={session.Id} ended with an internal error: {e}");
+            }
         }
-        catch (Exception e)
+        catch (SocketException)
         {
-            Log.Error($"session={session.Id} ended with an internal error: {e}");
+            // The client was gone before the session began.
         }
+        finally
+        {
+            ctx.Metrics.ConnectionClosed();
+        }
+    }
+
+    // Every HousekeepingInterval: STATUS= for systemctl status, the definitions-age warning, and
+    // the database folder poll every [scan] reload_check_interval.
+    private static async Task HousekeepingAsync(GatewayRuntime runtime, CancellationToken stop)
+    {
+        var check = runtime.Context.Config.Scan.ReloadCheckInterval;
+        using var timer = new PeriodicTimer(check > TimeSpan.Zero && check < HousekeepingInterval ? check : HousekeepingInterval);
+        var lastPoll = Environment.TickCount64;
+        var lastStatus = "";
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false))
+            {
+                var interval = runtime.Context.Config.Scan.ReloadCheckInterval;
+                if (interval > TimeSpan.Zero && Environment.TickCount64 - lastPoll >= (long)interval.TotalMilliseconds)
+                {
+                    lastPoll = Environment.TickCount64;
+                    runtime.Reloader.CheckFolder();
+                }
+                else
+                {
+                    runtime.Reloader.WarnIfOld();
+                }
+
+                var line = runtime.StatusLine();
+                if (line != lastStatus && !runtime.Reloader.IsReloading)
+                {
+                    lastStatus = line;
+                    runtime.Notifier.Status(line);
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
     }
 
     private sealed class SessionTracker
@@ -148,17 +333,24 @@ internal static class GatewayHost
         private readonly HashSet<Task> _running = [];
         private readonly Lock _lock = new();
 
+        public int Count
+        {
+            get { lock (_lock) return _running.Count; }
+        }
+
         public void Run(Task session)
         {
             lock (_lock) _running.Add(session);
             session.ContinueWith(t => { lock (_lock) _running.Remove(t); }, TaskScheduler.Default);
         }
 
-        public async Task WaitAllAsync(TimeSpan limit)
+        // True when every session ended within the limit.
+        public async Task<bool> WaitAllAsync(TimeSpan limit)
         {
             Task[] all;
             lock (_lock) all = [.. _running];
-            await Task.WhenAny(Task.WhenAll(all), Task.Delay(limit)).ConfigureAwait(false);
+            var done = Task.WhenAll(all);
+            return await Task.WhenAny(done, Task.Delay(limit)).ConfigureAwait(false) == done;
         }
     }
 }

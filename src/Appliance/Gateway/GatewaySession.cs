@@ -55,6 +55,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             return DownstreamUnavailable;
         }
 
@@ -139,7 +140,9 @@ internal sealed class GatewaySession : ISmtpSessionHandler
                     new SmtpReply(451, "4.3.2", "All virus scanners are busy, try again later"));
             }
             scanFinished = ticket.Finished;
+            long scanStarted = Stopwatch.GetTimestamp();
             ScanResult result = await ticket.Result.ConfigureAwait(false);
+            _ctx.Metrics.ScanSeconds.Observe(Stopwatch.GetElapsedTime(scanStarted).TotalSeconds);
 
             switch (result.Outcome)
             {
@@ -188,6 +191,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={entry.Session} downstream failed during delivery: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             await DropDownstreamAsync().ConfigureAwait(false);
             return Finish(entry, state, verdict, "", MessageAction.Tempfail, e.Message, DownstreamUnavailable);
         }
@@ -200,14 +204,16 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     private SmtpReply Finish(MessageLogEntry entry, MessageState state, MessageVerdict verdict, string virus,
         string action, string downstream, SmtpReply reply)
     {
-        _ctx.Log.Write(entry with
+        var final = entry with
         {
             Verdict = verdict,
             Virus = virus,
             Action = action,
             Downstream = downstream,
             Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
-        });
+        };
+        _ctx.Log.Write(final);
+        _ctx.Metrics.Message(final);
         return reply;
     }
 
@@ -275,6 +281,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={session.Id} downstream failed: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             return DownstreamUnavailable;
         }
     }

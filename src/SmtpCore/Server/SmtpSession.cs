@@ -22,6 +22,7 @@ public sealed class SmtpSession
     private readonly List<(Task<SmtpReply> Reply, Func<SmtpReply, SmtpReply> Apply)> _pending = [];
     private readonly HashSet<string> _advertised = new(StringComparer.OrdinalIgnoreCase);
     private CancellationToken _shutdown;
+    private CancellationToken _drain;
     private bool _closing;
     private bool _usedBdat;
     private DataReader? _bdat;
@@ -50,9 +51,16 @@ public sealed class SmtpSession
     public object? HandlerState { get; set; }
     public IReadOnlySet<string> Advertised => _advertised;
 
-    public async Task RunAsync(CancellationToken shutdown)
+    // shutdown ends the session wherever it is (an idle client still gets 421).
+    public Task RunAsync(CancellationToken shutdown) => RunAsync(shutdown, shutdown);
+
+    // A graceful stop: once drain is signalled the session answers 421 4.3.2 and closes as soon
+    // as no transaction is open (at once if the client is idle); an open transaction runs to
+    // its end first. shutdown, later, cuts everything as above.
+    public async Task RunAsync(CancellationToken drain, CancellationToken shutdown)
     {
         _shutdown = shutdown;
+        _drain = drain;
         try
         {
             SmtpReply? refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false);
@@ -85,6 +93,11 @@ public sealed class SmtpSession
             await ResolvePendingAsync().ConfigureAwait(false);
             await _output.FlushAsync(_shutdown).ConfigureAwait(false);
             if (_closing) return;
+            if (_drain.IsCancellationRequested && Idle)
+            {
+                await ShuttingDownAsync().ConfigureAwait(false);
+                return;
+            }
 
             ReadResult result;
             var read = await ReadAsync(_options.CommandTimeout, "command").ConfigureAwait(false);
@@ -142,10 +155,16 @@ public sealed class SmtpSession
         return status;
     }
 
+    // No transaction open: a graceful stop may close the session between two commands.
+    private bool Idle => Transaction is null && _bdat is null && _pending.Count == 0;
+
     // null when the client closed, timed out (answered 421) or we are shutting down (421).
     private async Task<ReadResult?> ReadAsync(TimeSpan timeout, string what)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
+        // Waiting for a command with no transaction open: a drain interrupts the wait too.
+        using var cts = Idle && what == "command"
+            ? CancellationTokenSource.CreateLinkedTokenSource(_shutdown, _drain)
+            : CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
         cts.CancelAfter(timeout);
         try
         {
@@ -156,8 +175,8 @@ public sealed class SmtpSession
         }
         catch (OperationCanceledException)
         {
-            SmtpReply reply = _shutdown.IsCancellationRequested
-                ? new SmtpReply(421, "4.3.2", $"{_options.HostName} Service shutting down, try again later")
+            SmtpReply reply = _shutdown.IsCancellationRequested || _drain.IsCancellationRequested
+                ? ShuttingDown
                 : new SmtpReply(421, "4.4.2", $"{_options.HostName} Timeout waiting for {what}, closing connection");
             await AbortTransactionAsync().ConfigureAwait(false);
             Write(reply);
@@ -166,6 +185,16 @@ public sealed class SmtpSession
             try { await _output.FlushAsync(flushCts.Token).ConfigureAwait(false); } catch (Exception e) when (e is IOException or OperationCanceledException) { }
             return null;
         }
+    }
+
+    private SmtpReply ShuttingDown => new(421, "4.3.2", $"{_options.HostName} Service shutting down, try again later");
+
+    private async Task ShuttingDownAsync()
+    {
+        Write(ShuttingDown);
+        _closing = true;
+        using var flushCts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try { await _output.FlushAsync(flushCts.Token).ConfigureAwait(false); } catch (Exception e) when (e is IOException or OperationCanceledException) { }
     }
 
     private async Task ExecuteAsync(SmtpCommand command)
