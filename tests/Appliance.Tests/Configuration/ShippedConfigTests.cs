@@ -42,6 +42,7 @@ public sealed partial class ShippedConfigTests
         Assert.Equal(defaults.Scan, shipped.Scan);
         Assert.Equal(defaults.Limits, shipped.Limits);
         Assert.Equal(defaults.Log, shipped.Log);
+        Assert.Equal(defaults.Status, shipped.Status);
         Assert.Equal(defaults.General with { Interfaces = [] }, shipped.General with { Interfaces = [] });
         Assert.Equal(defaults.General.Interfaces.Select(i => i.ToString()), shipped.General.Interfaces.Select(i => i.ToString()));
     }
@@ -50,13 +51,15 @@ public sealed partial class ShippedConfigTests
     public void ShippedFileShowsEveryKeyWithAComment()
     {
         var lines = File.ReadAllLines(ShippedPath());
-        string[] sections = ["general", "scan", "limits", "log"];
+        string[] sections = ["general", "scan", "limits", "log", "status"];
         string[][] keys =
         [
-            ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder"],
-            ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max"],
+            ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder", "shutdown_timeout", "control_socket"],
+            ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
+             "reload_check_interval", "reload_memory", "max_definitions_age"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline"],
             ["folder"],
+            ["listen"],
         ];
 
         for (var s = 0; s < sections.Length; s++)

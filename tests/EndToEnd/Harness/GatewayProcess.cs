@@ -33,17 +33,21 @@ public sealed class GatewayProcess : IAsyncDisposable
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
-    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null) =>
-        StartAsync(output, downstream.Port, configure, downstream);
+    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null, GatewayLaunch? launch = null) =>
+        StartAsync(output, downstream.Port, configure, downstream, launch);
 
-    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null,
+        TestSmtpServer? downstream = null, GatewayLaunch? launch = null)
     {
         var binary = PortcullisBinary.Require();
         var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), downstreamPort);
         configure?.Invoke(config);
         var configFile = await config.WriteAsync();
+        launch?.BeforeStart?.Invoke(config);
 
-        var start = new ProcessStartInfo(binary)
+        // A wrapper such as systemd-socket-activate execs the gateway in its own process.
+        var wrapper = launch?.Wrapper?.Invoke(config) ?? [];
+        var start = new ProcessStartInfo(wrapper.Count > 0 ? wrapper[0] : binary)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -51,6 +55,21 @@ public sealed class GatewayProcess : IAsyncDisposable
             UseShellExecute = false,
             WorkingDirectory = config.Root,
         };
+        foreach (var argument in wrapper.Skip(1))
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        if (wrapper.Count > 0)
+        {
+            start.ArgumentList.Add(binary);
+        }
+
+        foreach (var (name, value) in launch?.Environment ?? [])
+        {
+            start.Environment[name] = value;
+        }
+
         start.ArgumentList.Add("run");
         start.ArgumentList.Add("--config");
         start.ArgumentList.Add(configFile);
@@ -84,6 +103,36 @@ public sealed class GatewayProcess : IAsyncDisposable
             timeout ?? TimeSpan.FromSeconds(15),
             "a per-message log line on stdout");
         return LogRecord.TryParse(line)!;
+    }
+
+    public int ProcessId => process.Id;
+
+    public bool HasExited => process.HasExited;
+
+    // Sends a signal without waiting for anything (SIGHUP: reload, SIGTERM: graceful stop).
+    public void Signal(int signal)
+    {
+        if (kill(process.Id, signal) != 0)
+        {
+            throw new InvalidOperationException($"kill({signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    // The exit code, once the process has exited on its own (after Signal(SIGTERM), say).
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(deadline.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"the gateway did not exit within {timeout.TotalSeconds}s\n{Logs()}");
+        }
+
+        stopped = true;
+        return process.ExitCode;
     }
 
     // SIGTERM, wait for a graceful exit, then check that nothing was left in temp_folder.
@@ -187,8 +236,19 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     private string ExitCodeText() => process.HasExited ? process.ExitCode.ToString() : "running";
 
-    private const int SIGTERM = 15;
+    public const int SIGHUP = 1;
+    public const int SIGTERM = 15;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);
+}
+
+// How a test starts the process beyond the INI file: extra environment variables, a wrapper
+// command that execs the gateway (given the config, returns the wrapper's argv before the
+// binary), and a hook that runs once the config and signature folder exist.
+public sealed record GatewayLaunch
+{
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    public Func<GatewayIni, IReadOnlyList<string>>? Wrapper { get; init; }
+    public Action<GatewayIni>? BeforeStart { get; init; }
 }
