@@ -14,16 +14,21 @@ internal static class ControlClient
 
     public static async Task<int> RunAsync(string configPath, string command)
     {
+        // Only control_socket is read: the rest of the file may have errors the running gateway
+        // will report (and keep its configuration) when it reloads.
         string socketPath;
         try
         {
-            socketPath = ConfigLoader.Load(configPath).General.ControlSocket;
+            socketPath = ConfigLoader.ReadControlSocket(configPath);
         }
         catch (ConfigException e)
         {
-            // The running gateway may hold an older, valid file: try the default socket then.
-            socketPath = new GeneralSection().ControlSocket;
-            Console.Error.WriteLine($"portcullis: {configPath} has errors ({e.Errors.Count}); trying the default control socket {socketPath}");
+            foreach (var error in e.Errors)
+            {
+                Console.Error.WriteLine(error);
+            }
+
+            return CommandLine.ExitConfig;
         }
 
         if (socketPath.Length == 0)

@@ -85,6 +85,42 @@ public static class ConfigLoader
         return new GatewayConfig { SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log, Status = status };
     }
 
+    // [general] control_socket alone, for `portcullis reload`/`status`: it must work even while
+    // the rest of the file has errors (the running gateway keeps its last valid configuration).
+    public static string ReadControlSocket(string path)
+    {
+        var fallback = new GeneralSection().ControlSocket;
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new ConfigException($"cannot read {path}: {e.Message}");
+        }
+
+        IConfigurationRoot root;
+        try
+        {
+            using var stream = new MemoryStream(Encoding.UTF8.GetBytes(text));
+            root = new ConfigurationBuilder().AddIniStream(stream).Build();
+        }
+        catch (FormatException e)
+        {
+            throw new ConfigException($"{path}: {e.Message}");
+        }
+
+        var errors = new List<string>();
+        var socket = new SectionReader(path, "general", errors).SocketPath("control_socket", root["general:control_socket"], fallback);
+        if (errors.Count > 0)
+        {
+            throw new ConfigException(errors);
+        }
+
+        return socket;
+    }
+
     private static void CheckNames(IConfigurationRoot root, string iniText, string source, List<string> errors)
     {
         var knownSections = string.Join(", ", SectionNames);

@@ -112,7 +112,7 @@ internal sealed class ControlServer : IDisposable
             {
                 case "RELOAD":
                     var outcome = await runtime.Reloader.RequestAsync("portcullis reload", withConfig: true).WaitAsync(stop).ConfigureAwait(false);
-                    reply = outcome.Text + "\n" + (outcome.Ok ? "OK\n" : "ERR reload failed\n");
+                    reply = outcome.Text + "\n" + (outcome.Ok ? "OK\n" : "ERR reload failed (see above and the log)\n");
                     break;
                 case "STATUS":
                     reply = runtime.Summary() + "OK\n";

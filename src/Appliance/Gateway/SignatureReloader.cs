@@ -181,11 +181,13 @@ internal sealed class SignatureReloader : IDisposable
         Volatile.Write(ref reloadStartedTicks, Environment.TickCount64);
         runtime.Notifier.Reloading(withConfig ? "reloading configuration and signatures" : "reloading signatures");
         var notes = new List<string>();
+        var configOk = true;
         try
         {
             if (withConfig)
             {
-                notes.Add(ReloadConfiguration());
+                (configOk, var note) = ReloadConfiguration();
+                notes.Add(note);
             }
 
             var config = runtime.Context.Config;
@@ -214,7 +216,9 @@ internal sealed class SignatureReloader : IDisposable
             }
 
             notes.Add(LastReloadText);
-            return new ReloadOutcome(ok, string.Join("; ", notes.Where(n => n.Length > 0)));
+            // An invalid configuration fails the request (systemctl reload reports it) even
+            // though the signatures were reloaded under the running configuration.
+            return new ReloadOutcome(ok && configOk, string.Join("; ", notes.Where(n => n.Length > 0)));
         }
         finally
         {
@@ -224,7 +228,7 @@ internal sealed class SignatureReloader : IDisposable
     }
 
     // An invalid file keeps the running configuration; what needs a restart is logged.
-    private string ReloadConfiguration()
+    private (bool Ok, string Text) ReloadConfiguration()
     {
         GatewayConfig next;
         try
@@ -239,18 +243,18 @@ internal sealed class SignatureReloader : IDisposable
             }
 
             Log.Error($"configuration reload failed: {runtime.ConfigPath} has {e.Errors.Count} error(s); the running configuration stays in force");
-            return $"configuration NOT reloaded ({e.Errors.Count} error(s), see the log); running configuration kept";
+            return (false, $"configuration NOT reloaded ({e.Errors.Count} error(s), see the log); running configuration kept");
         }
 
         var restart = runtime.ApplyConfiguration(next);
         if (restart.Count > 0)
         {
             Log.Warn($"configuration reloaded; these changes need a restart to take effect: {string.Join(", ", restart)}");
-            return $"configuration reloaded (needs a restart: {string.Join(", ", restart)})";
+            return (true, $"configuration reloaded (needs a restart: {string.Join(", ", restart)})");
         }
 
         Log.Info("configuration reloaded");
-        return "configuration reloaded";
+        return (true, "configuration reloaded");
     }
 
     private (bool Ok, string Text) ReloadConcurrent(GatewayConfig config)

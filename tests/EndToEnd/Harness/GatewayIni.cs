@@ -20,6 +20,8 @@ public sealed class GatewayIni
         Set("general", "smtp_server_port", downstreamPort.ToString());
         Set("general", "smtp_server_timeout", "5s");
         Set("general", "temp_folder", SpoolFolder);
+        Set("general", "control_socket", ControlSocket);
+        Set("general", "shutdown_timeout", "10s");
         Set("scan", "database_folder", DatabaseFolder);
         Set("scan", "timeout", "30s");
         Set("scan", "on_error", "tempfail");
@@ -30,6 +32,8 @@ public sealed class GatewayIni
         Set("limits", "data_timeout", "30s");
         Set("limits", "memory_threshold", "1M");
         Set("limits", "bare_newline", "normalize");
+        StatusPort = FreePort();
+        Set("status", "listen", $"127.0.0.1:{StatusPort}");
     }
 
     public string Root { get; }
@@ -37,6 +41,8 @@ public sealed class GatewayIni
     public string SpoolFolder => Path.Combine(Root, "spool");
     public string DatabaseFolder => Path.Combine(Root, "db");
     public string FilePath => Path.Combine(Root, "portcullis.ini");
+    public string ControlSocket => Path.Combine(Root, "control.sock");
+    public int StatusPort { get; }
 
     public GatewayIni Set(string section, string key, string value)
     {

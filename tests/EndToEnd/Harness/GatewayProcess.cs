@@ -65,7 +65,7 @@ public sealed class GatewayProcess : IAsyncDisposable
             start.ArgumentList.Add(binary);
         }
 
-        foreach (var (name, value) in launch?.Environment ?? [])
+        foreach (var (name, value) in launch?.Environment ?? new Dictionary<string, string>())
         {
             start.Environment[name] = value;
         }
