@@ -80,7 +80,7 @@ bench-reload: publish
 	build/bench-reload.sh $(BIN)
 
 bench-micro:
-	$(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*'
+	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)
 
 clean:
 	rm -rf artifacts

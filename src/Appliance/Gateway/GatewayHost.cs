@@ -62,6 +62,8 @@ internal static class GatewayHost
         var runtime = new GatewayRuntime(configPath, new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy()), notifier);
         runtime.Reloader.WarnIfOld(force: true);
 
+        await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
+
         var listeners = new List<Socket>();
         StatusServer? status = null;
         ControlServer? control = null;
@@ -147,6 +149,31 @@ internal static class GatewayHost
         Shutdown(scanners, engines, runtime);
         Log.Info("stopped");
         return 0;
+    }
+
+    // Learn what the downstream offers (DSN is advertised only when it has it) before the
+    // first client arrives; sessions refresh this on every downstream connection.
+    private static async Task ProbeDownstreamAsync(GatewayContext ctx, CancellationToken stop)
+    {
+        var options = ctx.DownstreamOptions;
+        var probe = new SmtpCore.Downstream.DownstreamOptions
+        {
+            Host = options.Host,
+            Port = options.Port,
+            HeloName = options.HeloName,
+            ConnectTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ConnectTimeout.TotalSeconds)),
+            ReplyTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ReplyTimeout.TotalSeconds)),
+        };
+        try
+        {
+            await using var client = await SmtpCore.Downstream.DownstreamClient.ConnectAsync(probe, stop).ConfigureAwait(false);
+            ctx.DownstreamCapabilities = client.Capabilities;
+            Log.Info($"downstream {client.RemoteDescription}: {string.Join(' ', client.Capabilities.Raw.Keys)}");
+        }
+        catch (Exception e) when (e is SmtpCore.Downstream.DownstreamException or OperationCanceledException)
+        {
+            Log.Warn($"downstream {options.Host}:{options.Port} not reachable at start-up ({e.Message}); mail will get 451 until it is");
+        }
     }
 
     internal static EngineOptions EngineOptionsFrom(GatewayConfig config) => new(config.Scan.DatabaseFolder)

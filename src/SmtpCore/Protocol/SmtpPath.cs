@@ -148,10 +148,14 @@ public sealed class SmtpPath
     {
         if (s.Length < 3 || s[0] != '[' || s[^1] != ']') return false;
         string inner = s[1..^1];
+        // IPAddress.TryParse alone also takes zone indexes ("%eth0") and hex/octal IPv4 forms ("0x7f").
         if (inner.StartsWith("IPv6:", StringComparison.OrdinalIgnoreCase))
-            return System.Net.IPAddress.TryParse(inner[5..], out var a6) && a6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
-        return System.Net.IPAddress.TryParse(inner, out var a4) && a4.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork
-            && inner.Count(c => c == '.') == 3;
+            return inner[5..].All(c => char.IsAsciiHexDigit(c) || c is ':' or '.')
+                && System.Net.IPAddress.TryParse(inner[5..], out var a6) && a6.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6;
+        // Snum = 1*3DIGIT, decimal 0-255 (RFC 5321 §4.1.3).
+        var parts = inner.Split('.');
+        return parts.Length == 4 && parts.All(p => p.Length is >= 1 and <= 3 && p.All(char.IsAsciiDigit)
+            && int.Parse(p, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture) <= 255);
     }
 }
 

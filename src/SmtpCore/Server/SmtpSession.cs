@@ -63,7 +63,9 @@ public sealed class SmtpSession
         _drain = drain;
         try
         {
-            SmtpReply? refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false);
+            SmtpReply? refusal;
+            try { refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false); }
+            catch (Exception e) when (HandlerFailed(e)) { refusal = new SmtpReply(421, "4.3.0", $"{_options.HostName} Local error, try again later"); }
             if (refusal is not null)
             {
                 Write(refusal);
@@ -527,7 +529,13 @@ public sealed class SmtpSession
         if (refusal is not null)
         {
             if (tx is not null && refusal.Code != 503) await AbortTransactionAsync().ConfigureAwait(false);
-            ClientError(refusal);
+            // RFC 3030 §2: chunks pipelined after a failed one are accepted and discarded, not counted as errors.
+            if (tx is null && _usedBdat)
+            {
+                Write(refusal);
+                if (last) _usedBdat = false; // the failed message is over; a new stray BDAT counts again
+            }
+            else ClientError(refusal);
             return;
         }
         if (last)
@@ -599,7 +607,7 @@ public sealed class SmtpSession
         if (tx is null) return;
         // Outstanding pipelined replies for it are still read so the downstream stays in step.
         try { await _handler.OnTransactionAbortedAsync(this, tx, CancellationToken.None).ConfigureAwait(false); }
-        catch (Exception e) when (HandlerFailed(e)) { }
+        catch (Exception e) when (HandlerFailed(e) || e is OperationCanceledException) { }
     }
 
     private void Track(SmtpResponse response, Func<SmtpReply, SmtpReply> apply)

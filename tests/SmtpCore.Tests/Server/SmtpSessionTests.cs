@@ -1,0 +1,258 @@
+using Portcullis.SmtpCore.Server;
+using Xunit;
+
+namespace Portcullis.SmtpCore.Tests.Server;
+
+// What a transcript cannot show: time, replies that arrive later, handlers that fail, clients that vanish.
+public class SmtpSessionTests
+{
+    private static SmtpServerOptions Options(TimeSpan? command = null, TimeSpan? data = null) => new()
+    {
+        HostName = "mx.test",
+        CommandTimeout = command ?? TimeSpan.FromSeconds(30),
+        DataTimeout = data ?? TimeSpan.FromSeconds(30),
+    };
+
+    private static async Task<LoopbackSession> GreetedAsync(RecordingHandler handler, SmtpServerOptions? options = null)
+    {
+        var conn = await LoopbackSession.StartAsync(options ?? Options(), handler);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("EHLO client.test\r\n");
+        string? line;
+        do line = await conn.ReadLineAsync(); while (line is not null && line.StartsWith("250-", StringComparison.Ordinal));
+        Assert.Equal("250 CHUNKING", line);
+        return conn;
+    }
+
+    private static async Task<List<string?>> ReadLinesAsync(LoopbackSession conn, int count)
+    {
+        var lines = new List<string?>();
+        for (int i = 0; i < count; i++) lines.Add(await conn.ReadLineAsync());
+        return lines;
+    }
+
+    [Fact]
+    public async Task Idle_client_gets_421_and_the_connection_closes()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(200)));
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("250 2.1.0 Sender OK", await conn.ReadLineAsync());
+        // Say nothing more: the server gives up, says why and closes (RFC 5321 §4.5.3.2.7).
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for command, closing connection", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Contains("aborted", handler.Events);
+        Assert.Equal("close", handler.Events[^1]);
+    }
+
+    [Fact]
+    public async Task Client_stalling_in_DATA_gets_421_and_nothing_is_delivered()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromMilliseconds(200)));
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
+        await conn.SendAsync("partial content\r\n");
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for message data, closing connection", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Empty(handler.Messages);
+        Assert.Contains("aborted", handler.Events);
+    }
+
+    [Fact]
+    public async Task Shutdown_says_421_and_closes()
+    {
+        var handler = new RecordingHandler();
+        using var shutdown = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, shutdown.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\nMAIL FROM:<a@example.org>\r\n");
+        Assert.Equal(["250 mx.test", "250 2.1.0 Sender OK"], await ReadLinesAsync(conn, 2));
+        shutdown.Cancel();
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
+    }
+
+    [Fact]
+    public async Task Connection_refused_by_policy_gets_its_banner_and_a_close()
+    {
+        var handler = new RecordingHandler { Refuse = new SmtpReply(554, "5.7.1", "mx.test No SMTP service for you") };
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler);
+        Assert.Equal("554 5.7.1 mx.test No SMTP service for you", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        Assert.Equal(["connect", "close"], handler.Events);
+    }
+
+    [Fact]
+    public async Task Deferred_replies_resolved_out_of_order_still_go_out_in_command_order()
+    {
+        var mail = new TaskCompletionSource<SmtpReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var rcpts = new List<TaskCompletionSource<SmtpReply>>();
+        var bothRcpts = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handler = new RecordingHandler
+        {
+            Mail = _ => new SmtpResponse(mail.Task),
+            Rcpt = _ =>
+            {
+                var tcs = new TaskCompletionSource<SmtpReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+                lock (rcpts)
+                {
+                    rcpts.Add(tcs);
+                    if (rcpts.Count == 2) bothRcpts.TrySetResult();
+                }
+                return new SmtpResponse(tcs.Task);
+            },
+        };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n");
+
+        // The session sent all of them downstream before it waits for the first answer.
+        await bothRcpts.Task.WaitAsync(LoopbackSession.Patience);
+        rcpts[1].SetResult(new SmtpReply(550, "5.1.1", "No such user c"));
+        rcpts[0].SetResult(new SmtpReply(250, "2.1.5", "b OK"));
+        mail.SetResult(new SmtpReply(250, "2.1.0", "a OK"));
+
+        Assert.Equal(["250 2.1.0 a OK", "250 2.1.5 b OK", "550 5.1.1 No such user c", "354 End data with <CR><LF>.<CR><LF>"],
+            await ReadLinesAsync(conn, 4));
+        await conn.SendAsync("hi\r\n.\r\n");
+        Assert.Equal("250 2.0.0 Queued as M1", await conn.ReadLineAsync());
+    }
+
+    [Fact]
+    public async Task A_deferred_MAIL_refusal_makes_the_pipelined_RCPTs_and_DATA_fail()
+    {
+        var mail = new TaskCompletionSource<SmtpReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handler = new RecordingHandler { Mail = _ => new SmtpResponse(mail.Task) };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        mail.SetResult(new SmtpReply(550, "5.7.1", "Sender refused"));
+        Assert.Equal(["550 5.7.1 Sender refused", "503 5.5.1 Need MAIL before RCPT", "503 5.5.1 Need MAIL before DATA"],
+            await ReadLinesAsync(conn, 3));
+        // The session is in step: a new transaction works.
+        handler.Mail = null;
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("250 2.1.0 Sender OK", await conn.ReadLineAsync());
+    }
+
+    [Fact]
+    public async Task An_immediate_refusal_waits_behind_a_deferred_reply()
+    {
+        var mail = new TaskCompletionSource<SmtpReply>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handler = new RecordingHandler { Mail = _ => new SmtpResponse(mail.Task) };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<bad path>\r\nMAIL FROM:<again@example.org>\r\nRCPT TO:<b@example.org>\r\nNOOP\r\n");
+        mail.SetResult(new SmtpReply(250, "2.1.0", "a OK"));
+        Assert.Equal(["250 2.1.0 a OK", "501 5.5.4 mailbox must be local-part@domain", "503 5.5.1 Nested MAIL command", "250 2.1.5 Recipient OK", "250 2.0.0 OK"],
+            await ReadLinesAsync(conn, 5));
+    }
+
+    [Fact]
+    public async Task A_failed_deferred_reply_is_451()
+    {
+        var handler = new RecordingHandler { Mail = _ => new SmtpResponse(Task.FromException<SmtpReply>(new InvalidOperationException("downstream gone"))) };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("451 4.3.0 Local error in processing, try again later", await conn.ReadLineAsync());
+        await conn.SendAsync("RCPT TO:<b@example.org>\r\n");
+        Assert.Equal("503 5.5.1 Need MAIL before RCPT", await conn.ReadLineAsync());
+    }
+
+    [Fact]
+    public async Task Handler_throwing_gets_451_and_the_session_goes_on()
+    {
+        int mailCalls = 0;
+        var handler = new RecordingHandler
+        {
+            Mail = _ => ++mailCalls == 1 ? throw new InvalidOperationException("policy bug") : new SmtpReply(250, "2.1.0", "Sender OK"),
+            Rcpt = r => r.Path.LocalPart == "boom" ? throw new InvalidOperationException("policy bug") : new SmtpReply(250, "2.1.5", "Recipient OK"),
+        };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("451 4.3.0 Local error in processing, try again later", await conn.ReadLineAsync());
+        Assert.Contains("aborted", handler.Events);
+
+        await conn.SendAsync("NOOP\r\n");
+        Assert.Equal("250 2.0.0 OK", await conn.ReadLineAsync());
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("250 2.1.0 Sender OK", await conn.ReadLineAsync());
+        // A throwing RCPT drops the transaction (ISmtpSessionHandler's contract).
+        await conn.SendAsync("RCPT TO:<boom@example.org>\r\n");
+        Assert.Equal("451 4.3.0 Local error in processing, try again later", await conn.ReadLineAsync());
+        await conn.SendAsync("RCPT TO:<b@example.org>\r\n");
+        Assert.Equal("503 5.5.1 Need MAIL before RCPT", await conn.ReadLineAsync());
+
+        handler.Message = _ => throw new InvalidOperationException("scanner bug");
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
+        await conn.SendAsync("hi\r\n.\r\nNOOP\r\n");
+        Assert.Equal(["451 4.3.0 Local error in processing, try again later", "250 2.0.0 OK"], await ReadLinesAsync(conn, 2));
+        Assert.Equal(3, handler.Events.Count(e => e == "aborted"));
+        await conn.SendAsync("QUIT\r\n");
+        Assert.Equal("221 2.0.0 mx.test closing connection", await conn.ReadLineAsync());
+    }
+
+    public static TheoryData<string> HandlerFailures => ["io", "timeout"];
+
+    private static Exception Failure(string kind) => kind == "io"
+        ? new IOException("downstream connection reset")
+        : new OperationCanceledException("downstream timed out"); // the handler's own timeout, not a shutdown
+
+    [Theory, MemberData(nameof(HandlerFailures))]
+    public async Task Handler_failing_with_IO_or_its_own_timeout_is_451_not_a_dropped_connection(string kind)
+    {
+        bool fail = true;
+        var handler = new RecordingHandler
+        {
+            Mail = _ => fail ? throw Failure(kind) : new SmtpReply(250, "2.1.0", "Sender OK"),
+            Rcpt = _ => new SmtpResponse(Task.FromException<SmtpReply>(Failure(kind))),
+            Message = _ => throw Failure(kind),
+        };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
+        Assert.Equal("451 4.3.0 Local error in processing, try again later", await conn.ReadLineAsync());
+
+        fail = false;
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "451 4.3.0 Local error in processing, try again later"], await ReadLinesAsync(conn, 2));
+
+        handler.Rcpt = null;
+        await conn.SendAsync("RCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 2));
+        await conn.SendAsync("hi\r\n.\r\nQUIT\r\n");
+        Assert.Equal(["451 4.3.0 Local error in processing, try again later", "221 2.0.0 mx.test closing connection"], await ReadLinesAsync(conn, 2));
+        Assert.Empty(handler.Messages);
+    }
+
+    [Fact]
+    public async Task Disconnect_mid_DATA_aborts_the_transaction_and_delivers_nothing()
+    {
+        var handler = new RecordingHandler();
+        var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(3, (await ReadLinesAsync(conn, 3)).Count);
+        await conn.SendAsync("Subject: cut short\r\n\r\nhalf a message");
+        await conn.DisposeAsync(); // the client vanishes
+        await handler.Closed.Task.WaitAsync(LoopbackSession.Patience);
+        Assert.Empty(handler.Messages);
+        Assert.DoesNotContain("message", handler.Events);
+        Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
+    }
+
+    [Fact]
+    public async Task Disconnect_mid_BDAT_aborts_the_transaction_and_delivers_nothing()
+    {
+        var handler = new RecordingHandler();
+        var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 100 LAST\r\nonly twenty octets..");
+        conn.ShutdownSend(); // a chunk is read in full before anything is answered
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", null], await ReadLinesAsync(conn, 3));
+        await conn.DisposeAsync();
+        await handler.Closed.Task.WaitAsync(LoopbackSession.Patience);
+        Assert.Empty(handler.Messages);
+        Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
+    }
+}
