@@ -363,7 +363,8 @@ public static class ConfigLoader
     private sealed class SectionReader(string source, string section, List<string> errors)
     {
         private const string SizeSyntax = "a size such as 512K, 50M or 1G";
-        private const string TimeSyntax = "a time such as 30s, 5m, 1h or 3d";
+        private const string TimeSyntax = "a time such as 30s, 5m or 1h";
+        private const string LongTimeSyntax = "a time such as 30s, 5m, 1h or 3d";
 
         public void Error(string key, string value, string expected) =>
             errors.Add($"{source}: [{section}] {key} = {Quote(value)}: expected {expected}");
@@ -383,7 +384,7 @@ public static class ConfigLoader
             var limit = max ?? MaxTime;
             if (allowZero && raw.Trim().ToLowerInvariant() is "0" or "off") return TimeSpan.Zero;
             if (ConfigValues.TryParseTime(raw, out var value) && value >= TimeSpan.FromSeconds(1) && value <= limit) return value;
-            Error(key, raw, $"{TimeSyntax} (a bare number is seconds), from 1s to {ConfigValues.FormatTime(limit)}" + (allowZero ? " (or 0 for never)" : ""));
+            Error(key, raw, $"{(limit > MaxTime ? LongTimeSyntax : TimeSyntax)} (a bare number is seconds), from 1s to {ConfigValues.FormatTime(limit)}" + (allowZero ? " (or 0 for never)" : ""));
             return fallback;
         }
 

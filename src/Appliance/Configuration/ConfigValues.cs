@@ -289,7 +289,7 @@ internal static class ConfigValues
     public static string FormatTime(TimeSpan time)
     {
         var seconds = (long)time.TotalSeconds;
-        if (seconds != 0 && seconds % 86400 == 0) return (seconds / 86400).ToString(CultureInfo.InvariantCulture) + "d";
+        if (seconds > 86400 && seconds % 86400 == 0) return (seconds / 86400).ToString(CultureInfo.InvariantCulture) + "d";
         if (seconds != 0 && seconds % 3600 == 0) return (seconds / 3600).ToString(CultureInfo.InvariantCulture) + "h";
         if (seconds != 0 && seconds % 60 == 0) return (seconds / 60).ToString(CultureInfo.InvariantCulture) + "m";
         return seconds.ToString(CultureInfo.InvariantCulture) + "s";

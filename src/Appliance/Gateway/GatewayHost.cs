@@ -62,7 +62,7 @@ internal static class GatewayHost
         var runtime = new GatewayRuntime(configPath, new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy()), notifier);
         runtime.Reloader.WarnIfOld(force: true);
 
-        await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
+        await ProbeDownstreamAsync(runtime.Context, stop).ConfigureAwait(false);
 
         var listeners = new List<Socket>();
         StatusServer? status = null;
