@@ -12,7 +12,7 @@ set -euo pipefail
 bin="$(realpath "$1")"; sigs="${2:-1000000}"; seconds="${3:-40}"; workers="${4:-8}"; reloads="${5:-2}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 kb() { awk -v k="$1" '/^'"$1"':/{print $2}' "/proc/$2/status"; }
 

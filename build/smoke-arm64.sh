@@ -8,7 +8,7 @@ bin="$(realpath "${1:?usage: $0 BINARY}")"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 qemu=(qemu-aarch64-static -L /)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 pass=0; fail=0
 check() { if [ "$1" = "$2" ]; then echo "ok: $3"; pass=$((pass + 1)); else echo "FAILED: $3 (got $1, expected $2)"; fail=$((fail + 1)); fi; }
 
