@@ -78,6 +78,42 @@ public class SmtpSessionTests
     }
 
     [Fact]
+    public async Task Drain_lets_the_open_transaction_finish_then_says_421()
+    {
+        var handler = new RecordingHandler();
+        using var drain = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, drain: drain.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(4, (await ReadLinesAsync(conn, 4)).Count);
+
+        drain.Cancel(); // mid-DATA: the message goes on
+        await conn.SendAsync("Subject: drained\r\n\r\nbody\r\n.\r\n");
+        Assert.StartsWith("250 ", await conn.ReadLineAsync());
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Single(handler.Messages);
+    }
+
+    [Fact]
+    public async Task Drain_closes_an_idle_session_with_421_at_once()
+    {
+        var handler = new RecordingHandler();
+        using var drain = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, drain: drain.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\n");
+        Assert.Equal("250 mx.test", await conn.ReadLineAsync());
+
+        drain.Cancel();
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Empty(handler.Messages);
+    }
+
+    [Fact]
     public async Task Connection_refused_by_policy_gets_its_banner_and_a_close()
     {
         var handler = new RecordingHandler { Refuse = new SmtpReply(554, "5.7.1", "mx.test No SMTP service for you") };
