@@ -217,6 +217,7 @@ public static class ConfigLoader
             MaxRecursion = (int)r.Integer("max_recursion", raw.MaxRecursion, d.MaxRecursion, 0, 1000, " (0 for no limit)"),
             MaxFiles = (int)r.Integer("max_files", raw.MaxFiles, d.MaxFiles, 0, int.MaxValue, " (0 for no limit)"),
             AlertExceedsMax = r.Bool("alert_exceeds_max", raw.AlertExceedsMax, d.AlertExceedsMax),
+            ScratchFolder = r.Folder("scratch_folder", raw.ScratchFolder, d.ScratchFolder, allowEmpty: true),
             ReloadCheckInterval = r.Time("reload_check_interval", raw.ReloadCheckInterval, d.ReloadCheckInterval, allowZero: true),
             ReloadMemory = r.Choice("reload_memory", raw.ReloadMemory, d.ReloadMemory, ("concurrent", ReloadMemory.Concurrent), ("low", ReloadMemory.Low)),
             MaxDefinitionsAge = r.Time("max_definitions_age", raw.MaxDefinitionsAge, d.MaxDefinitionsAge, max: TimeSpan.FromDays(365)),

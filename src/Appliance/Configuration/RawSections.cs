@@ -29,7 +29,7 @@ internal sealed class RawScan
     public static readonly string[] Keys =
     [
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
-        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "reload_check_interval",
+        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder", "reload_check_interval",
         "reload_memory", "max_definitions_age",
     ];
 
@@ -43,6 +43,7 @@ internal sealed class RawScan
     [ConfigurationKeyName("max_recursion")] public string? MaxRecursion { get; set; }
     [ConfigurationKeyName("max_files")] public string? MaxFiles { get; set; }
     [ConfigurationKeyName("alert_exceeds_max")] public string? AlertExceedsMax { get; set; }
+    [ConfigurationKeyName("scratch_folder")] public string? ScratchFolder { get; set; }
     [ConfigurationKeyName("reload_check_interval")] public string? ReloadCheckInterval { get; set; }
     [ConfigurationKeyName("reload_memory")] public string? ReloadMemory { get; set; }
     [ConfigurationKeyName("max_definitions_age")] public string? MaxDefinitionsAge { get; set; }

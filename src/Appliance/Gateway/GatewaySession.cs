@@ -118,15 +118,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         state.Finished = true;
         var buffer = state.Buffer!;
         var scanFinished = Task.CompletedTask;
-        var entry = new MessageLogEntry
-        {
-            Session = $"{session.Id}.{++_messages}",
-            Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
-            Helo = session.HeloName ?? "",
-            From = tx.ReversePath.Mailbox,
-            Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
-            Size = buffer.Length,
-        };
+        var entry = NewEntry(session, tx, buffer.Length);
         try
         {
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
@@ -201,6 +193,16 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         return Finish(entry, state, verdict, "", action, reply.ToString(), answer);
     }
 
+    private MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction tx, long size) => new()
+    {
+        Session = $"{session.Id}.{++_messages}",
+        Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
+        Helo = session.HeloName ?? "",
+        From = tx.ReversePath.Mailbox,
+        Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
+        Size = size,
+    };
+
     private SmtpReply Finish(MessageLogEntry entry, MessageState state, MessageVerdict verdict, string virus,
         string action, string downstream, SmtpReply reply)
     {
@@ -220,9 +222,17 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     public async ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
         if (tx.HandlerState is not MessageState state) return;
-        if (!state.Finished)
+        if (!state.Finished && state.Buffer is { } buffer)
         {
-            state.Buffer?.Dispose();
+            // Content arrived (in part or whole) but never reached a verdict: one log line for it too.
+            var refusal = tx.ContentRefusal;
+            _ctx.Log.Write(NewEntry(session, tx, buffer.Length) with
+            {
+                Action = refusal is null ? MessageAction.Aborted : MessageAction.Rejected,
+                Downstream = refusal is null ? "" : "refused by gateway: " + refusal,
+                Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
+            });
+            buffer.Dispose();
             state.Buffer = null;
         }
         if (state.MailSent) await ResetDownstreamAsync().ConfigureAwait(false);

@@ -262,7 +262,7 @@ internal sealed class SignatureReloader : IDisposable
         ScanEngine next;
         try
         {
-            next = ScanEngine.Load(GatewayHost.EngineOptionsFrom(config));
+            next = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
         }
         catch (Exception e) when (IsLoadFailure(e))
         {
@@ -299,7 +299,7 @@ internal sealed class SignatureReloader : IDisposable
 
             try
             {
-                var next = ScanEngine.Load(GatewayHost.EngineOptionsFrom(config));
+                var next = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
                 runtime.Engines.Swap(next);
                 return (true, Describe(next, config));
             }

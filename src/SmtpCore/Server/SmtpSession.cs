@@ -547,7 +547,8 @@ public sealed class SmtpSession
         if (reader!.Error != DataError.None)
         {
             // Latched: refuse now, and every later chunk finds no transaction.
-            Write(ErrorReply(reader));
+            tx!.ContentRefusal = ErrorReply(reader);
+            Write(tx.ContentRefusal);
             await AbortTransactionAsync().ConfigureAwait(false);
             return;
         }
@@ -572,8 +573,9 @@ public sealed class SmtpSession
     {
         if (data.Error != DataError.None)
         {
+            tx.ContentRefusal = ErrorReply(data);
             await AbortTransactionAsync().ConfigureAwait(false);
-            Write(ErrorReply(data));
+            Write(tx.ContentRefusal);
             return;
         }
         SmtpReply reply;

@@ -56,7 +56,7 @@ public sealed partial class ShippedConfigTests
         [
             ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder", "shutdown_timeout", "control_socket"],
             ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
-             "reload_check_interval", "reload_memory", "max_definitions_age"],
+             "scratch_folder", "reload_check_interval", "reload_memory", "max_definitions_age"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline"],
             ["folder"],
             ["listen"],
