@@ -8,6 +8,7 @@ version="$(sed -nE 's|.*<Version>([^<]+)</Version>.*|\1|p' "$root/Directory.Buil
 stage="$(mktemp -d)"
 trap 'rm -rf "$stage"' EXIT
 
+chmod 0755 "$stage"
 "$root/build/install.sh" "$stage" "$bin"
 mkdir -p "$stage/DEBIAN" "$out"
 for script in postinst prerm postrm; do
