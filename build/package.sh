@@ -18,6 +18,7 @@ cat > "$stage/DEBIAN/conffiles" <<CONF
 /etc/portcullis/portcullis.ini
 /etc/clamav/onupdateexecute.d/portcullis
 CONF
+(cd "$stage" && find etc/portcullis/templates -type f | sed 's|^|/|') >> "$stage/DEBIAN/conffiles"
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: portcullis

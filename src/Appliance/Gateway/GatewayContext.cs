@@ -1,6 +1,9 @@
 using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Policy;
+using Portcullis.Appliance.Quarantine;
 using Portcullis.Appliance.Status;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
@@ -59,6 +62,13 @@ internal sealed class GatewayContext
     public DownstreamOptions DownstreamOptions { get; }
     public GatewayMetrics Metrics { get; private init; } = new();
 
+    public QuarantineStore Quarantine => field ??= new QuarantineStore(Config.Quarantine.Folder);
+    public BannedAttachments Banned => field ??= BannedAttachments.From(Config.Scan);
+    public TemplateSet? Templates { get; init; }
+
+    // Null: notifications are not sent (no templates or nobody to tell).
+    public Notifier? Notifier { get; init; }
+
     // Learned from the newest downstream EHLO; decides whether DSN is offered to clients.
     public DownstreamCapabilities? DownstreamCapabilities
     {
@@ -71,6 +81,8 @@ internal sealed class GatewayContext
         new(next, Engines, Scanners, Log, Relay)
         {
             Metrics = Metrics,
+            Templates = Templates,
+            Notifier = Notifier,
             _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
                                       && next.General.SmtpServerPort == Config.General.SmtpServerPort
                 ? _downstreamCapabilities

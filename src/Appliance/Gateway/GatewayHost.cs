@@ -12,9 +12,12 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Quarantine;
 using Portcullis.Appliance.Status;
 using Portcullis.Appliance.Systemd;
 using Portcullis.NativeScan;
+using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
@@ -37,6 +40,34 @@ internal static class GatewayHost
             return 73; // EX_CANTCREAT
         }
 
+        TemplateSet templates;
+        try
+        {
+            templates = TemplateSet.Load(config.Notification.TemplateFolder);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var error in e.Errors) Log.Error(error);
+            return 78; // EX_CONFIG
+        }
+        if (templates.BuiltIn.Count > 0)
+            Log.Info($"templates {string.Join(", ", templates.BuiltIn)} not in {config.Notification.TemplateFolder}: using the built-in ones");
+
+        var quarantine = new QuarantineStore(config.Quarantine.Folder);
+        var outbox = new Outbox(config.General.OutboxFolder);
+        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.EnsureFolder), ("[general] queue_folder", outbox.EnsureFolder) })
+        {
+            try
+            {
+                create();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.Error($"{key} is not usable: {e.Message}");
+                return 73; // EX_CANTCREAT
+            }
+        }
+
         // Read (and removed from the environment) before anything else could start a child.
         var passed = SocketActivation.TakeFromEnvironment(out var passProblem);
         if (passProblem is not null)
@@ -44,7 +75,7 @@ internal static class GatewayHost
             Log.Warn($"socket activation: {passProblem}");
         }
 
-        using var notifier = SystemdNotifier.FromEnvironment();
+        using var systemd = SystemdNotifier.FromEnvironment();
         ScanEngine engine;
         try
         {
@@ -61,7 +92,14 @@ internal static class GatewayHost
 
         var engines = new EngineHolder(engine);
         var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
-        var runtime = new GatewayRuntime(configPath, new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy()), notifier);
+        using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
+        var notifier = new Notifier(outbox, NotificationServer(config));
+        var ctx = new GatewayContext(config, engines, scanners, messageLog, new DownstreamDecidesPolicy())
+        {
+            Templates = templates,
+            Notifier = notifier,
+        };
+        var runtime = new GatewayRuntime(configPath, ctx, systemd);
         runtime.Reloader.WarnIfOld(force: true);
 
         await ProbeDownstreamAsync(runtime.Context, stop).ConfigureAwait(false);
@@ -112,10 +150,16 @@ internal static class GatewayHost
         var accepts = listeners.Select(l => AcceptLoopAsync(l, runtime, sessions, drain.Token, abort.Token)).ToArray();
         runtime.AcceptLoopsAlive = () => drain.IsCancellationRequested || accepts.All(a => !a.IsCompleted);
 
-        var services = new List<Task> { HousekeepingAsync(runtime, background.Token) };
+        // Notifications keep going out while sessions drain; what is left stays in the outbox.
+        var services = new List<Task>
+        {
+            HousekeepingAsync(runtime, background.Token),
+            notifier.RunAsync(background.Token),
+            PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, background.Token),
+        };
         if (status is not null) services.Add(status.RunAsync(background.Token));
         if (control is not null) services.Add(control.RunAsync(background.Token));
-        if (notifier.WatchdogInterval is { } watchdog)
+        if (systemd.WatchdogInterval is { } watchdog)
         {
             services.Add(new ServiceWatchdog(runtime, watchdog).RunAsync(background.Token));
             Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
@@ -123,7 +167,7 @@ internal static class GatewayHost
 
         Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.LocalEndPoint))}, " +
                  $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
-        notifier.Ready(runtime.StatusLine());
+        systemd.Ready(runtime.StatusLine());
 
         try
         {
@@ -132,7 +176,7 @@ internal static class GatewayHost
         catch (OperationCanceledException) { }
 
         var timeout = runtime.Context.Config.General.ShutdownTimeout;
-        notifier.Stopping($"stopping: {sessions.Count} sessions finishing (up to {timeout.TotalSeconds:0}s)");
+        systemd.Stopping($"stopping: {sessions.Count} sessions finishing (up to {timeout.TotalSeconds:0}s)");
         Log.Info($"stopping: closing listeners; {sessions.Count} open sessions get up to {timeout.TotalSeconds:0}s to finish their transactions");
         foreach (var l in listeners) l.Dispose();
         drain.Cancel();
@@ -144,6 +188,8 @@ internal static class GatewayHost
             await sessions.WaitAllAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         }
 
+        // Notifications the last sessions queued go to the outbox; the next start sends them.
+        notifier.Complete();
         background.Cancel();
         await Task.WhenAll(services).ConfigureAwait(false);
         status?.Dispose();
@@ -151,6 +197,43 @@ internal static class GatewayHost
         Shutdown(scanners, engines, runtime);
         Log.Info("stopped");
         return 0;
+    }
+
+    internal static DownstreamOptions NotificationServer(GatewayConfig config) => new()
+    {
+        Host = config.Notification.SmtpServerAddress.Length > 0 ? config.Notification.SmtpServerAddress : config.General.SmtpServerAddress,
+        Port = config.Notification.SmtpServerPort ?? config.General.SmtpServerPort,
+        HeloName = config.General.Hostname,
+        ConnectTimeout = TimeSpan.FromSeconds(Math.Min(30, config.General.SmtpServerTimeout.TotalSeconds)),
+        ReplyTimeout = config.General.SmtpServerTimeout,
+        DataReplyTimeout = config.General.SmtpServerTimeout,
+    };
+
+    // Removes quarantine entries older than retention_days at start-up and then once a day.
+    private static async Task PurgeDailyAsync(QuarantineStore quarantine, int retentionDays, CancellationToken stop)
+    {
+        if (retentionDays <= 0) return;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var removed = quarantine.Purge(DateTimeOffset.UtcNow.AddDays(-retentionDays));
+                if (removed > 0) Log.Info($"quarantine: purged {removed} entr{(removed == 1 ? "y" : "ies")} older than {retentionDays} days");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or QuarantineException)
+            {
+                Log.Warn($"quarantine purge failed: {e.Message}");
+            }
+
+            try
+            {
+                await Task.Delay(TimeSpan.FromDays(1), stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
     }
 
     // Learn what the downstream offers (DSN is advertised only when it has it) before the

@@ -73,6 +73,16 @@ internal sealed class GatewayRuntime
             restart.Add("[log] folder");
         }
 
+        if (old.Quarantine != next.Quarantine)
+        {
+            restart.Add("[quarantine]");
+        }
+
+        if (old.Notification != next.Notification)
+        {
+            restart.Add("[notification]");
+        }
+
         // Everything else (limits, scan settings, downstream, hostname, timeouts) applies to new
         // sessions at once; engine settings with the signatures reloaded right after.
         Volatile.Write(ref context, Context.WithConfig(next));
@@ -137,10 +147,10 @@ internal sealed class GatewayRuntime
         return string.Join("\n", lines) + "\n";
     }
 
-    // The quarantine folder, if one exists below queue_folder.
+    // The quarantine folder's content, if the folder exists.
     public static (int Files, long Bytes)? QuarantineSize(GatewayConfig config)
     {
-        var folder = Path.Combine(config.General.QueueFolder, "quarantine");
+        var folder = config.Quarantine.Folder;
         try
         {
             if (!Directory.Exists(folder))

@@ -33,15 +33,25 @@ public sealed class GatewayProcess : IAsyncDisposable
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
+    // Leave the root folder in place on dispose, for a second gateway on the same root.
+    public bool KeepRoot { get; set; }
+
     public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null, GatewayLaunch? launch = null) =>
         StartAsync(output, downstream.Port, configure, downstream, launch);
 
     public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null,
         TestSmtpServer? downstream = null, GatewayLaunch? launch = null)
     {
-        var binary = PortcullisBinary.Require();
+        PortcullisBinary.Require();
         var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), downstreamPort);
         configure?.Invoke(config);
+        return await StartAsync(output, config, downstream, launch);
+    }
+
+    // Starts a gateway on an existing root (a restart keeps the quarantine and the outbox).
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream, GatewayLaunch? launch = null)
+    {
+        var binary = PortcullisBinary.Require();
         var configFile = await config.WriteAsync();
         launch?.BeforeStart?.Invoke(config);
 
@@ -169,6 +179,11 @@ public sealed class GatewayProcess : IAsyncDisposable
         }
 
         process.Dispose();
+        if (KeepRoot)
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(Config.Root, recursive: true);
