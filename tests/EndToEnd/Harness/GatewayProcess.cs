@@ -19,6 +19,7 @@ public sealed class GatewayProcess : IAsyncDisposable
     private readonly ITestOutputHelper output;
     private readonly TestSmtpServer? downstream;
     private bool stopped;
+    private bool keepRoot;
 
     private GatewayProcess(Process process, GatewayIni config, ITestOutputHelper output, TestSmtpServer? downstream)
     {
@@ -30,17 +31,27 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public GatewayIni Config { get; }
     public int Port => Config.ListenPort;
+    public int ProcessId => process.Id;
+    public bool HasExited => process.HasExited;
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
     public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null) =>
         StartAsync(output, downstream.Port, configure, downstream);
 
-    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
+    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
     {
-        var binary = PortcullisBinary.Require();
         var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), downstreamPort);
         configure?.Invoke(config);
+        return StartAsync(output, config, downstream);
+    }
+
+    // A gateway with a configuration of the test's own, e.g. the one of a gateway that was killed:
+    // same port, same temp_folder (a restart).
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream,
+        IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var binary = PortcullisBinary.Require();
         var configFile = await config.WriteAsync();
 
         var start = new ProcessStartInfo(binary)
@@ -54,6 +65,10 @@ public sealed class GatewayProcess : IAsyncDisposable
         start.ArgumentList.Add("run");
         start.ArgumentList.Add("--config");
         start.ArgumentList.Add(configFile);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
 
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
         var gateway = new GatewayProcess(process, config, output, downstream);
@@ -99,6 +114,32 @@ public sealed class GatewayProcess : IAsyncDisposable
         Assert.True(leftovers.Length == 0, $"temp_folder is not empty after stop: {string.Join(", ", leftovers)}\n{Logs()}");
     }
 
+    // SIGKILL, as a crash or the OOM killer would: no chance to clean up. The folder stays for a
+    // restart (StartAsync with Config); the restarted gateway's DisposeAsync removes it.
+    public async Task KillAsync()
+    {
+        Assert.False(process.HasExited, $"the gateway exited on its own before the test killed it\n{Logs()}");
+        stopped = true;
+        keepRoot = true;
+        Assert.Equal(0, kill(process.Id, SIGKILL));
+        using var deadline = new CancellationTokenSource(StopDeadline);
+        await process.WaitForExitAsync(deadline.Token);
+    }
+
+    // The process's status line from /proc (VmRSS, VmHWM, Threads...) in kB or as written.
+    public long ProcStatusKb(string field)
+    {
+        foreach (var line in File.ReadLines($"/proc/{process.Id}/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0]);
+            }
+        }
+
+        throw new InvalidOperationException($"no {field} in /proc/{process.Id}/status");
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!stopped && !process.HasExited)
@@ -120,6 +161,11 @@ public sealed class GatewayProcess : IAsyncDisposable
         }
 
         process.Dispose();
+        if (keepRoot)
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(Config.Root, recursive: true);
@@ -188,6 +234,7 @@ public sealed class GatewayProcess : IAsyncDisposable
     private string ExitCodeText() => process.HasExited ? process.ExitCode.ToString() : "running";
 
     private const int SIGTERM = 15;
+    private const int SIGKILL = 9;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);
