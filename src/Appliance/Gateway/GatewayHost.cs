@@ -18,6 +18,9 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
+            var (removed, failed) = TempFolderSweep.Run(config.General.TempFolder);
+            if (removed > 0) Log.Warn($"removed {removed} scan leftovers of an earlier run from temp_folder {config.General.TempFolder}");
+            foreach (var failure in failed) Log.Warn($"cannot remove a leftover in temp_folder: {failure}");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
