@@ -128,6 +128,14 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         };
         try
         {
+            if (!ScanSpace.HasRoomToScan(_ctx.Config.General.TempFolder, buffer.Length))
+            {
+                Log.Warn($"session={entry.Session} temp_folder {_ctx.Config.General.TempFolder} has no room to scan {buffer.Length} bytes");
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
+            }
+
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
                 ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
@@ -140,6 +148,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             }
             scanFinished = ticket.Finished;
             ScanResult result = await ticket.Result.ConfigureAwait(false);
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(_ctx.Config.General.TempFolder))
+                result = ScanResult.Error(0, "temp_folder full during the scan: attachments may not have been unpacked");
 
             switch (result.Outcome)
             {
