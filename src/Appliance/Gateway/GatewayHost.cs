@@ -75,6 +75,13 @@ internal static class GatewayHost
         await Task.WhenAll(accepts).ConfigureAwait(false);
         // Sessions saw the same token: idle ones answered 421; give open ones a bounded time to end.
         await sessions.WaitAllAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        // For load measurements (build/load.sh): managed allocation totals, read once at exit.
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_GC_REPORT") == "1")
+        {
+            var gc = GC.GetGCMemoryInfo();
+            Log.Info($"gc allocated_bytes={GC.GetTotalAllocatedBytes(precise: true)} gen0={GC.CollectionCount(0)} " +
+                     $"gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)} heap_bytes={gc.HeapSizeBytes} committed_bytes={gc.TotalCommittedBytes}");
+        }
         Log.Info("stopped");
         return 0;
     }
