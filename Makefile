@@ -40,7 +40,7 @@ bench-load: publish
 	build/bench-load.sh $(BIN)
 
 bench-micro:
-	$(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*'
+	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)
 
 load: load-connections load-soak
 

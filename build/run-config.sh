@@ -5,7 +5,7 @@
 set -euo pipefail
 out="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-mkdir -p "$(dirname "$out")" "$root/artifacts/run/tmp"
+mkdir -p "$(dirname "$out")" "$root/artifacts/run/tmp" "$root/artifacts/run/queue"
 
 db=/var/lib/clamav
 if ! ls "$db"/*.cvd "$db"/*.cld >/dev/null 2>&1; then
@@ -21,6 +21,7 @@ hostname = localhost
 smtp_server_address = 127.0.0.1
 smtp_server_port = 25
 temp_folder = $root/artifacts/run/tmp
+queue_folder = $root/artifacts/run/queue
 
 [scan]
 database_folder = $db

@@ -39,8 +39,10 @@ public class ScanBenchmarks
     [Benchmark]
     public ScanOutcome ScanSegments() => _engine.Scan(_source).Outcome;
 
+    // BenchmarkDotNet runs a generated copy elsewhere: `make bench-micro` passes the repository in PORTCULLIS_REPO.
     private static string FindRoot()
     {
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_REPO") is { Length: > 0 } repo) return repo;
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "Appliance.sln"))) return dir.FullName;
         return Directory.GetCurrentDirectory();

@@ -107,8 +107,11 @@ internal static class ScanCommands
         ScanTimeout = config.Scan.Timeout,
 
         // A workstation running `scan` may not have the appliance's folders; libclamav then uses $TMPDIR.
-        TempFolder = Directory.Exists(config.General.TempFolder) ? config.General.TempFolder : null,
+        TempFolder = Directory.Exists(ScratchFolder(config)) ? ScratchFolder(config) : null,
     };
+
+    internal static string ScratchFolder(GatewayConfig config) =>
+        config.Scan.ScratchFolder.Length > 0 ? config.Scan.ScratchFolder : config.General.TempFolder;
 
     // An explicit --config must load; without one the default file is used when it exists, else the defaults.
     private static bool TryLoadConfig(string? configPath, out GatewayConfig config, out IReadOnlyList<string> errors)

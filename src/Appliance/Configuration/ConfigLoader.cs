@@ -175,6 +175,7 @@ public static class ConfigLoader
             MaxRecursion = (int)r.Integer("max_recursion", raw.MaxRecursion, d.MaxRecursion, 0, 1000, " (0 for no limit)"),
             MaxFiles = (int)r.Integer("max_files", raw.MaxFiles, d.MaxFiles, 0, int.MaxValue, " (0 for no limit)"),
             AlertExceedsMax = r.Bool("alert_exceeds_max", raw.AlertExceedsMax, d.AlertExceedsMax),
+            ScratchFolder = r.Folder("scratch_folder", raw.ScratchFolder, d.ScratchFolder, allowEmpty: true),
         };
     }
 

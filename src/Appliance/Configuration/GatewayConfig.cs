@@ -69,6 +69,10 @@ public sealed record ScanSection
 
     // Treat content that exceeds a limit as infected (Heuristics.Limits.Exceeded.*).
     public bool AlertExceedsMax { get; init; }
+
+    // Where libclamav unpacks while scanning; empty means temp_folder. A tmpfs here saves a
+    // directory create/remove on disk per message (about 10x faster small-message scans on ext4).
+    public string ScratchFolder { get; init; } = "";
 }
 
 public enum ScanErrorAction

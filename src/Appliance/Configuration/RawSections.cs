@@ -24,7 +24,7 @@ internal sealed class RawScan
     public static readonly string[] Keys =
     [
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
-        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
+        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder",
     ];
 
     [ConfigurationKeyName("database_folder")] public string? DatabaseFolder { get; set; }
@@ -37,6 +37,7 @@ internal sealed class RawScan
     [ConfigurationKeyName("max_recursion")] public string? MaxRecursion { get; set; }
     [ConfigurationKeyName("max_files")] public string? MaxFiles { get; set; }
     [ConfigurationKeyName("alert_exceeds_max")] public string? AlertExceedsMax { get; set; }
+    [ConfigurationKeyName("scratch_folder")] public string? ScratchFolder { get; set; }
 }
 
 internal sealed class RawLimits

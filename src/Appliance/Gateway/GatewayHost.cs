@@ -18,13 +18,12 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
-            var (removed, failed) = TempFolderSweep.Run(config.General.TempFolder);
-            if (removed > 0) Log.Warn($"removed {removed} scan leftovers of an earlier run from temp_folder {config.General.TempFolder}");
-            foreach (var failure in failed) Log.Warn($"cannot remove a leftover in temp_folder: {failure}");
+            Directory.CreateDirectory(Cli.ScanCommands.ScratchFolder(config));
+            RemoveStaleScratch(Cli.ScanCommands.ScratchFolder(config));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            Log.Error($"temp_folder {config.General.TempFolder} is not usable: {e.Message}");
+            Log.Error($"temp_folder {config.General.TempFolder} or scratch_folder is not usable: {e.Message}");
             return 73; // EX_CANTCREAT
         }
 
@@ -32,7 +31,7 @@ internal static class GatewayHost
         try
         {
             ClamAV.Initialize();
-            engine = ScanEngine.Load(EngineOptionsFrom(config));
+            engine = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
@@ -111,16 +110,25 @@ internal static class GatewayHost
         }
     }
 
-    internal static EngineOptions EngineOptionsFrom(GatewayConfig config) => new(config.Scan.DatabaseFolder)
+    // Spill files are unlinked when opened, but libclamav's own unpack folders survive a kill -9
+    // of a scan in progress: remove them before the first scan of this process.
+    private static void RemoveStaleScratch(string folder)
     {
-        MaxScanSize = config.Scan.MaxScanSize,
-        MaxFileSize = config.Scan.MaxFileSize,
-        MaxRecursion = config.Scan.MaxRecursion,
-        MaxFiles = config.Scan.MaxFiles,
-        AlertExceedsMax = config.Scan.AlertExceedsMax,
-        ScanTimeout = config.Scan.Timeout,
-        TempFolder = config.General.TempFolder,
-    };
+        foreach (var entry in new DirectoryInfo(folder).EnumerateFileSystemInfos())
+        {
+            if (!entry.Name.Contains("-scantemp.", StringComparison.Ordinal) && !entry.Name.StartsWith("clamav-", StringComparison.Ordinal))
+                continue;
+            try
+            {
+                if (entry is DirectoryInfo dir) dir.Delete(recursive: true); else entry.Delete();
+                Log.Info($"removed stale scan scratch {entry.FullName}");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.Warn($"cannot remove stale scan scratch {entry.FullName}: {e.Message}");
+            }
+        }
+    }
 
     private static Socket Listen(IPEndPoint endpoint)
     {

@@ -20,7 +20,12 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 {
     private readonly GatewayContext _ctx;
     private DownstreamClient? _downstream;
+    private long _downstreamUsed;
     private int _messages;
+
+    // A downstream connection idle this long may have been closed by the server's own timeout
+    // (Postfix: 300 s); a fresh one costs less than a 451 from a stale one.
+    private static readonly TimeSpan DownstreamReuseLimit = TimeSpan.FromSeconds(30);
 
     public GatewaySession(GatewayContext ctx) => _ctx = ctx;
 
@@ -117,20 +122,13 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         state.Finished = true;
         var buffer = state.Buffer!;
         var scanFinished = Task.CompletedTask;
-        var entry = new MessageLogEntry
-        {
-            Session = $"{session.Id}.{++_messages}",
-            Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
-            Helo = session.HeloName ?? "",
-            From = tx.ReversePath.Mailbox,
-            Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
-            Size = buffer.Length,
-        };
+        var entry = NewEntry(session, tx, buffer.Length);
         try
         {
-            if (!ScanSpace.HasRoomToScan(_ctx.Config.General.TempFolder, buffer.Length))
+            string scratch = Cli.ScanCommands.ScratchFolder(_ctx.Config);
+            if (!ScanSpace.HasRoomToScan(scratch, buffer.Length))
             {
-                Log.Warn($"session={entry.Session} temp_folder {_ctx.Config.General.TempFolder} has no room to scan {buffer.Length} bytes");
+                Log.Warn($"session={entry.Session} scratch folder {scratch} has no room to scan {buffer.Length} bytes");
                 await ResetDownstreamAsync().ConfigureAwait(false);
                 return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
                     new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
@@ -148,8 +146,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             }
             scanFinished = ticket.Finished;
             ScanResult result = await ticket.Result.ConfigureAwait(false);
-            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(_ctx.Config.General.TempFolder))
-                result = ScanResult.Error(0, "temp_folder full during the scan: attachments may not have been unpacked");
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
+                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
 
             switch (result.Outcome)
             {
@@ -194,6 +192,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         try
         {
             reply = await downstream.SendMessageAsync(headers, state.Buffer!, ct).ConfigureAwait(false);
+            _downstreamUsed = Stopwatch.GetTimestamp();
         }
         catch (DownstreamException e)
         {
@@ -206,6 +205,16 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         if (downstream.IsBroken) await DropDownstreamAsync().ConfigureAwait(false);
         return Finish(entry, state, verdict, "", action, reply.ToString(), answer);
     }
+
+    private MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction tx, long size) => new()
+    {
+        Session = $"{session.Id}.{++_messages}",
+        Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
+        Helo = session.HeloName ?? "",
+        From = tx.ReversePath.Mailbox,
+        Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
+        Size = size,
+    };
 
     private SmtpReply Finish(MessageLogEntry entry, MessageState state, MessageVerdict verdict, string virus,
         string action, string downstream, SmtpReply reply)
@@ -224,9 +233,17 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     public async ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
         if (tx.HandlerState is not MessageState state) return;
-        if (!state.Finished)
+        if (!state.Finished && state.Buffer is { } buffer)
         {
-            state.Buffer?.Dispose();
+            // Content arrived (in part or whole) but never reached a verdict: one log line for it too.
+            var refusal = tx.ContentRefusal;
+            _ctx.Log.Write(NewEntry(session, tx, buffer.Length) with
+            {
+                Action = refusal is null ? MessageAction.Aborted : MessageAction.Rejected,
+                Downstream = refusal is null ? "" : "refused by gateway: " + refusal,
+                Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
+            });
+            buffer.Dispose();
             state.Buffer = null;
         }
         if (state.MailSent) await ResetDownstreamAsync().ConfigureAwait(false);
@@ -236,8 +253,13 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 
     private async Task<DownstreamClient> ConnectAsync(CancellationToken ct)
     {
-        if (_downstream is { IsBroken: false } existing) return existing;
+        if (_downstream is { IsBroken: false } existing && Stopwatch.GetElapsedTime(_downstreamUsed) < DownstreamReuseLimit)
+        {
+            _downstreamUsed = Stopwatch.GetTimestamp();
+            return existing;
+        }
         await DropDownstreamAsync().ConfigureAwait(false);
+        _downstreamUsed = Stopwatch.GetTimestamp();
         _downstream = await DownstreamClient.ConnectAsync(_ctx.DownstreamOptions, ct).ConfigureAwait(false);
         _ctx.DownstreamCapabilities = _downstream.Capabilities;
         return _downstream;
@@ -251,6 +273,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         try
         {
             var reply = await downstream.RsetAsync(CancellationToken.None).ConfigureAwait(false);
+            _downstreamUsed = Stopwatch.GetTimestamp();
             if (!reply.IsPositiveCompletion) await DropDownstreamAsync().ConfigureAwait(false);
         }
         catch (DownstreamException)

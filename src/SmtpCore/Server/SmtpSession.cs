@@ -55,7 +55,9 @@ public sealed class SmtpSession
         _shutdown = shutdown;
         try
         {
-            SmtpReply? refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false);
+            SmtpReply? refusal;
+            try { refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false); }
+            catch (Exception e) when (HandlerFailed(e)) { refusal = new SmtpReply(421, "4.3.0", $"{_options.HostName} Local error, try again later"); }
             if (refusal is not null)
             {
                 Write(refusal);
@@ -499,7 +501,12 @@ public sealed class SmtpSession
         {
             if (tx is not null && refusal.Code != 503) await AbortTransactionAsync().ConfigureAwait(false);
             // RFC 3030 §2: chunks pipelined after a failed one are accepted and discarded, not counted as errors.
-            if (tx is null && _usedBdat) Write(refusal); else ClientError(refusal);
+            if (tx is null && _usedBdat)
+            {
+                Write(refusal);
+                if (last) _usedBdat = false; // the failed message is over; a new stray BDAT counts again
+            }
+            else ClientError(refusal);
             return;
         }
         if (last)
@@ -511,7 +518,8 @@ public sealed class SmtpSession
         if (reader!.Error != DataError.None)
         {
             // Latched: refuse now, and every later chunk finds no transaction.
-            Write(ErrorReply(reader));
+            tx!.ContentRefusal = ErrorReply(reader);
+            Write(tx.ContentRefusal);
             await AbortTransactionAsync().ConfigureAwait(false);
             return;
         }
@@ -536,8 +544,9 @@ public sealed class SmtpSession
     {
         if (data.Error != DataError.None)
         {
+            tx.ContentRefusal = ErrorReply(data);
             await AbortTransactionAsync().ConfigureAwait(false);
-            Write(ErrorReply(data));
+            Write(tx.ContentRefusal);
             return;
         }
         SmtpReply reply;
@@ -571,7 +580,7 @@ public sealed class SmtpSession
         if (tx is null) return;
         // Outstanding pipelined replies for it are still read so the downstream stays in step.
         try { await _handler.OnTransactionAbortedAsync(this, tx, CancellationToken.None).ConfigureAwait(false); }
-        catch (Exception e) when (HandlerFailed(e)) { }
+        catch (Exception e) when (HandlerFailed(e) || e is OperationCanceledException) { }
     }
 
     private void Track(SmtpResponse response, Func<SmtpReply, SmtpReply> apply)

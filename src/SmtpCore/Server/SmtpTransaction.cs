@@ -26,6 +26,9 @@ public sealed class SmtpTransaction
     public IBufferWriter<byte>? Content { get; internal set; }
     public object? HandlerState { get; set; }
 
+    // The session's own refusal of the content (552 size, 550 bare newline), for the handler's log.
+    public SmtpReply? ContentRefusal { get; internal set; }
+
     // Set while MAIL's own reply is still outstanding (pipelined to the downstream).
     internal bool MailPending { get; set; }
     internal bool Failed { get; set; }

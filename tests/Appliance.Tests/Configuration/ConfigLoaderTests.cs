@@ -296,7 +296,7 @@ public sealed class ConfigLoaderTests
     {
         var error = SingleError("[scan]\nmax_size = 10M");
         Assert.Equal(
-            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max)",
+            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder)",
             error);
     }
 
@@ -482,5 +482,13 @@ public sealed class ConfigLoaderTests
     {
         var config = Load("[limits]\nmax_message_size = 2G\n[scan]\nmax_file_size = 0\nmax_scan_size = 0");
         Assert.Equal(2L << 30, config.Limits.MaxMessageSize);
+    }
+
+    [Fact]
+    public void Scratch_folder_defaults_to_empty_and_takes_an_absolute_path()
+    {
+        Assert.Equal("", Load("").Scan.ScratchFolder);
+        Assert.Equal("/run/portcullis/scan", Load("[scan]\nscratch_folder = /run/portcullis/scan").Scan.ScratchFolder);
+        Assert.Contains("scratch_folder", SingleError("[scan]\nscratch_folder = relative/dir"));
     }
 }

@@ -58,6 +58,9 @@ public sealed class SessionTests(ITestOutputHelper output)
 
         Assert.Equal(552, final.Code);
         Assert.Equal("5.3.4", final.EnhancedCode);
+        var log = await gateway.WaitForLogRecordAsync();
+        Assert.Equal("rejected", log["action"]);
+        Assert.Contains("552", log["downstream"]);
         Assert.Equal(250, (await client.CommandAsync("NOOP")).Code); // the session goes on
         Assert.Equal(221, (await client.CommandAsync("QUIT")).Code);
         await downstream.WaitAllSessionsClosedAsync(Wait);

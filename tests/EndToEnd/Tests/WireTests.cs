@@ -116,4 +116,25 @@ public sealed class WireTests(ITestOutputHelper output)
         await Delivered.AssertGatewayHeaders(Delivered.SplitPrepended(delivered.Content, content));
         await gateway.StopAsync();
     }
+
+    // RFC 6152 / 6531: the gateway cannot downgrade content, so a parameter the downstream
+    // lacks is refused at MAIL, before any content is sent.
+    [Theory]
+    [InlineData(" BODY=8BITMIME", "5.6.3")]
+    [InlineData(" SMTPUTF8", "5.6.7")]
+    public async Task Parameter_the_downstream_lacks_is_refused_at_MAIL(string parameter, string enhanced)
+    {
+        await using var downstream = TestSmtpServer.Start(DownstreamExtensions.Pipelining | DownstreamExtensions.EnhancedStatusCodes);
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream);
+        await using var client = await RawSmtpClient.ConnectAsync(gateway.Port);
+        await client.EhloAsync();
+
+        var mail = await client.CommandAsync($"MAIL FROM:<{TestMessages.Sender}>{parameter}");
+
+        Assert.Equal(555, mail.Code);
+        Assert.Equal(enhanced, mail.EnhancedCode);
+        Assert.DoesNotContain(downstream.Commands.Snapshot(), c => c.StartsWith("MAIL", StringComparison.OrdinalIgnoreCase));
+        Assert.Equal(250, (await client.CommandAsync($"MAIL FROM:<{TestMessages.Sender}>")).Code); // the session goes on
+        await gateway.StopAsync();
+    }
 }
