@@ -5,7 +5,7 @@
 set -euo pipefail
 out="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-mkdir -p "$(dirname "$out")" "$root/artifacts/run/tmp" "$root/artifacts/run/queue"
+mkdir -p "$(dirname "$out")" "$root/artifacts/run/tmp" "$root/artifacts/run/queue" "$root/artifacts/run/quarantine"
 
 db=/var/lib/clamav
 if ! ls "$db"/*.cvd "$db"/*.cld >/dev/null 2>&1; then
@@ -25,5 +25,11 @@ queue_folder = $root/artifacts/run/queue
 
 [scan]
 database_folder = $db
+
+[quarantine]
+folder = $root/artifacts/run/quarantine
+
+[notification]
+template_folder = $root/rootfs/etc/portcullis/templates
 INI
 echo "$out"

@@ -21,6 +21,8 @@ internal static class CommandLine
           check-config [--config FILE]    validate the configuration and print a summary
           scan [--config FILE] FILE...|-  scan files, or a message on stdin (exit 0 clean, 1 infected, 2 error)
           version [--config FILE]         print the versions of portcullis, libclamav and the signatures
+          quarantine list|show|release|delete|purge [--config FILE] ...
+                                          the quarantine manager (portcullis quarantine help for details)
           help                            print this text
 
         FILE defaults to /etc/portcullis/portcullis.ini.
@@ -38,6 +40,17 @@ internal static class CommandLine
         {
             Console.Out.WriteLine(Usage);
             return ExitOk;
+        }
+
+        if (verb == "quarantine")
+        {
+            if (args.Length > 1 && args[1] is "help" or "--help" or "-h")
+            {
+                Console.Out.Write(QuarantineCommands.Usage);
+                return ExitOk;
+            }
+
+            return await QuarantineCommands.RunAsync(args.AsMemory(1));
         }
 
         if (!CommandArguments.TryParse(args.AsSpan(1), out var arguments, out var problem))
@@ -119,6 +132,21 @@ internal static class CommandLine
             return ExitConfig;
         }
 
+        // A template with an unknown placeholder is a configuration error, found now rather than when a virus arrives.
+        try
+        {
+            Notifications.TemplateSet.Load(config.Notification.TemplateFolder);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var error in e.Errors)
+            {
+                Console.Error.WriteLine(error);
+            }
+
+            return ExitConfig;
+        }
+
         Console.Out.Write(Summary(config));
         foreach (var warning in FolderWarnings(config))
         {
@@ -134,8 +162,23 @@ internal static class CommandLine
           listeners: {string.Join(", ", config.General.Interfaces)}
           forward to: {ForwardTarget(config.General)} (reply timeout {ConfigValues.FormatTime(config.General.SmtpServerTimeout)})
           database folder: {config.Scan.DatabaseFolder}
+          actions: {ActionSummary(config.Scan)}
+          quarantine: {config.Quarantine.Folder} (copy {(config.Quarantine.Copy ? "every detection" : "discarded mail only")}, retention {(config.Quarantine.RetentionDays > 0 ? config.Quarantine.RetentionDays + " days" : "for ever")})
 
         """;
+
+    private static string ActionSummary(ScanSection scan)
+    {
+        static string Word(DetectionAction action) => action.ToString().ToLowerInvariant();
+        var text = Word(scan.Action);
+        foreach (var detectionClass in new[] { Policy.DetectionClass.Pua, Policy.DetectionClass.Heuristics, Policy.DetectionClass.Phishing, Policy.DetectionClass.Unofficial, Policy.DetectionClass.Banned })
+        {
+            var action = scan.ActionFor(detectionClass);
+            if (action != scan.Action) text += $", {Policy.Detection.ClassName(detectionClass)} {Word(action)}";
+        }
+
+        return text;
+    }
 
     internal static string ForwardTarget(GeneralSection general) =>
         IPAddress.TryParse(general.SmtpServerAddress, out var address)
@@ -151,6 +194,8 @@ internal static class CommandLine
             ("[general] queue_folder", config.General.QueueFolder),
             ("[scan] database_folder", config.Scan.DatabaseFolder),
             ("[log] folder", config.Log.Folder),
+            ("[quarantine] folder", config.Quarantine.Folder),
+            ("[notification] template_folder (the built-in templates are used)", config.Notification.TemplateFolder),
         ];
         foreach (var (key, folder) in folders)
         {

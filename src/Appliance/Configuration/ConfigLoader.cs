@@ -15,7 +15,7 @@ public static class ConfigLoader
 {
     public const string DefaultPath = "/etc/portcullis/portcullis.ini";
 
-    private static readonly string[] SectionNames = ["general", "scan", "limits", "log"];
+    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification"];
 
     private static readonly TimeSpan MaxTime = TimeSpan.FromHours(24);
 
@@ -59,6 +59,10 @@ public static class ConfigLoader
         root.GetSection("limits").Bind(rawLimits);
         var rawLog = new RawLog();
         root.GetSection("log").Bind(rawLog);
+        var rawQuarantine = new RawQuarantine();
+        root.GetSection("quarantine").Bind(rawQuarantine);
+        var rawNotification = new RawNotification();
+        root.GetSection("notification").Bind(rawNotification);
 
         var errorsBefore = errors.Count;
         var general = ConvertGeneral(rawGeneral, new SectionReader(sourceName, "general", errors));
@@ -66,6 +70,8 @@ public static class ConfigLoader
         var scan = ConvertScan(rawScan, new SectionReader(sourceName, "scan", errors));
         var limits = ConvertLimits(rawLimits, new SectionReader(sourceName, "limits", errors));
         var log = ConvertLog(rawLog, new SectionReader(sourceName, "log", errors));
+        var quarantine = ConvertQuarantine(rawQuarantine, new SectionReader(sourceName, "quarantine", errors));
+        var notification = ConvertNotification(rawNotification, new SectionReader(sourceName, "notification", errors));
 
         if (generalOk)
         {
@@ -79,7 +85,11 @@ public static class ConfigLoader
             throw new ConfigException(errors);
         }
 
-        return new GatewayConfig { SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log };
+        return new GatewayConfig
+        {
+            SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log,
+            Quarantine = quarantine, Notification = notification,
+        };
     }
 
     private static void CheckNames(IConfigurationRoot root, string iniText, string source, List<string> errors)
@@ -140,6 +150,8 @@ public static class ConfigLoader
         "scan" => RawScan.Keys,
         "limits" => RawLimits.Keys,
         "log" => RawLog.Keys,
+        "quarantine" => RawQuarantine.Keys,
+        "notification" => RawNotification.Keys,
         _ => null,
     };
 
@@ -176,6 +188,18 @@ public static class ConfigLoader
             MaxFiles = (int)r.Integer("max_files", raw.MaxFiles, d.MaxFiles, 0, int.MaxValue, " (0 for no limit)"),
             AlertExceedsMax = r.Bool("alert_exceeds_max", raw.AlertExceedsMax, d.AlertExceedsMax),
             ScratchFolder = r.Folder("scratch_folder", raw.ScratchFolder, d.ScratchFolder, allowEmpty: true),
+            Action = r.Action("action", raw.Action) ?? d.Action,
+            ActionPua = r.Action("action_pua", raw.ActionPua),
+            ActionHeuristics = r.Action("action_heuristics", raw.ActionHeuristics),
+            ActionPhishing = r.Action("action_phishing", raw.ActionPhishing),
+            ActionUnofficial = r.Action("action_unofficial", raw.ActionUnofficial),
+            ActionBanned = r.Action("action_banned", raw.ActionBanned),
+            TagSubjectPrefix = r.SubjectPrefix("tag_subject_prefix", raw.TagSubjectPrefix, d.TagSubjectPrefix),
+            BannedExtensions = r.Extensions("banned_extensions", raw.BannedExtensions, d.BannedExtensions, out var banDouble),
+            BanDoubleExtensions = raw.BannedExtensions is null ? d.BanDoubleExtensions : banDouble,
+            BannedContentTypes = r.ContentTypes("banned_content_types", raw.BannedContentTypes, d.BannedContentTypes),
+            EncryptedArchives = r.Choice("encrypted_archives", raw.EncryptedArchives, d.EncryptedArchives,
+                ("allow", EncryptedArchivePolicy.Allow), ("block", EncryptedArchivePolicy.Block)),
         };
     }
 
@@ -197,6 +221,38 @@ public static class ConfigLoader
 
     private static LogSection ConvertLog(RawLog raw, SectionReader r) =>
         new() { Folder = r.Folder("folder", raw.Folder, "", allowEmpty: true) };
+
+    private static QuarantineSection ConvertQuarantine(RawQuarantine raw, SectionReader r)
+    {
+        var d = new QuarantineSection();
+        return new QuarantineSection
+        {
+            Folder = r.Folder("folder", raw.Folder, d.Folder, allowEmpty: false),
+            Copy = r.Bool("copy", raw.Copy, d.Copy),
+            RetentionDays = (int)r.Integer("retention_days", raw.RetentionDays, d.RetentionDays, 0, 36500, " (0 keeps entries for ever)"),
+        };
+    }
+
+    private static NotificationSection ConvertNotification(RawNotification raw, SectionReader r)
+    {
+        var d = new NotificationSection();
+        var address = raw.SmtpServerAddress is null || raw.SmtpServerAddress.Trim().Length == 0
+            ? d.SmtpServerAddress
+            : r.ServerAddress("smtp_server_address", raw.SmtpServerAddress, d.SmtpServerAddress);
+        int? port = raw.SmtpServerPort is null || raw.SmtpServerPort.Trim().Length == 0
+            ? d.SmtpServerPort
+            : r.Port("smtp_server_port", raw.SmtpServerPort, 25);
+        return new NotificationSection
+        {
+            SmtpServerAddress = address,
+            SmtpServerPort = port,
+            Sender = r.MailAddress("sender", raw.Sender, d.Sender, allowEmpty: true),
+            NotifyList = r.MailAddresses("notify_list", raw.NotifyList, d.NotifyList),
+            NotifyRecipients = r.Bool("notify_recipients", raw.NotifyRecipients, d.NotifyRecipients),
+            NotifySender = r.Bool("notify_sender", raw.NotifySender, d.NotifySender),
+            TemplateFolder = r.Folder("template_folder", raw.TemplateFolder, d.TemplateFolder, allowEmpty: false),
+        };
+    }
 
     // libclamav treats the whole message as one file: a message larger than max_file_size or
     // max_scan_size would be passed as clean without being scanned to the end.
@@ -350,6 +406,107 @@ public static class ConfigLoader
             if (raw is null) return fallback;
             if (ConfigValues.TryParsePort(raw, out var port)) return port;
             Error(key, raw, "a TCP port number from 1 to 65535");
+            return fallback;
+        }
+
+        // Absent or empty: null (an action_* key then follows `action`).
+        public DetectionAction? Action(string key, string? raw)
+        {
+            if (raw is null || raw.Trim().Length == 0) return null;
+            foreach (var (word, value) in ActionWords)
+            {
+                if (string.Equals(raw.Trim(), word, StringComparison.OrdinalIgnoreCase)) return value;
+            }
+
+            Error(key, raw, "one of reject, discard, strip, tag" + (key == "action" ? "" : " (or empty to follow action)"));
+            return null;
+        }
+
+        private static readonly (string, DetectionAction)[] ActionWords =
+            [("reject", DetectionAction.Reject), ("discard", DetectionAction.Discard), ("strip", DetectionAction.Strip), ("tag", DetectionAction.Tag)];
+
+        // Goes into a Subject header: printable text only, short enough for one header line.
+        public string SubjectPrefix(string key, string? raw, string fallback)
+        {
+            if (raw is null) return fallback;
+            if (raw.Length <= 64 && !raw.Any(char.IsControl)) return raw;
+            Error(key, raw, "printable text of at most 64 characters, in double quotes to keep a trailing space, such as \"[VIRUS] \"");
+            return fallback;
+        }
+
+        // File extensions (exe, .exe and *.exe all mean exe) and the word `double`; `none` or empty: no rule.
+        public ValueList<string> Extensions(string key, string? raw, ValueList<string> fallback, out bool banDouble)
+        {
+            banDouble = false;
+            if (raw is null) return fallback;
+            if (raw.Trim().Equals("none", StringComparison.OrdinalIgnoreCase)) return ValueList<string>.Empty;
+            var result = new List<string>();
+            var ok = true;
+            foreach (var item in ConfigValues.SplitList(raw))
+            {
+                var word = item.ToLowerInvariant();
+                if (word == Policy.BannedAttachments.DoubleWord)
+                {
+                    banDouble = true;
+                    continue;
+                }
+
+                var extension = word.StartsWith("*.", StringComparison.Ordinal) ? word[2..] : word.TrimStart('.');
+                if (extension.Length is 0 or > 16 || !extension.All(char.IsAsciiLetterOrDigit))
+                {
+                    ok = false;
+                    continue;
+                }
+
+                if (!result.Contains(extension)) result.Add(extension);
+            }
+
+            if (ok) return new ValueList<string>(result);
+            Error(key, raw, "a list of file extensions of letters and digits such as exe, scr, js, plus the word double for names like invoice.pdf.exe (or none)");
+            return fallback;
+        }
+
+        // Media types: type/subtype or type/*; `none` or empty: no rule.
+        public ValueList<string> ContentTypes(string key, string? raw, ValueList<string> fallback)
+        {
+            if (raw is null) return fallback;
+            if (raw.Trim().Equals("none", StringComparison.OrdinalIgnoreCase)) return ValueList<string>.Empty;
+            var result = new List<string>();
+            foreach (var item in ConfigValues.SplitList(raw))
+            {
+                var slash = item.IndexOf('/');
+                if (slash <= 0 || slash == item.Length - 1 || item.IndexOf('/', slash + 1) >= 0 || !item.All(IsTokenChar))
+                {
+                    Error(key, raw, "a list of media types such as application/x-msdownload or application/* (or none)");
+                    return fallback;
+                }
+
+                result.Add(item.ToLowerInvariant());
+            }
+
+            return new ValueList<string>(result);
+        }
+
+        // RFC 2045 token characters, plus '/' and '*'.
+        private static bool IsTokenChar(char c) =>
+            char.IsAsciiLetterOrDigit(c) || c is '!' or '#' or '$' or '%' or '&' or '\'' or '*' or '+' or '-' or '.' or '^' or '_' or '`' or '|' or '~' or '/';
+
+        public string MailAddress(string key, string? raw, string fallback, bool allowEmpty)
+        {
+            if (raw is null) return fallback;
+            var text = raw.Trim();
+            if (text.Length == 0 && allowEmpty) return "";
+            if (ConfigValues.IsMailAddress(text)) return text;
+            Error(key, raw, "a mail address such as postmaster@example.com" + (allowEmpty ? " (or empty)" : ""));
+            return fallback;
+        }
+
+        public ValueList<string> MailAddresses(string key, string? raw, ValueList<string> fallback)
+        {
+            if (raw is null) return fallback;
+            var items = ConfigValues.SplitList(raw);
+            if (items.All(ConfigValues.IsMailAddress)) return new ValueList<string>(items);
+            Error(key, raw, "a list of mail addresses such as admin@example.com, security@example.com (or empty)");
             return fallback;
         }
 

@@ -252,6 +252,18 @@ internal static class ConfigValues
         return !last.All(char.IsAsciiDigit);
     }
 
+    // local@domain, printable ASCII or UTF-8 without spaces, brackets or quotes; the domain a host name or [literal].
+    public static bool IsMailAddress(string text)
+    {
+        var at = text.LastIndexOf('@');
+        if (at <= 0 || at == text.Length - 1 || text.Length > 254) return false;
+        var local = text[..at];
+        var domain = text[(at + 1)..];
+        if (local.Any(c => char.IsControl(c) || char.IsWhiteSpace(c) || c is '<' or '>' or '"' or ',' or ';' or '(' or ')' or '[' or ']' or '\\' or '@'))
+            return false;
+        return IsHostName(domain) || (domain.StartsWith('[') && TryParseIPAddress(domain, out _)) || (domain.StartsWith('[') && domain.EndsWith(']') && TryParseIPv4(domain[1..^1], out _));
+    }
+
     public static bool TryParseInteger(string text, out long value) => TryParseDigits(text.AsSpan().Trim(), out value);
 
     private static bool TryParseDigits(ReadOnlySpan<char> span, out long value)

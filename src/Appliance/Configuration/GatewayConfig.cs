@@ -1,4 +1,5 @@
 using System.Net;
+using Portcullis.Appliance.Policy;
 
 namespace Portcullis.Appliance.Configuration;
 
@@ -12,6 +13,8 @@ public sealed record GatewayConfig
     public ScanSection Scan { get; init; } = new();
     public LimitsSection Limits { get; init; } = new();
     public LogSection Log { get; init; } = new();
+    public QuarantineSection Quarantine { get; init; } = new();
+    public NotificationSection Notification { get; init; } = new();
 
     // What an empty file gives (hostname from this machine).
     public static GatewayConfig Defaults => new() { SourcePath = "(defaults)" };
@@ -36,6 +39,9 @@ public sealed record GeneralSection
 
     public string TempFolder { get; init; } = "/var/lib/portcullis/tmp";
     public string QueueFolder { get; init; } = "/var/spool/portcullis";
+
+    // Notifications waiting to be sent live here, so a restart loses none.
+    public string OutboxFolder => Path.Combine(QueueFolder, "outbox");
 
     internal static string DefaultHostname()
     {
@@ -73,6 +79,112 @@ public sealed record ScanSection
     // Where libclamav unpacks while scanning; empty means temp_folder. A tmpfs here saves a
     // directory create/remove on disk per message (about 10x faster small-message scans on ext4).
     public string ScratchFolder { get; init; } = "";
+
+    // What happens to a message with a detection; the per-class keys default to Action (null here).
+    public DetectionAction Action { get; init; } = DetectionAction.Reject;
+    public DetectionAction? ActionPua { get; init; }
+    public DetectionAction? ActionHeuristics { get; init; }
+    public DetectionAction? ActionPhishing { get; init; }
+    public DetectionAction? ActionUnofficial { get; init; }
+    public DetectionAction? ActionBanned { get; init; }
+
+    public string TagSubjectPrefix { get; init; } = "[VIRUS] ";
+
+    // Attachment names and types refused whatever their content (BannedAttachments has the rules).
+    public ValueList<string> BannedExtensions { get; init; } = BannedAttachments.DefaultExtensions;
+    public bool BanDoubleExtensions { get; init; } = true;
+    public ValueList<string> BannedContentTypes { get; init; } = BannedAttachments.DefaultContentTypes;
+    public EncryptedArchivePolicy EncryptedArchives { get; init; } = EncryptedArchivePolicy.Allow;
+
+    public DetectionAction ActionFor(DetectionClass detectionClass) => detectionClass switch
+    {
+        DetectionClass.Pua => ActionPua ?? Action,
+        DetectionClass.Heuristics => ActionHeuristics ?? Action,
+        DetectionClass.Phishing => ActionPhishing ?? Action,
+        DetectionClass.Unofficial => ActionUnofficial ?? Action,
+        DetectionClass.Banned => ActionBanned ?? Action,
+        _ => Action,
+    };
+}
+
+public enum DetectionAction
+{
+    Reject,
+    Discard,
+    Strip,
+    Tag,
+}
+
+public enum EncryptedArchivePolicy
+{
+    Allow,
+    Block,
+}
+
+public sealed record QuarantineSection
+{
+    public string Folder { get; init; } = "/var/lib/portcullis/quarantine";
+
+    // Keep a copy of every message with a detection, whatever the action (discard always keeps one).
+    public bool Copy { get; init; } = true;
+
+    // Entries older than this are purged once a day; 0 keeps them for ever.
+    public int RetentionDays { get; init; } = 30;
+}
+
+public sealed record NotificationSection
+{
+    // Empty address: the [general] mail server; no port: [general] smtp_server_port.
+    public string SmtpServerAddress { get; init; } = "";
+    public int? SmtpServerPort { get; init; }
+
+    // The From of notifications; empty: postmaster@<hostname>.
+    public string Sender { get; init; } = "";
+
+    // Administrators told about every detection.
+    public ValueList<string> NotifyList { get; init; } = ValueList<string>.Empty;
+    public bool NotifyRecipients { get; init; } = true;
+
+    // Off by default: the envelope sender of a virus is almost always forged (backscatter).
+    public bool NotifySender { get; init; }
+    public string TemplateFolder { get; init; } = "/etc/portcullis/templates";
+
+    public string SenderAddress(string hostname) => Sender.Length > 0 ? Sender : "postmaster@" + hostname;
+}
+
+// An immutable list that compares by its items, so the config records keep value equality.
+public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
+{
+    private readonly T[] _items;
+
+    public ValueList(IEnumerable<T> items) => _items = [.. items];
+
+    public static ValueList<T> Empty { get; } = new([]);
+
+    public int Count => _items.Length;
+
+    public T this[int index] => _items[index];
+
+    public bool Equals(ValueList<T>? other) => other is not null && _items.AsSpan().SequenceEqual(other._items);
+
+    public override bool Equals(object? obj) => Equals(obj as ValueList<T>);
+
+    public override int GetHashCode()
+    {
+        var hash = new HashCode();
+        foreach (var item in _items)
+        {
+            hash.Add(item);
+        }
+
+        return hash.ToHashCode();
+    }
+
+    public IEnumerator<T> GetEnumerator() => ((IEnumerable<T>)_items).GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => _items.GetEnumerator();
+
+    public override string ToString() => string.Join(", ", _items);
 }
 
 public enum ScanErrorAction

@@ -24,7 +24,9 @@ internal sealed class RawScan
     public static readonly string[] Keys =
     [
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
-        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder",
+        "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder", "action", "action_pua",
+        "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
+        "banned_extensions", "banned_content_types", "encrypted_archives",
     ];
 
     [ConfigurationKeyName("database_folder")] public string? DatabaseFolder { get; set; }
@@ -38,6 +40,16 @@ internal sealed class RawScan
     [ConfigurationKeyName("max_files")] public string? MaxFiles { get; set; }
     [ConfigurationKeyName("alert_exceeds_max")] public string? AlertExceedsMax { get; set; }
     [ConfigurationKeyName("scratch_folder")] public string? ScratchFolder { get; set; }
+    [ConfigurationKeyName("action")] public string? Action { get; set; }
+    [ConfigurationKeyName("action_pua")] public string? ActionPua { get; set; }
+    [ConfigurationKeyName("action_heuristics")] public string? ActionHeuristics { get; set; }
+    [ConfigurationKeyName("action_phishing")] public string? ActionPhishing { get; set; }
+    [ConfigurationKeyName("action_unofficial")] public string? ActionUnofficial { get; set; }
+    [ConfigurationKeyName("action_banned")] public string? ActionBanned { get; set; }
+    [ConfigurationKeyName("tag_subject_prefix")] public string? TagSubjectPrefix { get; set; }
+    [ConfigurationKeyName("banned_extensions")] public string? BannedExtensions { get; set; }
+    [ConfigurationKeyName("banned_content_types")] public string? BannedContentTypes { get; set; }
+    [ConfigurationKeyName("encrypted_archives")] public string? EncryptedArchives { get; set; }
 }
 
 internal sealed class RawLimits
@@ -63,4 +75,30 @@ internal sealed class RawLog
     public static readonly string[] Keys = ["folder"];
 
     [ConfigurationKeyName("folder")] public string? Folder { get; set; }
+}
+
+internal sealed class RawQuarantine
+{
+    public static readonly string[] Keys = ["folder", "copy", "retention_days"];
+
+    [ConfigurationKeyName("folder")] public string? Folder { get; set; }
+    [ConfigurationKeyName("copy")] public string? Copy { get; set; }
+    [ConfigurationKeyName("retention_days")] public string? RetentionDays { get; set; }
+}
+
+internal sealed class RawNotification
+{
+    public static readonly string[] Keys =
+    [
+        "smtp_server_address", "smtp_server_port", "sender", "notify_list", "notify_recipients", "notify_sender",
+        "template_folder",
+    ];
+
+    [ConfigurationKeyName("smtp_server_address")] public string? SmtpServerAddress { get; set; }
+    [ConfigurationKeyName("smtp_server_port")] public string? SmtpServerPort { get; set; }
+    [ConfigurationKeyName("sender")] public string? Sender { get; set; }
+    [ConfigurationKeyName("notify_list")] public string? NotifyList { get; set; }
+    [ConfigurationKeyName("notify_recipients")] public string? NotifyRecipients { get; set; }
+    [ConfigurationKeyName("notify_sender")] public string? NotifySender { get; set; }
+    [ConfigurationKeyName("template_folder")] public string? TemplateFolder { get; set; }
 }

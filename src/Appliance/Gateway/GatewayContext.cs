@@ -1,5 +1,8 @@
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Policy;
+using Portcullis.Appliance.Quarantine;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
@@ -51,6 +54,13 @@ internal sealed class GatewayContext
     public IRelayPolicy Relay { get; }
     public SmtpServerOptions ServerOptions { get; }
     public DownstreamOptions DownstreamOptions { get; }
+
+    public QuarantineStore Quarantine => field ??= new QuarantineStore(Config.Quarantine.Folder);
+    public BannedAttachments Banned => field ??= BannedAttachments.From(Config.Scan);
+    public TemplateSet? Templates { get; init; }
+
+    // Null: notifications are not sent (no templates or nobody to tell).
+    public Notifier? Notifier { get; init; }
 
     // Learned from the newest downstream EHLO; decides whether DSN is offered to clients.
     public DownstreamCapabilities? DownstreamCapabilities { get; set; }

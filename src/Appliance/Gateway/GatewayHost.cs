@@ -6,7 +6,10 @@ using System.Net;
 using System.Net.Sockets;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Quarantine;
 using Portcullis.NativeScan;
+using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
@@ -27,6 +30,34 @@ internal static class GatewayHost
             return 73; // EX_CANTCREAT
         }
 
+        TemplateSet templates;
+        try
+        {
+            templates = TemplateSet.Load(config.Notification.TemplateFolder);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var error in e.Errors) Log.Error(error);
+            return 78; // EX_CONFIG
+        }
+        if (templates.BuiltIn.Count > 0)
+            Log.Info($"templates {string.Join(", ", templates.BuiltIn)} not in {config.Notification.TemplateFolder}: using the built-in ones");
+
+        var quarantine = new QuarantineStore(config.Quarantine.Folder);
+        var outbox = new Outbox(config.General.OutboxFolder);
+        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.EnsureFolder), ("[general] queue_folder", outbox.EnsureFolder) })
+        {
+            try
+            {
+                create();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.Error($"{key} is not usable: {e.Message}");
+                return 73; // EX_CANTCREAT
+            }
+        }
+
         ScanEngine engine;
         try
         {
@@ -42,7 +73,13 @@ internal static class GatewayHost
 
         using var engines = new EngineHolder(engine);
         using var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
-        var ctx = new GatewayContext(config, engines, scanners, MessageLog.Stdout, new DownstreamDecidesPolicy());
+        using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
+        var notifier = new Notifier(outbox, NotificationServer(config));
+        var ctx = new GatewayContext(config, engines, scanners, messageLog, new DownstreamDecidesPolicy())
+        {
+            Templates = templates,
+            Notifier = notifier,
+        };
 
         await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
 
@@ -61,6 +98,8 @@ internal static class GatewayHost
         Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", config.General.Interfaces)}, " +
                  $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
 
+        var notifying = notifier.RunAsync(stop);
+        var purging = PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, stop);
         var sessions = new SessionTracker();
         var accepts = listeners.Select(l => AcceptLoopAsync(l, ctx, sessions, stop)).ToArray();
         try
@@ -74,6 +113,9 @@ internal static class GatewayHost
         await Task.WhenAll(accepts).ConfigureAwait(false);
         // Sessions saw the same token: idle ones answered 421; give open ones a bounded time to end.
         await sessions.WaitAllAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        // Notifications the last sessions queued go to the outbox; the next start sends them.
+        notifier.Complete();
+        await Task.WhenAll(notifying, purging).ConfigureAwait(false);
         // For load measurements (build/load.sh): managed allocation totals, read once at exit.
         if (Environment.GetEnvironmentVariable("PORTCULLIS_GC_REPORT") == "1")
         {
@@ -83,6 +125,43 @@ internal static class GatewayHost
         }
         Log.Info("stopped");
         return 0;
+    }
+
+    internal static DownstreamOptions NotificationServer(GatewayConfig config) => new()
+    {
+        Host = config.Notification.SmtpServerAddress.Length > 0 ? config.Notification.SmtpServerAddress : config.General.SmtpServerAddress,
+        Port = config.Notification.SmtpServerPort ?? config.General.SmtpServerPort,
+        HeloName = config.General.Hostname,
+        ConnectTimeout = TimeSpan.FromSeconds(Math.Min(30, config.General.SmtpServerTimeout.TotalSeconds)),
+        ReplyTimeout = config.General.SmtpServerTimeout,
+        DataReplyTimeout = config.General.SmtpServerTimeout,
+    };
+
+    // Removes quarantine entries older than retention_days at start-up and then once a day.
+    private static async Task PurgeDailyAsync(QuarantineStore quarantine, int retentionDays, CancellationToken stop)
+    {
+        if (retentionDays <= 0) return;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var removed = quarantine.Purge(DateTimeOffset.UtcNow.AddDays(-retentionDays));
+                if (removed > 0) Log.Info($"quarantine: purged {removed} entr{(removed == 1 ? "y" : "ies")} older than {retentionDays} days");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or QuarantineException)
+            {
+                Log.Warn($"quarantine purge failed: {e.Message}");
+            }
+
+            try
+            {
+                await Task.Delay(TimeSpan.FromDays(1), stop).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
     }
 
     // Learn what the downstream offers (DSN is advertised only when it has it) before the

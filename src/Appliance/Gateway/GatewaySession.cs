@@ -9,6 +9,9 @@ using System.Net;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Policy;
+using Portcullis.Appliance.Quarantine;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
@@ -152,17 +155,23 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             switch (result.Outcome)
             {
                 case ScanOutcome.Clean:
-                    return await DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, null, ct).ConfigureAwait(false);
+                    MessageStructure? structure = null;
+                    if (!_ctx.Banned.IsEmpty)
+                    {
+                        structure = MessageStructure.Parse(buffer);
+                        var banned = structure?.FindBanned(_ctx.Banned, _ctx.Config.Scan.MaxFileSize) ?? [];
+                        if (banned.Count > 0)
+                            return await HandleDetectionAsync(session, tx, entry, state, buffer, banned[0].Name, structure, ct).ConfigureAwait(false);
+                    }
+                    return await DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, buffer, null, ct).ConfigureAwait(false);
 
                 case ScanOutcome.Infected:
-                    await ResetDownstreamAsync().ConfigureAwait(false);
-                    return Finish(entry, state, MessageVerdict.Infected, result.VirusName ?? "", MessageAction.Rejected, "",
-                        new SmtpReply(554, "5.7.1", $"Message rejected: virus found: {result.VirusName}"));
+                    return await HandleDetectionAsync(session, tx, entry, state, buffer, result.VirusName ?? "unnamed", null, ct).ConfigureAwait(false);
 
                 default:
                     Log.Warn($"session={entry.Session} scan failed: {result.ErrorText}");
                     if (_ctx.Config.Scan.OnError == ScanErrorAction.Pass)
-                        return await DeliverAsync(session, tx, entry, state, MessageVerdict.Error, "Unscanned", ct).ConfigureAwait(false);
+                        return await DeliverAsync(session, tx, entry, state, MessageVerdict.Error, buffer, new Delivery("Unscanned", MessageAction.PassedUnscanned), ct).ConfigureAwait(false);
                     await ResetDownstreamAsync().ConfigureAwait(false);
                     return Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
                         new SmtpReply(451, "4.7.0", "Temporary failure while scanning the message, try again later"));
@@ -177,34 +186,213 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         }
     }
 
+    // How a message with a detection is delivered: the X-Virus-Status value, the log word, the
+    // detection, and the Subject field to add when tagging a message that has none.
+    private sealed record Delivery(string Status, string Action, string Virus = "", string? AddedSubject = null, string Quarantine = "");
+
     private async Task<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
-        MessageState state, MessageVerdict verdict, string? status, CancellationToken ct)
+        MessageState state, MessageVerdict verdict, IMessageContent content, Delivery? delivery, CancellationToken ct)
     {
         var downstream = _downstream;
-        string action = status is null ? MessageAction.Delivered : MessageAction.PassedUnscanned;
+        string action = delivery?.Action ?? MessageAction.Delivered;
+        entry = entry with { Quarantine = delivery?.Quarantine ?? "" };
+        var virus = delivery?.Virus ?? "";
         if (downstream is null || downstream.IsBroken)
-            return Finish(entry, state, verdict, "", MessageAction.Tempfail, "", DownstreamUnavailable);
+            return Finish(entry, state, verdict, virus, MessageAction.Tempfail, "", DownstreamUnavailable);
 
         byte[] headers = MessageHeaders.Build(_ctx.Config.General.Hostname, session.HeloName,
             session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,
-            entry.Recipients, DateTimeOffset.Now, _ctx.ScannedHeaderValue, status);
+            entry.Recipients, DateTimeOffset.Now, _ctx.ScannedHeaderValue, delivery?.Status, delivery?.AddedSubject);
         SmtpReply reply;
         try
         {
-            reply = await downstream.SendMessageAsync(headers, state.Buffer!, ct).ConfigureAwait(false);
+            reply = await downstream.SendMessageAsync(headers, content, ct).ConfigureAwait(false);
             _downstreamUsed = Stopwatch.GetTimestamp();
         }
         catch (DownstreamException e)
         {
             Log.Warn($"session={entry.Session} downstream failed during delivery: {e.Message}");
             await DropDownstreamAsync().ConfigureAwait(false);
-            return Finish(entry, state, verdict, "", MessageAction.Tempfail, e.Message, DownstreamUnavailable);
+            return Finish(entry, state, verdict, virus, MessageAction.Tempfail, e.Message, DownstreamUnavailable);
         }
         SmtpReply answer = MapFinal(reply);
         if (!reply.IsPositiveCompletion) action = reply.IsTransient ? MessageAction.Tempfail : MessageAction.Rejected;
         if (downstream.IsBroken) await DropDownstreamAsync().ConfigureAwait(false);
-        return Finish(entry, state, verdict, "", action, reply.ToString(), answer);
+        return Finish(entry, state, verdict, virus, action, reply.ToString(), answer);
     }
+
+    // A virus or a banned attachment: the configured action for its class, with the quarantine copy
+    // on disk before the client hears anything, and notifications queued once the outcome is known.
+    private async Task<SmtpReply> HandleDetectionAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
+        MessageState state, MessageBuffer buffer, string name, MessageStructure? structure, CancellationToken ct)
+    {
+        var config = _ctx.Config;
+        var detectionClass = Detection.Classify(name);
+        var action = config.Scan.ActionFor(detectionClass);
+        structure ??= MessageStructure.Parse(buffer);
+        var now = DateTimeOffset.Now;
+        var keepCopy = config.Quarantine.Copy || action == DetectionAction.Discard;
+        var facts = new Interception
+        {
+            Virus = name,
+            Sender = entry.From,
+            Recipients = entry.Recipients,
+            Subject = structure?.Subject ?? "",
+            MessageId = structure?.MessageId ?? "",
+            ClientAddress = entry.Client,
+            Helo = entry.Helo,
+            QuarantineId = keepCopy ? QuarantineStore.NewId(now) : "",
+            Date = now,
+            Hostname = config.General.Hostname,
+            AutoGenerated = structure?.IsAutoGenerated(entry.From) ?? entry.From.Length == 0,
+        };
+
+        IMessageContent? stripped = null;
+        if (action == DetectionAction.Strip)
+        {
+            stripped = await StripAsync(buffer, structure, detectionClass, facts with { Action = ActionWord(action) }, entry.Session).ConfigureAwait(false);
+            if (stripped is null) action = DetectionAction.Reject;
+        }
+
+        facts = facts with { Action = ActionWord(action) };
+        var quarantineId = "";
+        if (keepCopy)
+        {
+            try
+            {
+                var kept = _ctx.Quarantine.Add(new QuarantineEntry
+                {
+                    Id = facts.QuarantineId,
+                    Time = now,
+                    Session = entry.Session,
+                    ClientAddress = entry.Client,
+                    Helo = entry.Helo,
+                    Sender = entry.From,
+                    Recipients = entry.Recipients,
+                    Virus = name,
+                    Action = facts.Action,
+                    Subject = facts.Subject,
+                    MessageId = facts.MessageId,
+                }, buffer);
+                quarantineId = kept.Id;
+            }
+            catch (IOException e)
+            {
+                Log.Error($"session={entry.Session} cannot write the quarantine copy to {_ctx.Quarantine.Folder}: {e.Message}");
+                facts = facts with { QuarantineId = "" };
+                if (action != DetectionAction.Reject)
+                {
+                    // Never accept an infected message without its copy.
+                    await ResetDownstreamAsync().ConfigureAwait(false);
+                    return Finish(entry, state, MessageVerdict.Infected, name, MessageAction.Tempfail, "",
+                        new SmtpReply(451, "4.3.0", "Cannot keep a copy of this message, try again later"));
+                }
+            }
+        }
+
+        entry = entry with { Quarantine = quarantineId };
+        SmtpReply reply;
+        switch (action)
+        {
+            case DetectionAction.Discard:
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                reply = Finish(entry, state, MessageVerdict.Infected, name, MessageAction.Discarded, "", new SmtpReply(250, "2.0.0", "Ok"));
+                break;
+            case DetectionAction.Strip:
+                reply = await DeliverAsync(session, tx, entry, state, MessageVerdict.Infected, stripped!,
+                    new Delivery($"Stripped ({name})", MessageAction.Stripped, name, null, quarantineId), ct).ConfigureAwait(false);
+                break;
+            case DetectionAction.Tag:
+                var prefix = config.Scan.TagSubjectPrefix;
+                var tagged = MessageRewriter.PrefixSubject(buffer, prefix);
+                reply = await DeliverAsync(session, tx, entry, state, MessageVerdict.Infected, tagged ?? (IMessageContent)buffer,
+                    new Delivery($"Infected ({name})", MessageAction.Tagged, name, tagged is null ? prefix.TrimEnd() : null, quarantineId), ct).ConfigureAwait(false);
+                break;
+            default:
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                var what = detectionClass == DetectionClass.Banned ? "banned attachment" : "virus found";
+                reply = Finish(entry, state, MessageVerdict.Infected, name, MessageAction.Rejected, "",
+                    new SmtpReply(554, "5.7.1", $"Message rejected: {what}: {name}"));
+                break;
+        }
+
+        // Strip and tag only tell anyone when the downstream took the message.
+        if (action is DetectionAction.Reject or DetectionAction.Discard || reply.IsPositiveCompletion)
+            QueueNotifications(facts with { QuarantineId = quarantineId }, action, entry.Session);
+        return reply;
+    }
+
+    // The message with every infected or banned part replaced by the attachment text, or null when
+    // that is not possible (no single part holds the detection, it is in the message text, the MIME
+    // tree is broken) or not enough (the result still does not scan clean).
+    private async Task<IMessageContent?> StripAsync(MessageBuffer buffer, MessageStructure? structure, DetectionClass detectionClass,
+        Interception facts, string session)
+    {
+        if (structure is null || _ctx.Templates is null)
+        {
+            Log.Info($"session={session} strip not possible (the MIME structure cannot be parsed); rejecting instead");
+            return null;
+        }
+
+        var parts = detectionClass == DetectionClass.Banned ? [] : structure.FindInfected(ScanPart, _ctx.Config.Scan.MaxFileSize);
+        parts.AddRange(structure.FindBanned(_ctx.Banned, _ctx.Config.Scan.MaxFileSize));
+        if (parts.Count == 0 || parts.Any(p => !p.Leaf.Removable))
+        {
+            Log.Info($"session={session} strip not possible ({(parts.Count == 0 ? "no single part holds the detection" : "the detection is in the message text")}); rejecting instead");
+            return null;
+        }
+
+        var stripped = MessageRewriter.Strip(buffer, parts, _ctx.Templates.Attachment, facts);
+        if (!_ctx.Scanners.TryEnqueue(stripped, null, _ctx.Config.Scan.Timeout, out var ticket))
+            return null;
+        var rescan = await ticket.Result.ConfigureAwait(false);
+        // The spliced message reads the buffer: a scan that timed out must let go of it first.
+        await ticket.Finished.ConfigureAwait(false);
+        if (rescan.Outcome != ScanOutcome.Clean)
+        {
+            Log.Info($"session={session} strip not enough (after removing {parts.Count} part(s): {rescan}); rejecting instead");
+            return null;
+        }
+
+        return stripped;
+    }
+
+    private ScanResult ScanPart(ReadOnlyMemory<byte> part)
+    {
+        // A reload may retire the engine between reading Current and scanning: take the new one.
+        for (var attempt = 0; ; attempt++)
+        {
+            try
+            {
+                return _ctx.Engines.Current.Scan(part.Span);
+            }
+            catch (ObjectDisposedException) when (attempt < 3)
+            {
+            }
+        }
+    }
+
+    private void QueueNotifications(Interception facts, DetectionAction action, string session)
+    {
+        if (_ctx.Notifier is null || _ctx.Templates is null) return;
+        try
+        {
+            foreach (var notification in NotificationBuilder.Build(_ctx.Templates, _ctx.Config.Notification, _ctx.Config.General.Hostname, facts, action))
+                _ctx.Notifier.Queue(notification);
+        }
+        catch (Exception e) when (e is FormatException or ArgumentException or InvalidOperationException)
+        {
+            Log.Warn($"session={session} cannot build a notification: {e.Message}");
+        }
+    }
+
+    private static string ActionWord(DetectionAction action) => action switch
+    {
+        DetectionAction.Discard => MessageAction.Discarded,
+        DetectionAction.Strip => MessageAction.Stripped,
+        DetectionAction.Tag => MessageAction.Tagged,
+        _ => MessageAction.Rejected,
+    };
 
     private MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction tx, long size) => new()
     {

@@ -11,7 +11,7 @@ namespace Portcullis.Appliance.Gateway;
 internal static class MessageHeaders
 {
     public static byte[] Build(string hostname, string? helo, IPEndPoint? client, string protocol, string id,
-        IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status)
+        IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status, string? subject = null)
     {
         var sb = new StringBuilder(256);
         sb.Append("Received: from ").Append(Clean(helo ?? "unknown"));
@@ -20,7 +20,9 @@ internal static class MessageHeaders
         if (recipients.Count == 1) sb.Append("\r\n\tfor <").Append(Clean(recipients[0])).Append('>');
         sb.Append("; ").Append(Rfc5322Date(time)).Append("\r\n");
         sb.Append("X-Virus-Scanned: ").Append(scanned).Append("\r\n");
-        if (status is not null) sb.Append("X-Virus-Status: ").Append(status).Append("\r\n");
+        if (status is not null) sb.Append("X-Virus-Status: ").Append(NoControls(status)).Append("\r\n");
+        // Only for a tagged message that came without a Subject of its own.
+        if (subject is not null) sb.Append("Subject: ").Append(NoControls(subject)).Append("\r\n");
         return Encoding.UTF8.GetBytes(sb.ToString());
     }
 
@@ -31,6 +33,15 @@ internal static class MessageHeaders
         var offset = time.Offset.Duration();
         return time.ToString("ddd, dd MMM yyyy HH:mm:ss ", CultureInfo.InvariantCulture)
             + zone + offset.Hours.ToString("00", CultureInfo.InvariantCulture) + offset.Minutes.ToString("00", CultureInfo.InvariantCulture);
+    }
+
+    // A header value from a signature name or the configuration: one line, whatever it holds.
+    private static string NoControls(string text)
+    {
+        var sb = new StringBuilder(text.Length);
+        foreach (char c in text)
+            sb.Append(char.IsControl(c) ? '?' : c);
+        return sb.ToString();
     }
 
     // Client-supplied text goes into a header: no CR, LF or other controls may survive.

@@ -4,21 +4,34 @@ using System.Text;
 namespace Portcullis.Appliance.Logging;
 
 // One key=value line per message, for journald (stdout) and log processors. Fields always appear
-// in the same order: session client helo from rcpt size verdict virus action downstream ms.
+// in the same order: session client helo from rcpt size verdict virus action downstream ms, then
+// quarantine when a copy was kept.
 // A value with a space, quote, '=', backslash or control character is double-quoted with \" and \\
 // escapes and control characters as \xNN; an empty value is "". Each line reaches the output in a
 // single write, so lines from concurrent sessions never interleave.
-public sealed class MessageLog
+//
+// With a folder ([log] folder) every line also goes to portcullis-YYYY-MM-DD.log there (local date),
+// a new file each day; a file that cannot be written is reported once and retried with each line.
+public sealed class MessageLog : IDisposable
 {
     private readonly Stream _output;
+    private readonly string? _folder;
+    private readonly Func<DateTime> _now;
     private readonly Lock _lock = new();
+    private FileStream? _file;
+    private DateOnly _fileDate;
+    private bool _fileFailed;
 
-    public MessageLog(Stream output)
+    public MessageLog(Stream output, string? folder = null, Func<DateTime>? now = null)
     {
         _output = output;
+        _folder = string.IsNullOrEmpty(folder) ? null : folder;
+        _now = now ?? (() => DateTime.Now);
     }
 
     public static MessageLog Stdout { get; } = new(Console.OpenStandardOutput());
+
+    public static string FileName(DateOnly date) => $"portcullis-{date:yyyy-MM-dd}.log";
 
     public void Write(MessageLogEntry entry)
     {
@@ -27,6 +40,50 @@ public sealed class MessageLog
         {
             _output.Write(bytes);
             _output.Flush();
+            if (_folder is not null)
+            {
+                WriteFile(bytes);
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            _file?.Dispose();
+            _file = null;
+        }
+    }
+
+    private void WriteFile(byte[] bytes)
+    {
+        try
+        {
+            var today = DateOnly.FromDateTime(_now());
+            if (_file is null || _fileDate != today)
+            {
+                _file?.Dispose();
+                _file = null;
+                Directory.CreateDirectory(_folder!);
+                _file = new FileStream(Path.Combine(_folder!, FileName(today)), FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+                _fileDate = today;
+            }
+
+            _file.Write(bytes);
+            _file.Flush();
+            _fileFailed = false;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _file?.Dispose();
+            _file = null;
+            if (!_fileFailed)
+            {
+                Log.Warn($"cannot write the message log in {_folder}: {e.Message} (stdout still has every line)");
+            }
+
+            _fileFailed = true;
         }
     }
 
@@ -44,6 +101,11 @@ public sealed class MessageLog
         Field(line, "action", entry.Action);
         Field(line, "downstream", entry.Downstream);
         Field(line, "ms", entry.Milliseconds.ToString(CultureInfo.InvariantCulture));
+        if (entry.Quarantine.Length > 0)
+        {
+            Field(line, "quarantine", entry.Quarantine);
+        }
+
         return line.ToString();
     }
 
@@ -139,6 +201,9 @@ public sealed record MessageLogEntry
     // The downstream's final reply, e.g. "250 2.0.0 Ok: queued as 4XyZ".
     public string Downstream { get; init; } = "";
     public long Milliseconds { get; init; }
+
+    // The quarantine id of the copy kept, if any (the field is left out when empty).
+    public string Quarantine { get; init; } = "";
 }
 
 // The words used for `action=`; the list grows with the gateway's policies.
@@ -149,5 +214,7 @@ public static class MessageAction
     public const string Tempfail = "tempfail";
     public const string PassedUnscanned = "passed-unscanned";
     public const string Discarded = "discarded";
+    public const string Stripped = "stripped";
+    public const string Tagged = "tagged";
     public const string Aborted = "aborted";
 }

@@ -296,7 +296,7 @@ public sealed class ConfigLoaderTests
     {
         var error = SingleError("[scan]\nmax_size = 10M");
         Assert.Equal(
-            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder)",
+            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder, action, action_pua, action_heuristics, action_phishing, action_unofficial, action_banned, tag_subject_prefix, banned_extensions, banned_content_types, encrypted_archives)",
             error);
     }
 
@@ -304,10 +304,10 @@ public sealed class ConfigLoaderTests
     public void UnknownSectionIsReportedEvenWhenEmpty()
     {
         Assert.Equal(
-            $"{Source}: unknown section [quarantine] (known sections: general, scan, limits, log)",
-            SingleError("[quarantine]\n"));
+            $"{Source}: unknown section [tls] (known sections: general, scan, limits, log, quarantine, notification)",
+            SingleError("[tls]\n"));
         Assert.Equal(
-            $"{Source}: unknown section [relay] (known sections: general, scan, limits, log)",
+            $"{Source}: unknown section [relay] (known sections: general, scan, limits, log, quarantine, notification)",
             SingleError("[relay]\nnetworks = 10.0.0.0/8\n"));
     }
 

@@ -42,6 +42,8 @@ public sealed partial class ShippedConfigTests
         Assert.Equal(defaults.Scan, shipped.Scan);
         Assert.Equal(defaults.Limits, shipped.Limits);
         Assert.Equal(defaults.Log, shipped.Log);
+        Assert.Equal(defaults.Quarantine, shipped.Quarantine);
+        Assert.Equal(defaults.Notification, shipped.Notification);
         Assert.Equal(defaults.General with { Interfaces = [] }, shipped.General with { Interfaces = [] });
         Assert.Equal(defaults.General.Interfaces.Select(i => i.ToString()), shipped.General.Interfaces.Select(i => i.ToString()));
     }
@@ -50,13 +52,17 @@ public sealed partial class ShippedConfigTests
     public void ShippedFileShowsEveryKeyWithAComment()
     {
         var lines = File.ReadAllLines(ShippedPath());
-        string[] sections = ["general", "scan", "limits", "log"];
+        string[] sections = ["general", "scan", "limits", "log", "quarantine", "notification"];
         string[][] keys =
         [
             ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder"],
-            ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max"],
+            ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
+                "action", "action_pua", "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
+                "banned_extensions", "banned_content_types", "encrypted_archives"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline"],
             ["folder"],
+            ["folder", "copy", "retention_days"],
+            ["smtp_server_address", "smtp_server_port", "sender", "notify_list", "notify_recipients", "notify_sender", "template_folder"],
         ];
 
         for (var s = 0; s < sections.Length; s++)

@@ -20,6 +20,7 @@ public sealed class GatewayIni
         Set("general", "smtp_server_port", downstreamPort.ToString());
         Set("general", "smtp_server_timeout", "5s");
         Set("general", "temp_folder", SpoolFolder);
+        Set("general", "queue_folder", QueueFolder);
         Set("scan", "database_folder", DatabaseFolder);
         Set("scan", "timeout", "30s");
         Set("scan", "on_error", "tempfail");
@@ -30,12 +31,17 @@ public sealed class GatewayIni
         Set("limits", "data_timeout", "30s");
         Set("limits", "memory_threshold", "1M");
         Set("limits", "bare_newline", "normalize");
+        Set("quarantine", "folder", QuarantineFolder);
+        Set("notification", "template_folder", Path.Combine(Root, "templates"));
     }
 
     public string Root { get; }
     public int ListenPort { get; }
     public string SpoolFolder => Path.Combine(Root, "spool");
     public string DatabaseFolder => Path.Combine(Root, "db");
+    public string QueueFolder => Path.Combine(Root, "queue");
+    public string OutboxFolder => Path.Combine(QueueFolder, "outbox");
+    public string QuarantineFolder => Path.Combine(Root, "quarantine");
     public string FilePath => Path.Combine(Root, "portcullis.ini");
 
     public GatewayIni Set(string section, string key, string value)

@@ -19,7 +19,6 @@ public sealed class GatewayProcess : IAsyncDisposable
     private readonly ITestOutputHelper output;
     private readonly TestSmtpServer? downstream;
     private bool stopped;
-    private bool keepRoot;
 
     private GatewayProcess(Process process, GatewayIni config, ITestOutputHelper output, TestSmtpServer? downstream)
     {
@@ -36,20 +35,22 @@ public sealed class GatewayProcess : IAsyncDisposable
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
+    // Leave the root folder in place on dispose, for a second gateway on the same root.
+    public bool KeepRoot { get; set; }
+
     public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null) =>
         StartAsync(output, downstream.Port, configure, downstream);
 
-    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
     {
+        PortcullisBinary.Require();
         var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), downstreamPort);
         configure?.Invoke(config);
-        return StartAsync(output, config, downstream);
+        return await StartAsync(output, config, downstream);
     }
 
-    // A gateway with a configuration of the test's own, e.g. the one of a gateway that was killed:
-    // same port, same temp_folder (a restart).
-    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream,
-        IReadOnlyDictionary<string, string>? environment = null)
+    // Starts a gateway on an existing root (a restart keeps the quarantine and the outbox).
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream)
     {
         var binary = PortcullisBinary.Require();
         var configFile = await config.WriteAsync();
@@ -65,10 +66,6 @@ public sealed class GatewayProcess : IAsyncDisposable
         start.ArgumentList.Add("run");
         start.ArgumentList.Add("--config");
         start.ArgumentList.Add(configFile);
-        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
-        {
-            start.Environment[name] = value;
-        }
 
         var process = new Process { StartInfo = start, EnableRaisingEvents = true };
         var gateway = new GatewayProcess(process, config, output, downstream);
@@ -120,7 +117,7 @@ public sealed class GatewayProcess : IAsyncDisposable
     {
         Assert.False(process.HasExited, $"the gateway exited on its own before the test killed it\n{Logs()}");
         stopped = true;
-        keepRoot = true;
+        KeepRoot = true;
         Assert.Equal(0, kill(process.Id, SIGKILL));
         using var deadline = new CancellationTokenSource(StopDeadline);
         await process.WaitForExitAsync(deadline.Token);
@@ -161,7 +158,7 @@ public sealed class GatewayProcess : IAsyncDisposable
         }
 
         process.Dispose();
-        if (keepRoot)
+        if (KeepRoot)
         {
             return;
         }
