@@ -50,6 +50,9 @@ smtp_server_address = 127.0.0.1
 smtp_server_port = $sink_port
 smtp_server_timeout = 30s
 temp_folder = $work/tmp
+queue_folder = $work/queue
+[quarantine]
+folder = $work/quarantine
 [scan]
 database_folder = $root/build/test-signatures
 queue_length = 1024
