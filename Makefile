@@ -3,6 +3,8 @@
 #   make test     install what is missing, build, run every test (end-to-end against the AOT binary)
 #   make publish  the Native-AOT linux-x64 binary in artifacts/publish/linux-x64/portcullis
 #   make bench    throughput ratio through the gateway vs. straight to smtp-sink, plus BenchmarkDotNet
+#   make load     1,000 connections (idle and trickling ones among them), then 100,000 messages (docs/RELIABILITY.md)
+#   make fuzz     AFL++ through SharpFuzz over the SMTP parsers, FUZZ_SECONDS (300) per target
 
 RID ?= linux-x64
 PUBLISH_DIR := artifacts/publish/$(RID)
@@ -11,7 +13,7 @@ DOTNET ?= dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 
-.PHONY: all deps publish run test bench bench-load bench-micro clean check-config
+.PHONY: all deps publish run test bench bench-load bench-micro clean check-config load load-connections load-soak fuzz
 
 all: publish
 
@@ -39,6 +41,21 @@ bench-load: publish
 
 bench-micro:
 	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)
+
+load: load-connections load-soak
+
+load-connections: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) connections
+
+load-soak: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) soak $(or $(LOAD_MESSAGES),100000)
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	build/deps.sh test
+	build/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf artifacts

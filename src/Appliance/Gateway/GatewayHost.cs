@@ -136,6 +136,13 @@ internal static class GatewayHost
         // Notifications the last sessions queued go to the outbox; the next start sends them.
         notifier.Complete();
         await Task.WhenAll(notifying, purging).ConfigureAwait(false);
+        // For load measurements (build/load.sh): managed allocation totals, read once at exit.
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_GC_REPORT") == "1")
+        {
+            var gc = GC.GetGCMemoryInfo();
+            Log.Info($"gc allocated_bytes={GC.GetTotalAllocatedBytes(precise: true)} gen0={GC.CollectionCount(0)} " +
+                     $"gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)} heap_bytes={gc.HeapSizeBytes} committed_bytes={gc.TotalCommittedBytes}");
+        }
         Log.Info("stopped");
         return 0;
     }

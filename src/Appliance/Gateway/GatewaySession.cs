@@ -263,6 +263,15 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         var entry = NewEntry(session, tx, buffer.Length);
         try
         {
+            string scratch = Cli.ScanCommands.ScratchFolder(_ctx.Config);
+            if (!ScanSpace.HasRoomToScan(scratch, buffer.Length))
+            {
+                Log.Warn($"session={entry.Session} scratch folder {scratch} has no room to scan {buffer.Length} bytes");
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
+            }
+
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
                 ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
@@ -275,6 +284,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             }
             scanFinished = ticket.Finished;
             ScanResult result = await ticket.Result.ConfigureAwait(false);
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
+                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
 
             switch (result.Outcome)
             {
