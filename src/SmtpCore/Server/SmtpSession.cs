@@ -101,14 +101,19 @@ public sealed class SmtpSession
 
     private async Task CommandLoopAsync()
     {
+        // The command timeout bounds a whole command line, not each read: a client trickling a
+        // byte at a time (slowloris) cannot hold the session open past it.
+        long commandStarted = 0;
         while (!_closing)
         {
             await ResolvePendingAsync().ConfigureAwait(false);
             await _output.FlushAsync(_shutdown).ConfigureAwait(false);
             if (_closing) return;
 
+            if (commandStarted == 0) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+            var left = _options.CommandTimeout - System.Diagnostics.Stopwatch.GetElapsedTime(commandStarted);
             ReadResult result;
-            var read = await ReadAsync(_options.CommandTimeout, "command").ConfigureAwait(false);
+            var read = await ReadAsync(left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1), "command").ConfigureAwait(false);
             if (read is null) return;
             result = read.Value;
 
@@ -159,8 +164,15 @@ public sealed class SmtpSession
             }
             if (!handedOff)
             {
+                // Only a partial line keeps the clock running; it started when that line did.
+                if (buffer.Slice(position).IsEmpty) commandStarted = 0;
+                else if (!position.Equals(buffer.Start)) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 _input.AdvanceTo(position, buffer.End);
                 if (result.IsCompleted && !_closing) return; // client closed
+            }
+            else
+            {
+                commandStarted = 0;
             }
         }
         await ResolvePendingAsync().ConfigureAwait(false);

@@ -47,6 +47,30 @@ public class SmtpSessionTests
     }
 
     [Fact]
+    public async Task Client_trickling_a_command_a_byte_at_a_time_still_times_out()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(400)));
+        // Slowloris: a byte every 50 ms, never a line end. Each byte arrives well inside the
+        // timeout, so only a deadline for the whole line can end this.
+        using var stop = new CancellationTokenSource();
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await conn.SendAsync([(byte)"NOOP "[i % 5]]); } catch (IOException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+        });
+
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for command, closing connection", await conn.ReadLineAsync());
+        Assert.False(trickle.IsCompleted, "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+        await conn.WaitForSessionEndAsync();
+    }
+
+    [Fact]
     public async Task Client_stalling_in_DATA_gets_421_and_nothing_is_delivered()
     {
         var handler = new RecordingHandler();
