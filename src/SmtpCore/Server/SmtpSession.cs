@@ -641,9 +641,10 @@ public sealed class SmtpSession
         Write(new SmtpReply(354, null, "End data with <CR><LF>.<CR><LF>"));
         await _output.FlushAsync(_shutdown).ConfigureAwait(false);
 
+        var pace = new DataPace(_options);
         while (!data.IsComplete)
         {
-            var read = await ReadAsync(_options.DataTimeout, "message data").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(data.Size), "message data").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             long consumed = 0;
@@ -699,9 +700,10 @@ public sealed class SmtpSession
 
         // The chunk is always read in full, even when it will be refused (RFC 3030 §2).
         long remaining = size;
+        var pace = new DataPace(_options);
         while (remaining > 0)
         {
-            var read = await ReadAsync(_options.DataTimeout, "BDAT chunk").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(size - remaining), "BDAT chunk").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             var take = buffer.Slice(0, Math.Min(remaining, buffer.Length));
@@ -861,6 +863,22 @@ public sealed class SmtpSession
         var span = _output.GetSpan(Encoding.UTF8.GetMaxByteCount(wire.Length));
         int n = Encoding.UTF8.GetBytes(wire, span);
         _output.Advance(n);
+    }
+}
+
+// Content must keep arriving: each read within DataTimeout (RFC 5321 §4.5.3.2.5), and the
+// whole transfer within DataTimeout plus the time MinDataRate allows for what has arrived
+// (as Postfix's smtpd_min_data_rate), so a client trickling bytes cannot hold a session.
+internal readonly struct DataPace(SmtpServerOptions options)
+{
+    private readonly long _started = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public TimeSpan NextTimeout(long received)
+    {
+        var allowed = options.DataTimeout + TimeSpan.FromSeconds((double)received / options.MinDataRate);
+        var left = allowed - System.Diagnostics.Stopwatch.GetElapsedTime(_started);
+        if (left <= TimeSpan.Zero) return TimeSpan.FromTicks(1);
+        return left < options.DataTimeout ? left : options.DataTimeout;
     }
 }
 
