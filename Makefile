@@ -7,6 +7,8 @@
 #   make package  .deb packages for amd64 and arm64 in artifacts/packages
 #   make install DESTDIR=...  the binary and rootfs/ laid out under DESTDIR
 #   make bench-reload  mail keeps flowing during signature reloads (concurrent vs. low memory)
+#   make load     1,000 connections (idle and trickling ones among them), then 100,000 messages (docs/RELIABILITY.md)
+#   make fuzz     AFL++ through SharpFuzz over the SMTP parsers, FUZZ_SECONDS (300) per target
 
 RID ?= linux-x64
 PUBLISH_DIR := artifacts/publish/$(RID)
@@ -18,7 +20,7 @@ DOTNET ?= dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 
-.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package install bench bench-load bench-micro bench-reload clean check-config
+.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package install bench bench-load bench-micro bench-reload clean check-config load load-connections load-soak fuzz
 
 all: publish
 
@@ -81,6 +83,21 @@ bench-reload: publish
 
 bench-micro:
 	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)
+
+load: load-connections load-soak
+
+load-connections: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) connections
+
+load-soak: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) soak $(or $(LOAD_MESSAGES),100000)
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	build/deps.sh test
+	build/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf artifacts

@@ -153,6 +153,17 @@ internal static class CommandLine
             return ExitConfig;
         }
 
+        // Relay rules, password and certificate files must be readable now, not at the first connection.
+        try
+        {
+            Gateway.GatewayAccess.Load(config);
+        }
+        catch (InvalidDataException e)
+        {
+            Console.Error.WriteLine($"{config.SourcePath}: {e.Message}");
+            return ExitConfig;
+        }
+
         Console.Out.Write(Summary(config));
         foreach (var warning in FolderWarnings(config))
         {
@@ -209,6 +220,13 @@ internal static class CommandLine
             {
                 yield return $"{key} {folder} does not exist on this machine";
             }
+        }
+
+        // Safe (no open relay) but surprising on a new install: mail from the internet is refused.
+        if (config.Relay.LocalDomains.Count == 0 && config.Relay.LocalDomainsFile.Length == 0)
+        {
+            yield return "[relay] local_domains and local_domains_file are empty: only trusted_networks, " +
+                         "RELAYCLIENT rules, POP-before-SMTP and authenticated clients can send mail through this gateway";
         }
     }
 }

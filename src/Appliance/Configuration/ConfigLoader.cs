@@ -15,7 +15,7 @@ public static class ConfigLoader
 {
     public const string DefaultPath = "/etc/portcullis/portcullis.ini";
 
-    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "status"];
+    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status"];
 
     private static readonly TimeSpan MaxTime = TimeSpan.FromHours(24);
 
@@ -63,6 +63,12 @@ public static class ConfigLoader
         root.GetSection("quarantine").Bind(rawQuarantine);
         var rawNotification = new RawNotification();
         root.GetSection("notification").Bind(rawNotification);
+        var rawRelay = new RawRelay();
+        root.GetSection("relay").Bind(rawRelay);
+        var rawAuth = new RawAuth();
+        root.GetSection("auth").Bind(rawAuth);
+        var rawTls = new RawTls();
+        root.GetSection("tls").Bind(rawTls);
         var rawStatus = new RawStatus();
         root.GetSection("status").Bind(rawStatus);
 
@@ -74,6 +80,9 @@ public static class ConfigLoader
         var log = ConvertLog(rawLog, new SectionReader(sourceName, "log", errors));
         var quarantine = ConvertQuarantine(rawQuarantine, new SectionReader(sourceName, "quarantine", errors));
         var notification = ConvertNotification(rawNotification, new SectionReader(sourceName, "notification", errors));
+        var relay = ConvertRelay(rawRelay, new SectionReader(sourceName, "relay", errors));
+        var auth = ConvertAuth(rawAuth, new SectionReader(sourceName, "auth", errors));
+        var tls = ConvertTls(rawTls, new SectionReader(sourceName, "tls", errors));
         var status = ConvertStatus(rawStatus, new SectionReader(sourceName, "status", errors));
 
         if (generalOk)
@@ -82,6 +91,7 @@ public static class ConfigLoader
         }
 
         CheckScanCoversMessage(scan, limits, sourceName, errors);
+        CheckAccess(general, auth, tls, sourceName, errors);
 
         if (errors.Count > 0)
         {
@@ -91,7 +101,8 @@ public static class ConfigLoader
         return new GatewayConfig
         {
             SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log,
-            Quarantine = quarantine, Notification = notification, Status = status,
+            Quarantine = quarantine, Notification = notification,
+            Relay = relay, Auth = auth, Tls = tls, Status = status,
         };
     }
 
@@ -191,6 +202,9 @@ public static class ConfigLoader
         "log" => RawLog.Keys,
         "quarantine" => RawQuarantine.Keys,
         "notification" => RawNotification.Keys,
+        "relay" => RawRelay.Keys,
+        "auth" => RawAuth.Keys,
+        "tls" => RawTls.Keys,
         "status" => RawStatus.Keys,
         _ => null,
     };
@@ -207,6 +221,11 @@ public static class ConfigLoader
             SmtpServerTimeout = r.Time("smtp_server_timeout", raw.SmtpServerTimeout, d.SmtpServerTimeout),
             TempFolder = r.Folder("temp_folder", raw.TempFolder, d.TempFolder, allowEmpty: false),
             QueueFolder = r.Folder("queue_folder", raw.QueueFolder, d.QueueFolder, allowEmpty: false),
+            ProxyTrusted = r.Networks("proxy_trusted", raw.ProxyTrusted, d.ProxyTrusted),
+            SmtpServerTls = r.Choice("smtp_server_tls", raw.SmtpServerTls, d.SmtpServerTls,
+                ("none", SmtpServerTlsMode.None), ("opportunistic", SmtpServerTlsMode.Opportunistic), ("required", SmtpServerTlsMode.Required)),
+            SmtpServerTlsVerify = r.Bool("smtp_server_tls_verify", raw.SmtpServerTlsVerify, d.SmtpServerTlsVerify),
+            SmtpServerCaFile = r.FilePath("smtp_server_ca_file", raw.SmtpServerCaFile, "/etc/portcullis/downstream-ca.pem"),
             ShutdownTimeout = r.Time("shutdown_timeout", raw.ShutdownTimeout, d.ShutdownTimeout),
             ControlSocket = r.SocketPath("control_socket", raw.ControlSocket, d.ControlSocket),
         };
@@ -261,7 +280,62 @@ public static class ConfigLoader
             DataTimeout = r.Time("data_timeout", raw.DataTimeout, d.DataTimeout),
             MemoryThreshold = r.Size("memory_threshold", raw.MemoryThreshold, d.MemoryThreshold, 0),
             BareNewline = r.Choice("bare_newline", raw.BareNewline, d.BareNewline, ("normalize", BareNewlinePolicy.Normalize), ("reject", BareNewlinePolicy.Reject)),
+            MaxConnections = (int)r.Integer("max_connections", raw.MaxConnections, d.MaxConnections, 0, 1_000_000, " (0 for no limit)"),
+            MaxConnectionsPerIp = (int)r.Integer("max_connections_per_ip", raw.MaxConnectionsPerIp, d.MaxConnectionsPerIp, 0, 1_000_000, " (0 for no limit)"),
         };
+    }
+
+    private static RelaySection ConvertRelay(RawRelay raw, SectionReader r)
+    {
+        var d = new RelaySection();
+        return new RelaySection
+        {
+            LocalDomains = r.Domains("local_domains", raw.LocalDomains),
+            LocalDomainsFile = r.FilePath("local_domains_file", raw.LocalDomainsFile, "/etc/portcullis/local_domains"),
+            TrustedNetworks = r.Networks("trusted_networks", raw.TrustedNetworks, d.TrustedNetworks),
+            RulesFile = r.FilePath("rules_file", raw.RulesFile, "/etc/tcp.smtp.cdb"),
+            PopBeforeSmtpFile = r.FilePath("pop_before_smtp_file", raw.PopBeforeSmtpFile, "/var/lib/portcullis/pop-before-smtp"),
+            PopBeforeSmtpTtl = r.Time("pop_before_smtp_ttl", raw.PopBeforeSmtpTtl, d.PopBeforeSmtpTtl),
+        };
+    }
+
+    private static AuthSection ConvertAuth(RawAuth raw, SectionReader r)
+    {
+        var d = new AuthSection();
+        return new AuthSection
+        {
+            PasswdFile = r.FilePath("passwd_file", raw.PasswdFile, "/etc/portcullis/passwd"),
+            Downstream = r.Bool("downstream", raw.Downstream, d.Downstream),
+            AllowPlaintext = r.Bool("allow_plaintext", raw.AllowPlaintext, d.AllowPlaintext),
+            MaxFailures = (int)r.Integer("max_failures", raw.MaxFailures, d.MaxFailures, 1, 1_000_000),
+            FailureWindow = r.Time("failure_window", raw.FailureWindow, d.FailureWindow),
+            FailureDelay = r.ShortTime("failure_delay", raw.FailureDelay, d.FailureDelay, TimeSpan.FromSeconds(60)),
+        };
+    }
+
+    private static TlsSection ConvertTls(RawTls raw, SectionReader r) => new()
+    {
+        Certificate = r.FilePath("certificate", raw.Certificate, "/etc/portcullis/tls/cert.pem"),
+        Key = r.FilePath("key", raw.Key, "/etc/portcullis/tls/key.pem"),
+    };
+
+    // Settings that only make sense together.
+    private static void CheckAccess(GeneralSection general, AuthSection auth, TlsSection tls, string source, List<string> errors)
+    {
+        if ((tls.Certificate.Length > 0) != (tls.Key.Length > 0))
+        {
+            errors.Add($"{source}: [tls] certificate and key must be set together; expected both PEM files (or neither, for no TLS)");
+        }
+
+        if (auth.PasswdFile.Length > 0 && auth.Downstream)
+        {
+            errors.Add($"{source}: [auth] passwd_file and downstream = yes are both set; expected one way to check passwords");
+        }
+
+        if (auth.Enabled && !auth.AllowPlaintext && !tls.Enabled)
+        {
+            errors.Add($"{source}: [auth] is enabled but AUTH is offered only after TLS and [tls] has no certificate; expected [tls] certificate and key, or [auth] allow_plaintext = yes");
+        }
     }
 
     private static LogSection ConvertLog(RawLog raw, SectionReader r) =>
@@ -431,6 +505,52 @@ public static class ConfigLoader
             if (ConfigValues.TryParseSize(raw, out var value) && value >= min) return value;
             Error(key, raw, SizeSyntax + (min > 0 ? (min == 1 ? ", greater than 0" : $", at least {ConfigValues.FormatSize(min)}") : "") + note);
             return fallback;
+        }
+
+        // A delay that may be zero: 0 to max.
+        public TimeSpan ShortTime(string key, string? raw, TimeSpan fallback, TimeSpan max)
+        {
+            if (raw is null) return fallback;
+            if (ConfigValues.TryParseTime(raw, out var value) && value <= max) return value;
+            Error(key, raw, $"{TimeSyntax} (a bare number is seconds), from 0s to {ConfigValues.FormatTime(max)}");
+            return fallback;
+        }
+
+        public NetworkList Networks(string key, string? raw, NetworkList fallback)
+        {
+            if (raw is null) return fallback;
+            if (NetworkList.TryParse(raw, out var list, out var problem)) return list;
+            Error(key, raw, $"a list of addresses or CIDR networks such as 127.0.0.0/8, 192.168.1.0/24, ::1/128 ({problem}; host bits below the prefix length must be 0)");
+            return fallback;
+        }
+
+        // Domains for [relay] local_domains: "example.org" exactly, ".example.org" its subdomains.
+        public ValueList<string> Domains(string key, string? raw)
+        {
+            if (raw is null) return ValueList<string>.Empty;
+            var result = new List<string>();
+            foreach (var entry in ConfigValues.SplitList(raw))
+            {
+                var name = Access.MailDomain.Normalize(entry);
+                if (!ConfigValues.IsHostName(name.TrimStart('.')))
+                {
+                    Error(key, raw, $"a list of domain names such as example.org, .example.org for its subdomains (entry {Quote(entry)} is not a domain name)");
+                    return ValueList<string>.Empty;
+                }
+                result.Add(name);
+            }
+            return new ValueList<string>(result);
+        }
+
+        // An absolute file path, or empty for "not used".
+        public string FilePath(string key, string? raw, string example)
+        {
+            if (raw is null) return "";
+            var path = raw.Trim();
+            if (path.Length == 0) return "";
+            if (path.StartsWith('/') && !path.EndsWith('/') && !path.Any(char.IsControl)) return path;
+            Error(key, raw, $"an absolute file path such as {example} (or empty)");
+            return "";
         }
 
         // allowZero: 0 (or off) switches the thing off and reads as TimeSpan.Zero.

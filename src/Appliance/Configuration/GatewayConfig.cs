@@ -15,6 +15,9 @@ public sealed record GatewayConfig
     public LogSection Log { get; init; } = new();
     public QuarantineSection Quarantine { get; init; } = new();
     public NotificationSection Notification { get; init; } = new();
+    public RelaySection Relay { get; init; } = new();
+    public AuthSection Auth { get; init; } = new();
+    public TlsSection Tls { get; init; } = new();
     public StatusSection Status { get; init; } = new();
 
     // What an empty file gives (hostname from this machine).
@@ -48,6 +51,15 @@ public sealed record GeneralSection
     public string ControlSocket { get; init; } = "/run/portcullis/control.sock";
     // Notifications waiting to be sent live here, so a restart loses none.
     public string OutboxFolder => Path.Combine(QueueFolder, "outbox");
+    // Who may put a PROXY protocol header in front of a connection on a /proxy listener.
+    public NetworkList ProxyTrusted { get; init; } = NetworkList.Loopback;
+
+    // STARTTLS towards the downstream server, and whether its certificate must verify.
+    public SmtpServerTlsMode SmtpServerTls { get; init; } = SmtpServerTlsMode.None;
+    public bool SmtpServerTlsVerify { get; init; } = true;
+
+    // Empty: the system's trusted CAs.
+    public string SmtpServerCaFile { get; init; } = "";
 
     internal static string DefaultHostname()
     {
@@ -231,7 +243,57 @@ public sealed record LimitsSection
     // Messages larger than this spill from pooled memory to a file in temp_folder.
     public long MemoryThreshold { get; init; } = 8L << 20;
     public BareNewlinePolicy BareNewline { get; init; } = BareNewlinePolicy.Normalize;
+
+    // Open client connections in all and from one address; 0 means no limit.
+    public int MaxConnections { get; init; } = 500;
+    public int MaxConnectionsPerIp { get; init; } = 20;
 }
+
+public enum SmtpServerTlsMode
+{
+    None,
+    Opportunistic,
+    Required,
+}
+
+// Who may relay: see Access/RelayPolicy for the order the rules are applied in.
+public sealed record RelaySection
+{
+    public ValueList<string> LocalDomains { get; init; } = ValueList<string>.Empty;
+    public string LocalDomainsFile { get; init; } = "";
+    public NetworkList TrustedNetworks { get; init; } = NetworkList.Loopback;
+    public string RulesFile { get; init; } = "";
+    public string PopBeforeSmtpFile { get; init; } = "";
+    public TimeSpan PopBeforeSmtpTtl { get; init; } = TimeSpan.FromMinutes(30);
+}
+
+public sealed record AuthSection
+{
+    // user:hash lines ($6$ SHA-512-crypt, $2y$/$2b$ bcrypt); empty: no local users.
+    public string PasswdFile { get; init; } = "";
+
+    // Hand the credentials to the downstream server and let its verdict decide.
+    public bool Downstream { get; init; }
+
+    // Offer AUTH on connections without TLS too (passwords then cross the network in clear).
+    public bool AllowPlaintext { get; init; }
+
+    public int MaxFailures { get; init; } = 5;
+    public TimeSpan FailureWindow { get; init; } = TimeSpan.FromMinutes(15);
+    public TimeSpan FailureDelay { get; init; } = TimeSpan.FromSeconds(2);
+
+    public bool Enabled => PasswdFile.Length > 0 || Downstream;
+}
+
+public sealed record TlsSection
+{
+    // PEM files; both empty: no STARTTLS and no /tls listeners.
+    public string Certificate { get; init; } = "";
+    public string Key { get; init; } = "";
+
+    public bool Enabled => Certificate.Length > 0;
+}
+
 
 // What to do with a bare LF or CR inside DATA (SMTP smuggling defence).
 public enum BareNewlinePolicy

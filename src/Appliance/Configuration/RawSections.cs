@@ -8,10 +8,10 @@ namespace Portcullis.Appliance.Configuration;
 internal sealed class RawGeneral
 {
     public static readonly string[] Keys =
-    [
-        "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder",
-        "queue_folder", "shutdown_timeout", "control_socket",
-    ];
+        [
+            "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
+            "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket",
+        ];
 
     [ConfigurationKeyName("interfaces")] public string? Interfaces { get; set; }
     [ConfigurationKeyName("hostname")] public string? Hostname { get; set; }
@@ -20,6 +20,10 @@ internal sealed class RawGeneral
     [ConfigurationKeyName("smtp_server_timeout")] public string? SmtpServerTimeout { get; set; }
     [ConfigurationKeyName("temp_folder")] public string? TempFolder { get; set; }
     [ConfigurationKeyName("queue_folder")] public string? QueueFolder { get; set; }
+    [ConfigurationKeyName("proxy_trusted")] public string? ProxyTrusted { get; set; }
+    [ConfigurationKeyName("smtp_server_tls")] public string? SmtpServerTls { get; set; }
+    [ConfigurationKeyName("smtp_server_tls_verify")] public string? SmtpServerTlsVerify { get; set; }
+    [ConfigurationKeyName("smtp_server_ca_file")] public string? SmtpServerCaFile { get; set; }
     [ConfigurationKeyName("shutdown_timeout")] public string? ShutdownTimeout { get; set; }
     [ConfigurationKeyName("control_socket")] public string? ControlSocket { get; set; }
 }
@@ -66,7 +70,7 @@ internal sealed class RawLimits
     public static readonly string[] Keys =
     [
         "max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout",
-        "data_timeout", "memory_threshold", "bare_newline",
+        "data_timeout", "memory_threshold", "bare_newline", "max_connections", "max_connections_per_ip",
     ];
 
     [ConfigurationKeyName("max_message_size")] public string? MaxMessageSize { get; set; }
@@ -77,6 +81,8 @@ internal sealed class RawLimits
     [ConfigurationKeyName("data_timeout")] public string? DataTimeout { get; set; }
     [ConfigurationKeyName("memory_threshold")] public string? MemoryThreshold { get; set; }
     [ConfigurationKeyName("bare_newline")] public string? BareNewline { get; set; }
+    [ConfigurationKeyName("max_connections")] public string? MaxConnections { get; set; }
+    [ConfigurationKeyName("max_connections_per_ip")] public string? MaxConnectionsPerIp { get; set; }
 }
 
 internal sealed class RawLog
@@ -117,4 +123,38 @@ internal sealed class RawNotification
     [ConfigurationKeyName("notify_recipients")] public string? NotifyRecipients { get; set; }
     [ConfigurationKeyName("notify_sender")] public string? NotifySender { get; set; }
     [ConfigurationKeyName("template_folder")] public string? TemplateFolder { get; set; }
+}
+
+internal sealed class RawRelay
+{
+    public static readonly string[] Keys =
+        ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl"];
+
+    [ConfigurationKeyName("local_domains")] public string? LocalDomains { get; set; }
+    [ConfigurationKeyName("local_domains_file")] public string? LocalDomainsFile { get; set; }
+    [ConfigurationKeyName("trusted_networks")] public string? TrustedNetworks { get; set; }
+    [ConfigurationKeyName("rules_file")] public string? RulesFile { get; set; }
+    [ConfigurationKeyName("pop_before_smtp_file")] public string? PopBeforeSmtpFile { get; set; }
+    [ConfigurationKeyName("pop_before_smtp_ttl")] public string? PopBeforeSmtpTtl { get; set; }
+}
+
+internal sealed class RawAuth
+{
+    public static readonly string[] Keys =
+        ["passwd_file", "downstream", "allow_plaintext", "max_failures", "failure_window", "failure_delay"];
+
+    [ConfigurationKeyName("passwd_file")] public string? PasswdFile { get; set; }
+    [ConfigurationKeyName("downstream")] public string? Downstream { get; set; }
+    [ConfigurationKeyName("allow_plaintext")] public string? AllowPlaintext { get; set; }
+    [ConfigurationKeyName("max_failures")] public string? MaxFailures { get; set; }
+    [ConfigurationKeyName("failure_window")] public string? FailureWindow { get; set; }
+    [ConfigurationKeyName("failure_delay")] public string? FailureDelay { get; set; }
+}
+
+internal sealed class RawTls
+{
+    public static readonly string[] Keys = ["certificate", "key"];
+
+    [ConfigurationKeyName("certificate")] public string? Certificate { get; set; }
+    [ConfigurationKeyName("key")] public string? Key { get; set; }
 }

@@ -50,8 +50,26 @@ internal sealed class GatewayContext
             ConnectTimeout = Min(config.General.SmtpServerTimeout, TimeSpan.FromSeconds(30)),
             ReplyTimeout = config.General.SmtpServerTimeout,
             DataReplyTimeout = config.General.SmtpServerTimeout,
+            Tls = config.General.SmtpServerTls switch
+            {
+                SmtpServerTlsMode.Opportunistic => SmtpCore.Downstream.DownstreamTlsMode.Opportunistic,
+                SmtpServerTlsMode.Required => SmtpCore.Downstream.DownstreamTlsMode.Required,
+                _ => SmtpCore.Downstream.DownstreamTlsMode.None,
+            },
+            TlsClientOptions = config.General.SmtpServerTls == SmtpServerTlsMode.None ? null : TlsCertificates.ClientOptions(config.General),
         };
+        AuthThrottle = new Auth.AuthThrottle(config.Auth.MaxFailures, config.Auth.FailureWindow);
     }
+
+    // [tls]: null when no certificate is configured (no STARTTLS, no /tls listeners).
+    public TlsCertificates? Tls { get; init; }
+
+    // [auth] passwd_file, re-read when it changes; null when not configured.
+    public Access.WatchedFile<Auth.PasswdFile>? Passwords { get; init; }
+
+    public Auth.AuthThrottle AuthThrottle { get; }
+
+    public ConnectionLimiter? Connections { get; init; }
 
     public GatewayConfig Config { get; }
     public EngineHolder Engines { get; }
@@ -83,6 +101,9 @@ internal sealed class GatewayContext
             Metrics = Metrics,
             Templates = Templates,
             Notifier = Notifier,
+            Tls = Tls,
+            Passwords = Passwords,
+            Connections = Connections,
             _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
                                       && next.General.SmtpServerPort == Config.General.SmtpServerPort
                 ? _downstreamCapabilities

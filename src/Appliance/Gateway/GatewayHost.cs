@@ -7,9 +7,13 @@
 // control socket for reloads, the database folder poll, the status/metrics server. SIGTERM
 // stops accepting, lets open transactions finish within [general] shutdown_timeout, answers
 // idle sessions 421, and exits 0.
+using System.Buffers;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using System.Text;
+using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Notifications;
@@ -90,21 +94,37 @@ internal static class GatewayHost
         }
         Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
 
+        GatewayAccess access;
+        try
+        {
+            access = GatewayAccess.Load(config);
+        }
+        catch (InvalidDataException e)
+        {
+            Log.Error($"{config.SourcePath}: {e.Message}");
+            engine.Dispose();
+            return 78; // EX_CONFIG
+        }
+
         var engines = new EngineHolder(engine);
         var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
         var notifier = new Notifier(outbox, NotificationServer(config));
-        var ctx = new GatewayContext(config, engines, scanners, messageLog, new DownstreamDecidesPolicy())
+        var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
         {
             Templates = templates,
             Notifier = notifier,
+            Tls = access.Tls,
+            Passwords = access.Passwords,
+            Connections = new ConnectionLimiter(config.Limits.MaxConnections, config.Limits.MaxConnectionsPerIp),
         };
+        if (access.Tls is not null) Log.Info($"TLS certificate {access.Tls.Subject} from {config.Tls.Certificate}");
         var runtime = new GatewayRuntime(configPath, ctx, systemd);
         runtime.Reloader.WarnIfOld(force: true);
 
         await ProbeDownstreamAsync(runtime.Context, stop).ConfigureAwait(false);
 
-        var listeners = new List<Socket>();
+        var listeners = new List<(Socket Socket, ListenEndpoint Endpoint)>();
         StatusServer? status = null;
         ControlServer? control = null;
         try
@@ -119,7 +139,7 @@ internal static class GatewayHost
         catch (SocketException e)
         {
             Log.Error($"cannot listen: {e.Message}");
-            foreach (var l in listeners) l.Dispose();
+            foreach (var l in listeners) l.Socket.Dispose();
             status?.Dispose();
             Shutdown(scanners, engines, runtime);
             return 71; // EX_OSERR
@@ -147,7 +167,7 @@ internal static class GatewayHost
         });
 
         var sessions = new SessionTracker();
-        var accepts = listeners.Select(l => AcceptLoopAsync(l, runtime, sessions, drain.Token, abort.Token)).ToArray();
+        var accepts = listeners.Select(l => AcceptLoopAsync(l.Socket, l.Endpoint, runtime, sessions, drain.Token, abort.Token)).ToArray();
         runtime.AcceptLoopsAlive = () => drain.IsCancellationRequested || accepts.All(a => !a.IsCompleted);
 
         // Notifications keep going out while sessions drain; what is left stays in the outbox.
@@ -165,7 +185,7 @@ internal static class GatewayHost
             Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
         }
 
-        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.LocalEndPoint))}, " +
+        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.Endpoint))}, " +
                  $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
         systemd.Ready(runtime.StatusLine());
 
@@ -178,7 +198,7 @@ internal static class GatewayHost
         var timeout = runtime.Context.Config.General.ShutdownTimeout;
         systemd.Stopping($"stopping: {sessions.Count} sessions finishing (up to {timeout.TotalSeconds:0}s)");
         Log.Info($"stopping: closing listeners; {sessions.Count} open sessions get up to {timeout.TotalSeconds:0}s to finish their transactions");
-        foreach (var l in listeners) l.Dispose();
+        foreach (var l in listeners) l.Socket.Dispose();
         drain.Cancel();
         await Task.WhenAll(accepts).ConfigureAwait(false);
         if (!await sessions.WaitAllAsync(timeout).ConfigureAwait(false))
@@ -195,6 +215,13 @@ internal static class GatewayHost
         status?.Dispose();
         control?.Dispose();
         Shutdown(scanners, engines, runtime);
+        // For load measurements (build/load.sh): managed allocation totals, read once at exit.
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_GC_REPORT") == "1")
+        {
+            var gc = GC.GetGCMemoryInfo();
+            Log.Info($"gc allocated_bytes={GC.GetTotalAllocatedBytes(precise: true)} gen0={GC.CollectionCount(0)} " +
+                     $"gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)} heap_bytes={gc.HeapSizeBytes} committed_bytes={gc.TotalCommittedBytes}");
+        }
         Log.Info("stopped");
         return 0;
     }
@@ -294,10 +321,10 @@ internal static class GatewayHost
     }
 
     // Each interfaces entry gets the socket systemd passed for its address, or a new one; a
-    // passed socket that matches no entry is used as it is.
-    private static List<Socket> OpenListeners(GatewayConfig config, IReadOnlyList<PassedSocket> passed)
+    // passed socket that matches no entry is used as it is (plain SMTP, no flags).
+    private static List<(Socket Socket, ListenEndpoint Endpoint)> OpenListeners(GatewayConfig config, IReadOnlyList<PassedSocket> passed)
     {
-        var result = new List<Socket>();
+        var result = new List<(Socket Socket, ListenEndpoint Endpoint)>();
         var unused = passed.ToList();
         try
         {
@@ -309,11 +336,11 @@ internal static class GatewayHost
                 {
                     unused.Remove(match);
                     Log.Info($"socket activation: {entry} uses descriptor {match.Descriptor} ({match.Name}) passed by systemd");
-                    result.Add(match.Socket);
+                    result.Add((match.Socket, entry));
                 }
                 else
                 {
-                    result.Add(Listen(entry.EndPoint));
+                    result.Add((Listen(entry.EndPoint), entry));
                 }
             }
 
@@ -321,14 +348,14 @@ internal static class GatewayHost
             {
                 Log.Warn($"socket activation: descriptor {extra.Descriptor} ({extra.Name}) on {extra.Socket.LocalEndPoint} matches no [general] interfaces entry " +
                          $"({string.Join(", ", wanted.Select(w => w.ToString()))}); accepting on it as it is");
-                result.Add(extra.Socket);
+                result.Add((extra.Socket, new ListenEndpoint((IPEndPoint)extra.Socket.LocalEndPoint!, ListenEndpoint.NoFlags)));
             }
 
             return result;
         }
         catch
         {
-            foreach (var s in result) s.Dispose();
+            foreach (var (s, _) in result) s.Dispose();
             foreach (var p in unused) p.Socket.Dispose();
             throw;
         }
@@ -354,7 +381,7 @@ internal static class GatewayHost
     }
 
     // Ends when the listener is closed (drain) or the accept loop cannot go on.
-    private static async Task AcceptLoopAsync(Socket listener, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
+    private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
     {
         while (!drain.IsCancellationRequested)
         {
@@ -376,7 +403,7 @@ internal static class GatewayHost
                 try { await Task.Delay(100, drain).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
                 continue;
             }
-            sessions.Run(RunSessionAsync(client, runtime.Context, drain, abort));
+            sessions.Run(RunSessionAsync(client, endpoint, runtime.Context, drain, abort));
         }
     }
 
@@ -386,32 +413,109 @@ internal static class GatewayHost
         catch (ObjectDisposedException) { return "?"; }
     }
 
-    private static async Task RunSessionAsync(Socket client, GatewayContext ctx, CancellationToken drain, CancellationToken abort)
+    // One connection: the PROXY header on /proxy listeners (only from [general] proxy_trusted),
+    // the TLS handshake on /tls listeners, the connection limits, then the SMTP session. The real
+    // client address from the header is what every later decision and log line sees. drain asks
+    // for a graceful stop (SmtpSession.RunAsync), abort cuts everything at shutdown_timeout.
+    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken drain, CancellationToken abort)
     {
         await Task.Yield();
+        var stop = abort;
         ctx.Metrics.ConnectionOpened();
+        client.NoDelay = true;
+        using var network = new NetworkStream(client, ownsSocket: true);
+        Stream stream = network;
+        SslStream? tls = null;
+        EndPoint? remote = client.RemoteEndPoint;
+        string id = GatewayContext.NewSessionId();
+        var hostname = ctx.Config.General.Hostname;
+        ConnectionLimiter.Lease? lease = null;
         try
         {
-            client.NoDelay = true;
-            using var stream = new NetworkStream(client, ownsSocket: true);
-            var session = new SmtpSession(stream, client.RemoteEndPoint, client.LocalEndPoint, ctx.ServerOptions,
-                new GatewaySession(ctx), GatewayContext.NewSessionId());
-            try
+            using var setup = CancellationTokenSource.CreateLinkedTokenSource(stop);
+            setup.CancelAfter(ctx.Config.Limits.CommandTimeout);
+            if (listener.Proxy)
             {
-                await session.RunAsync(drain, abort).ConfigureAwait(false);
+                var peer = (remote as IPEndPoint)?.Address;
+                if (!ctx.Config.General.ProxyTrusted.Contains(peer))
+                {
+                    Log.Warn($"session={id} PROXY header expected on {listener}, but {peer} is not in [general] proxy_trusted: refused");
+                    await WriteLineAsync(network, $"554 5.7.1 {hostname} Connection refused: not a trusted proxy", stop).ConfigureAwait(false);
+                    return;
+                }
+                var (header, error) = await ReadProxyHeaderAsync(network, setup.Token).ConfigureAwait(false);
+                if (header is null)
+                {
+                    Log.Warn($"session={id} from {peer}: bad PROXY header: {error}");
+                    await WriteLineAsync(network, $"421 4.7.0 {hostname} PROXY protocol header expected", stop).ConfigureAwait(false);
+                    return;
+                }
+                if (header.Source is not null) remote = header.Source;
             }
-            catch (Exception e)
+            if (listener.Tls)
             {
-                Log.Error($"session={session.Id} ended with an internal error: {e}");
+                tls = new SslStream(network, leaveInnerStreamOpen: true);
+                try
+                {
+                    await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
+                {
+                    Log.Info($"session={id} client={(remote as IPEndPoint)?.Address} TLS handshake failed: {e.Message}");
+                    return;
+                }
+                stream = tls;
             }
+            var address = (remote as IPEndPoint)?.Address;
+            string refusal = "";
+            lease = ctx.Connections?.TryEnter(address, out refusal);
+            if (lease is null && ctx.Connections is not null)
+            {
+                Log.Warn($"session={id} client={address} refused: {refusal}");
+                await WriteLineAsync(stream, $"421 4.7.0 {hostname} {refusal}, try again later", stop).ConfigureAwait(false);
+                return;
+            }
+
+            var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new GatewaySession(ctx), id);
+            await session.RunAsync(drain, abort).ConfigureAwait(false);
         }
-        catch (SocketException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
         {
-            // The client was gone before the session began.
+            // The client or the balancer went away during set-up.
+        }
+        catch (Exception e)
+        {
+            Log.Error($"session={id} ended with an internal error: {e}");
         }
         finally
         {
             ctx.Metrics.ConnectionClosed();
+            lease?.Dispose();
+            if (tls is not null) await tls.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private static async Task WriteLineAsync(Stream stream, string line, CancellationToken ct)
+    {
+        try { await stream.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), ct).ConfigureAwait(false); }
+        catch (Exception e) when (e is IOException or OperationCanceledException) { }
+    }
+
+    // Reads exactly the header's bytes from the socket (no further: on a /tls listener the TLS
+    // handshake follows), fetching only as many as the parser says it still needs.
+    internal static async Task<(SmtpCore.Protocol.ProxyHeader?, string)> ReadProxyHeaderAsync(Stream stream, CancellationToken ct)
+    {
+        var buffer = new byte[16 + 65535];
+        int filled = 0;
+        while (true)
+        {
+            var status = SmtpCore.Protocol.ProxyHeaderParser.TryParse(new ReadOnlySequence<byte>(buffer, 0, filled),
+                out var header, out _, out int needed, out var error);
+            if (status == SmtpCore.Protocol.ProxyParseStatus.Complete) return (header, "");
+            if (status == SmtpCore.Protocol.ProxyParseStatus.Error) return (null, error);
+            int n = await stream.ReadAsync(buffer.AsMemory(filled, needed), ct).ConfigureAwait(false);
+            if (n == 0) return (null, "the connection closed inside the header");
+            filled += n;
         }
     }
 

@@ -83,6 +83,21 @@ internal sealed class GatewayRuntime
             restart.Add("[notification]");
         }
 
+        // Access control, passwords, certificates and connection limits are built once at start.
+        foreach (var (name, changed) in new[]
+                 {
+                     ("[relay]", old.Relay != next.Relay), ("[auth]", old.Auth != next.Auth), ("[tls]", old.Tls != next.Tls),
+                     ("[general] proxy_trusted", !Equals(old.General.ProxyTrusted, next.General.ProxyTrusted)),
+                     ("[limits] max_connections", old.Limits.MaxConnections != next.Limits.MaxConnections
+                                                  || old.Limits.MaxConnectionsPerIp != next.Limits.MaxConnectionsPerIp),
+                 })
+        {
+            if (changed)
+            {
+                restart.Add(name);
+            }
+        }
+
         // Everything else (limits, scan settings, downstream, hostname, timeouts) applies to new
         // sessions at once; engine settings with the signatures reloaded right after.
         Volatile.Write(ref context, Context.WithConfig(next));

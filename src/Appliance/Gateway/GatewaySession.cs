@@ -4,8 +4,14 @@
 // client. The content is read once into a MessageBuffer, scanned on the scanner pool, and
 // forwarded with trace headers only when clean; the client hears the downstream's own final
 // reply, so nothing is acknowledged that the downstream has not accepted.
+// Relay rights are decided here before anything reaches the downstream (Access/RelayPolicy);
+// STARTTLS and AUTH are offered as [tls] and [auth] say, and with XFORWARD the downstream
+// learns who the real client is.
 using System.Diagnostics;
 using System.Net;
+using System.Net.Security;
+using System.Text;
+using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
@@ -25,6 +31,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     private DownstreamClient? _downstream;
     private long _downstreamUsed;
     private int _messages;
+    private ClientAccess _access = new(null, false, null);
 
     // A downstream connection idle this long may have been closed by the server's own timeout
     // (Postfix: 300 s); a fresh one costs less than a 451 from a stale one.
@@ -40,8 +47,103 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         public bool Finished;
     }
 
-    public ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct) =>
-        ValueTask.FromResult(_ctx.Relay.OnConnect(session.RemoteEndPoint as IPEndPoint));
+    public ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct)
+    {
+        var refusal = _ctx.Relay.OnConnect(ClientAddress(session), out _access);
+        if (refusal is not null) Log.Info($"session={session.Id} client={ClientAddress(session)} refused by rule {_access.Rule}");
+        return ValueTask.FromResult(refusal);
+    }
+
+    private static IPAddress? ClientAddress(SmtpSession session) =>
+        (session.RemoteEndPoint as IPEndPoint)?.Address is { } a && a.IsIPv4MappedToIPv6 ? a.MapToIPv4() : (session.RemoteEndPoint as IPEndPoint)?.Address;
+
+    public SslServerAuthenticationOptions? GetTlsOptions(SmtpSession session) => _ctx.Tls?.ServerOptions;
+
+    public SaslOffer GetAuthOffer(SmtpSession session) =>
+        _ctx.Config.Auth.Enabled ? new SaslOffer(["PLAIN", "LOGIN"], !_ctx.Config.Auth.AllowPlaintext) : SaslOffer.None;
+
+    public ValueTask<SmtpReply?> OnAuthStartAsync(SmtpSession session, string mechanism, CancellationToken ct) =>
+        ValueTask.FromResult<SmtpReply?>(_ctx.AuthThrottle.IsBlocked(ClientAddress(session))
+            ? new SmtpReply(454, "4.7.0", "Too many failed authentication attempts, try again later")
+            : null);
+
+    public async ValueTask<SmtpReply> OnAuthenticateAsync(SmtpSession session, SaslCredentials credentials, CancellationToken ct)
+    {
+        var client = ClientAddress(session);
+        bool? ok;
+        if (_ctx.Passwords is { } passwords)
+        {
+            var file = passwords.Current;
+            // Hashing is deliberately slow (bcrypt): keep it off the I/O threads.
+            ok = await Task.Run(() => file.Verify(credentials.UserName, credentials.Password), ct).ConfigureAwait(false);
+        }
+        else
+        {
+            ok = await DownstreamAuthenticateAsync(session, credentials, ct).ConfigureAwait(false);
+            if (ok is null) return new SmtpReply(454, "4.7.0", "Temporary authentication failure, try again later");
+        }
+        if (ok == true)
+        {
+            Log.Info($"session={session.Id} client={client} authenticated user={credentials.UserName} mechanism={credentials.Mechanism}");
+            return new SmtpReply(235, "2.7.0", "Authentication successful");
+        }
+        int failures = _ctx.AuthThrottle.RecordFailure(client);
+        Log.Warn($"session={session.Id} client={client} authentication failed user={credentials.UserName} mechanism={credentials.Mechanism} failures={failures}");
+        if (_ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
+            await Task.Delay(_ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
+        return failures >= _ctx.Config.Auth.MaxFailures
+            ? new SmtpReply(421, "4.7.0", $"{_ctx.Config.General.Hostname} Too many failed authentication attempts, closing connection")
+            : new SmtpReply(535, "5.7.8", "Authentication credentials invalid");
+    }
+
+    // [auth] downstream = yes: the credentials go to the downstream over this session's own
+    // connection (AUTH PLAIN, or LOGIN when that is all it offers); its 235 or 535 decides.
+    // null: no verdict (downstream unavailable, no AUTH offered, a 4xx).
+    private async Task<bool?> DownstreamAuthenticateAsync(SmtpSession session, SaslCredentials credentials, CancellationToken ct)
+    {
+        DownstreamClient downstream;
+        try
+        {
+            downstream = await ConnectAsync(ct).ConfigureAwait(false);
+            var mechanisms = downstream.Capabilities.AuthMechanisms;
+            SmtpReply reply;
+            if (mechanisms.Contains("PLAIN"))
+            {
+                var plain = Convert.ToBase64String(Encoding.UTF8.GetBytes($"{credentials.AuthorizationId}\0{credentials.UserName}\0{credentials.Password}"));
+                reply = await downstream.SendCommandAsync("AUTH PLAIN " + plain, ct).ConfigureAwait(false);
+            }
+            else if (mechanisms.Contains("LOGIN"))
+            {
+                reply = await downstream.SendCommandAsync("AUTH LOGIN", ct).ConfigureAwait(false);
+                if (reply.Code == 334) reply = await SendSaslLineAsync(downstream, credentials.UserName, ct).ConfigureAwait(false);
+                if (reply.Code == 334) reply = await SendSaslLineAsync(downstream, credentials.Password, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                Log.Warn($"session={session.Id} [auth] downstream = yes but the downstream offers neither AUTH PLAIN nor LOGIN");
+                return null;
+            }
+            if (reply.Code == 235) return true;
+            if (reply.IsPermanent) return false;
+            Log.Warn($"session={session.Id} downstream AUTH answered {reply}");
+            if (reply.Code == 334) await DropDownstreamAsync().ConfigureAwait(false); // out of step: start afresh
+            return null;
+        }
+        catch (DownstreamException e)
+        {
+            Log.Warn($"session={session.Id} downstream unavailable for AUTH: {e.Message}");
+            await DropDownstreamAsync().ConfigureAwait(false);
+            return null;
+        }
+    }
+
+    // A SASL response line is not a command the client knows to flush: push it out explicitly.
+    private static async Task<SmtpReply> SendSaslLineAsync(DownstreamClient downstream, string text, CancellationToken ct)
+    {
+        var reply = downstream.SendCommandAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
+        await downstream.FlushAsync(ct).ConfigureAwait(false);
+        return await reply.ConfigureAwait(false);
+    }
 
     public void AddExtensions(SmtpSession session, List<string> lines)
     {
@@ -89,14 +191,19 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         }
 
         state.MailSent = true;
+        SendXForward(session, downstream, ct);
         Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), Join(parameters), ct));
         return new SmtpResponse(MapEnvelopeAsync(session, reply));
     }
 
     public ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
     {
-        SmtpReply? refusal = _ctx.Relay.OnRecipient(session.RemoteEndPoint as IPEndPoint, recipient.Path);
-        if (refusal is not null) return ValueTask.FromResult<SmtpResponse>(refusal);
+        SmtpReply? refusal = _ctx.Relay.OnRecipient(_access, session.AuthenticatedUser, recipient.Path, out _);
+        if (refusal is not null)
+        {
+            Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
+            return ValueTask.FromResult<SmtpResponse>(refusal);
+        }
         var downstream = _downstream;
         if (downstream is null || downstream.IsBroken) return ValueTask.FromResult<SmtpResponse>(DownstreamUnavailable);
 
@@ -104,6 +211,34 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         var parameters = recipient.Parameters.Select(p => p.Value is null ? p.Key : p.Key + "=" + p.Value);
         Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), Join(parameters), ct));
         return ValueTask.FromResult(new SmtpResponse(MapEnvelopeAsync(session, reply)));
+    }
+
+    // Postfix's XFORWARD (XFORWARD_README): the downstream logs and decides on the real client.
+    // Sent before every MAIL (Postfix forgets the attributes at the end of a transaction), pipelined
+    // with it; a refusal only costs the attributes, never the message.
+    private void SendXForward(SmtpSession session, DownstreamClient downstream, CancellationToken ct)
+    {
+        if (downstream.Capabilities.XForward.Count == 0) return;
+        var client = session.RemoteEndPoint as IPEndPoint;
+        var address = ClientAddress(session);
+        List<KeyValuePair<string, string>> attributes =
+        [
+            new("NAME", "[UNAVAILABLE]"),   // no reverse DNS lookups here
+            new("ADDR", address is null ? "[UNAVAILABLE]" : address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6 ? "IPV6:" + address : address.ToString()),
+            new("PORT", client is null ? "[UNAVAILABLE]" : client.Port.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            new("PROTO", session.Extended ? "ESMTP" : "SMTP"),
+            new("HELO", session.HeloName ?? "[UNAVAILABLE]"),
+            new("IDENT", session.Id),
+            new("SOURCE", address is not null && IPAddress.IsLoopback(address) ? "LOCAL" : "REMOTE"),
+        ];
+        Task<SmtpReply?> sent;
+        try { sent = downstream.XForwardAsync(attributes, ct); }
+        catch (DownstreamException) { return; }   // the MAIL that follows reports the broken connection
+        _ = sent.ContinueWith(static (t, id) =>
+        {
+            if (t.IsCompletedSuccessfully && t.Result is { IsPositiveCompletion: false } refused)
+                Log.Warn($"session={id} downstream refused XFORWARD: {refused}");
+        }, session.Id, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     public async ValueTask FlushAsync(SmtpSession session, CancellationToken ct)
@@ -129,6 +264,15 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         var entry = NewEntry(session, tx, buffer.Length);
         try
         {
+            string scratch = Cli.ScanCommands.ScratchFolder(_ctx.Config);
+            if (!ScanSpace.HasRoomToScan(scratch, buffer.Length))
+            {
+                Log.Warn($"session={entry.Session} scratch folder {scratch} has no room to scan {buffer.Length} bytes");
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
+            }
+
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
                 ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
@@ -142,6 +286,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             scanFinished = ticket.Finished;
             long scanStarted = Stopwatch.GetTimestamp();
             ScanResult result = await ticket.Result.ConfigureAwait(false);
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
+                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
             _ctx.Metrics.ScanSeconds.Observe(Stopwatch.GetElapsedTime(scanStarted).TotalSeconds);
 
             switch (result.Outcome)
@@ -194,7 +340,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 
         byte[] headers = MessageHeaders.Build(_ctx.Config.General.Hostname, session.HeloName,
             session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,
-            entry.Recipients, DateTimeOffset.Now, _ctx.ScannedHeaderValue, delivery?.Status, delivery?.AddedSubject);
+            entry.Recipients, DateTimeOffset.Now, _ctx.ScannedHeaderValue, delivery?.Status, delivery?.AddedSubject,
+            session.AuthenticatedUser);
         SmtpReply reply;
         try
         {
@@ -390,7 +537,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     private MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction tx, long size) => new()
     {
         Session = $"{session.Id}.{++_messages}",
-        Client = (session.RemoteEndPoint as IPEndPoint)?.Address.ToString() ?? "",
+        Client = ClientAddress(session)?.ToString() ?? "",
+        User = session.AuthenticatedUser ?? "",
         Helo = session.HeloName ?? "",
         From = tx.ReversePath.Mailbox,
         Recipients = tx.Recipients.Select(r => r.Path.Mailbox).ToArray(),
@@ -516,7 +664,11 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         return text.Length == 0 ? null : text;
     }
 
-    // RFC 3848 protocol types for the Received header.
-    private static string Protocol(SmtpSession session, SmtpTransaction tx) =>
-        tx.SmtpUtf8 ? "UTF8SMTP" : session.Extended ? "ESMTP" : "SMTP";
+    // RFC 3848 protocol types for the Received header: ESMTP, then S for TLS and A for AUTH.
+    private static string Protocol(SmtpSession session, SmtpTransaction tx)
+    {
+        string basis = tx.SmtpUtf8 ? "UTF8SMTP" : session.Extended ? "ESMTP" : "SMTP";
+        if (basis == "SMTP") return basis;
+        return basis + (session.IsSecure ? "S" : "") + (session.AuthenticatedUser is not null ? "A" : "");
+    }
 }

@@ -1,25 +1,38 @@
 using System.Net;
+using Portcullis.Appliance.Access;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Protocol;
 
 namespace Portcullis.Appliance.Gateway;
 
 // Who may send through the gateway: decided at connect and at each RCPT before the
-// downstream sees the command. Relay rules (networks, tcprules, AUTH, POP-before-SMTP) plug in here.
+// downstream sees the command. Access/RelayPolicy is the product's; tests may plug in others.
 internal interface IRelayPolicy
 {
     // null: accept the connection; otherwise the reply to close it with (554 banner).
-    SmtpReply? OnConnect(IPEndPoint? client);
+    // access carries what the connection earned (trusted network, a rules-file match) to RCPT time.
+    SmtpReply? OnConnect(IPAddress? client, out ClientAccess access);
 
     // null: pass the RCPT on to the downstream; otherwise the refusal (550 5.7.1).
-    SmtpReply? OnRecipient(IPEndPoint? client, SmtpPath recipient);
+    // reason says which right let it through (trusted, relayclient, auth, pop-before-smtp, local).
+    SmtpReply? OnRecipient(ClientAccess access, string? authenticatedUser, SmtpPath recipient, out string reason);
 }
 
-// The core's policy: the downstream server's own RCPT checks decide, as with any
-// before-queue content filter that sits in front of it.
+// What one connection brought with it from the door.
+internal sealed record ClientAccess(IPAddress? Address, bool Trusted, TcpRule? Rule);
+
+// The downstream server's own RCPT checks decide, as with any before-queue content filter.
 internal sealed class DownstreamDecidesPolicy : IRelayPolicy
 {
-    public SmtpReply? OnConnect(IPEndPoint? client) => null;
+    public SmtpReply? OnConnect(IPAddress? client, out ClientAccess access)
+    {
+        access = new ClientAccess(client, true, null);
+        return null;
+    }
 
-    public SmtpReply? OnRecipient(IPEndPoint? client, SmtpPath recipient) => null;
+    public SmtpReply? OnRecipient(ClientAccess access, string? authenticatedUser, SmtpPath recipient, out string reason)
+    {
+        reason = "downstream";
+        return null;
+    }
 }

@@ -11,11 +11,13 @@ namespace Portcullis.Appliance.Gateway;
 internal static class MessageHeaders
 {
     public static byte[] Build(string hostname, string? helo, IPEndPoint? client, string protocol, string id,
-        IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status, string? subject = null)
+        IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status,
+        string? subject = null, string? authenticatedUser = null)
     {
         var sb = new StringBuilder(256);
         sb.Append("Received: from ").Append(Clean(helo ?? "unknown"));
         sb.Append(" (").Append(client is null ? "unknown" : "[" + client.Address + "]").Append(')');
+        if (authenticatedUser is not null) sb.Append("\r\n\t(Authenticated sender: ").Append(Clean(authenticatedUser)).Append(')');
         sb.Append("\r\n\tby ").Append(hostname).Append(" (Portcullis) with ").Append(protocol).Append(" id ").Append(id);
         if (recipients.Count == 1) sb.Append("\r\n\tfor <").Append(Clean(recipients[0])).Append('>');
         sb.Append("; ").Append(Rfc5322Date(time)).Append("\r\n");

@@ -93,6 +93,7 @@ public sealed class MessageLog : IDisposable
         Field(line, "session", entry.Session);
         Field(line, "client", entry.Client);
         Field(line, "helo", entry.Helo);
+        if (entry.User.Length > 0) Field(line, "user", entry.User);
         Field(line, "from", entry.From);
         Field(line, "rcpt", string.Join(',', entry.Recipients));
         Field(line, "size", entry.Size.ToString(CultureInfo.InvariantCulture));
@@ -189,6 +190,9 @@ public sealed record MessageLogEntry
     public string Session { get; init; } = "";
     public string Client { get; init; } = "";
     public string Helo { get; init; } = "";
+
+    // The SMTP AUTH user; the field appears only for authenticated sessions.
+    public string User { get; init; } = "";
     public string From { get; init; } = "";
     public IReadOnlyList<string> Recipients { get; init; } = [];
     public long Size { get; init; }

@@ -2,7 +2,8 @@
 //   RFC 5321 §3.1 (banner), §4.1.1.1 (EHLO, HELO fallback), §4.1.1.2-.10 (commands),
 //   §4.2 (replies), §4.5.2 (dot-stuffing), §4.5.3.2 (timeouts); RFC 2920 (PIPELINING: groups,
 //   replies in command order), RFC 3030 (CHUNKING/BDAT), RFC 1870 (SIZE), RFC 6152 (8BITMIME),
-//   RFC 6531 (SMTPUTF8), RFC 3461 (DSN; xtext for XFORWARD values).
+//   RFC 6531 (SMTPUTF8), RFC 3461 (DSN; xtext for XFORWARD values), RFC 3207 (STARTTLS: done
+//   in lock-step before the pipelined machinery starts, so no reply can straddle the handshake).
 // Contract:
 // - Replies are matched to commands strictly first-in first-out by one read loop.
 // - With PIPELINING, commands are buffered until FlushAsync or a group-ending command; a reply
@@ -16,6 +17,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
 using System.Text;
 
@@ -35,7 +37,8 @@ public sealed class DownstreamClient : IAsyncDisposable
     };
 
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private readonly Stream _stream;     // the socket's NetworkStream, or an SslStream over it after STARTTLS
+    private readonly SmtpReply? _bannerBeforeTls;
     private readonly Pipe _inbound;
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
@@ -49,12 +52,14 @@ public sealed class DownstreamClient : IAsyncDisposable
     private Task _readLoop = Task.CompletedTask;
     private int _disposed;
 
-    private DownstreamClient(Socket socket, DownstreamOptions options, string remoteDescription)
+    private DownstreamClient(Socket socket, Stream stream, SmtpReply? bannerBeforeTls, DownstreamOptions options, string remoteDescription)
     {
         _socket = socket;
         _options = options;
         RemoteDescription = remoteDescription;
-        _stream = new NetworkStream(socket, ownsSocket: true);
+        _stream = stream;
+        _bannerBeforeTls = bannerBeforeTls;
+        IsTls = stream is SslStream;
         // Bounded inbound buffer: the socket loop stops reading while 256 KiB sit unparsed.
         _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: 256 * 1024, resumeWriterThreshold: 128 * 1024,
             minimumSegmentSize: 4096, useSynchronizationContext: false));
@@ -69,6 +74,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     public SmtpReply EhloReply { get; private set; } = null!;
     public DownstreamCapabilities Capabilities { get; private set; } = DownstreamCapabilities.None;
     public bool IsBroken => Volatile.Read(ref _failure) is not null;
+    public bool IsTls { get; }
 
     public static async Task<DownstreamClient> ConnectAsync(DownstreamOptions options, CancellationToken ct = default)
     {
@@ -114,7 +120,21 @@ public sealed class DownstreamClient : IAsyncDisposable
         string remote = literal || socket.RemoteEndPoint is not IPEndPoint peer
             ? target
             : $"{options.Host}[{(peer.Address.IsIPv4MappedToIPv6 ? peer.Address.MapToIPv4() : peer.Address)}]:{options.Port}";
-        var client = new DownstreamClient(socket, options, remote);
+        Stream stream = new NetworkStream(socket, ownsSocket: true);
+        SmtpReply? banner = null;
+        if (options.Tls != DownstreamTlsMode.None)
+        {
+            try
+            {
+                (stream, banner) = await StartTlsAsync(stream, options, remote, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                await stream.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+        }
+        var client = new DownstreamClient(socket, stream, banner, options, remote);
         try
         {
             await client.GreetAsync(ct).ConfigureAwait(false);
@@ -128,8 +148,97 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
     }
 
+    // Banner, EHLO, STARTTLS and the handshake, one reply at a time on the plain stream. Returns
+    // the stream to go on with (SslStream, or the plain one when opportunistic and not offered)
+    // and the banner already read.
+    private static async Task<(Stream, SmtpReply)> StartTlsAsync(Stream plain, DownstreamOptions options, string remote, CancellationToken ct)
+    {
+        var buffer = new byte[ReplyParser.MaxReplyLength];
+        int filled = 0;
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        if (options.ReplyTimeout != Timeout.InfiniteTimeSpan) cts.CancelAfter(options.ReplyTimeout);
+
+        async Task<SmtpReply> ReadReplyAsync(string what)
+        {
+            while (true)
+            {
+                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(buffer, 0, filled));
+                var status = ReplyParser.TryParseReply(ref reader, out var reply, out var error);
+                if (status == ReplyParseResult.Complete)
+                {
+                    int used = (int)reader.Consumed;
+                    Buffer.BlockCopy(buffer, used, buffer, 0, filled - used);
+                    filled -= used;
+                    return reply!;
+                }
+                if (status == ReplyParseResult.Error || filled == buffer.Length)
+                    throw new DownstreamException($"downstream {remote} sent a malformed reply to {what} ({error})");
+                int n;
+                try { n = await plain.ReadAsync(buffer.AsMemory(filled), cts.Token).ConfigureAwait(false); }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                { throw new DownstreamException($"downstream {remote} did not reply within {Describe(options.ReplyTimeout)} to {what}"); }
+                catch (IOException e) { throw new DownstreamException($"downstream {remote}: connection failed: {e.Message}", null, e); }
+                if (n == 0) throw new DownstreamException($"downstream {remote} closed the connection while waiting for the reply to {what}");
+                filled += n;
+            }
+        }
+
+        async Task<SmtpReply> CommandAsync(string line)
+        {
+            try { await plain.WriteAsync(Encoding.ASCII.GetBytes(line + "\r\n"), cts.Token).ConfigureAwait(false); }
+            catch (IOException e) { throw new DownstreamException($"downstream {remote}: sending {line} failed: {e.Message}", null, e); }
+            return await ReadReplyAsync(line).ConfigureAwait(false);
+        }
+
+        var banner = await ReadReplyAsync("the connection (banner)").ConfigureAwait(false);
+        if (banner.Code != 220) throw new DownstreamException($"downstream {remote} refused the connection: {banner}", banner);
+        var ehlo = await CommandAsync($"EHLO {options.HeloName}").ConfigureAwait(false);
+        bool offered = ehlo.IsPositiveCompletion && DownstreamCapabilities.Parse(ehlo).StartTls;
+        if (!offered)
+        {
+            if (options.Tls == DownstreamTlsMode.Required)
+                throw new DownstreamException($"downstream {remote} does not offer STARTTLS and TLS is required");
+            return (plain, banner);
+        }
+        var go = await CommandAsync("STARTTLS").ConfigureAwait(false);
+        if (go.Code != 220)
+        {
+            if (options.Tls == DownstreamTlsMode.Required || !go.IsTransient && !go.IsPermanent)
+                throw new DownstreamException($"downstream {remote} refused STARTTLS: {go}", go);
+            return (plain, banner);
+        }
+        if (filled > 0) throw new DownstreamException($"downstream {remote} sent data after its STARTTLS reply");
+        var ssl = new SslStream(plain, leaveInnerStreamOpen: false);
+        var tlsOptions = options.TlsClientOptions ?? new SslClientAuthenticationOptions { TargetHost = options.Host };
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(tlsOptions, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException
+                                   || (e is OperationCanceledException && !ct.IsCancellationRequested))
+        {
+            await ssl.DisposeAsync().ConfigureAwait(false);
+            throw new DownstreamException($"downstream {remote}: TLS handshake failed: {e.Message}", null, e);
+        }
+        return (ssl, banner);
+    }
+
     private async Task GreetAsync(CancellationToken ct)
     {
+        if (_bannerBeforeTls is not null)
+        {
+            // RFC 3207 §4.2: after the handshake the client starts again with EHLO; there is no new banner.
+            Banner = _bannerBeforeTls;
+            _fillLoop = FillInboundAsync();
+            _readLoop = ReadRepliesAsync();
+            var again = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
+            if (!again.IsPositiveCompletion)
+                throw Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO after STARTTLS: {again}", again));
+            EhloReply = again;
+            Capabilities = DownstreamCapabilities.Parse(again);
+            return;
+        }
+
         // §3.1: the server speaks first; the banner is the reply to the connection itself.
         var banner = new PendingReply("the connection (banner)", _options.ReplyTimeout) { Flushed = true };
         lock (_gate)
@@ -484,7 +593,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             while (true)
             {
                 var memory = writer.GetMemory(4096);
-                int n = await _socket.ReceiveAsync(memory, SocketFlags.None).ConfigureAwait(false);
+                int n = await _stream.ReadAsync(memory).ConfigureAwait(false);
                 if (n == 0) break;
                 writer.Advance(n);
                 var result = await writer.FlushAsync().ConfigureAwait(false);

@@ -1,4 +1,9 @@
+using System.Net.Security;
+
 namespace Portcullis.SmtpCore.Downstream;
+
+// STARTTLS towards the downstream (RFC 3207): never, when offered, or always (no TLS: no mail).
+public enum DownstreamTlsMode { None, Opportunistic, Required }
 
 // Where and how the gateway talks to the real mail server. Timeouts follow RFC 5321 §4.5.3.2.
 public sealed class DownstreamOptions
@@ -13,4 +18,9 @@ public sealed class DownstreamOptions
 
     // The final reply after "." or BDAT LAST: §4.5.3.2.6 asks for at least 10 minutes.
     public TimeSpan DataReplyTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    public DownstreamTlsMode Tls { get; init; } = DownstreamTlsMode.None;
+
+    // Target host and certificate checks; null: TargetHost = Host with the system's trust store.
+    public SslClientAuthenticationOptions? TlsClientOptions { get; init; }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Net.Security;
 using Portcullis.SmtpCore.Protocol;
 
 namespace Portcullis.SmtpCore.Server;
@@ -37,4 +38,20 @@ public interface ISmtpSessionHandler
 
     // The session is over (QUIT, timeout, disconnect, shutdown).
     ValueTask OnCloseAsync(SmtpSession session);
+
+    // STARTTLS (RFC 3207): the server side of the handshake, or null when TLS is not offered.
+    SslServerAuthenticationOptions? GetTlsOptions(SmtpSession session) => null;
+
+    // AUTH (RFC 4954): which mechanisms are offered now.
+    SaslOffer GetAuthOffer(SmtpSession session) => SaslOffer.None;
+
+    // Before the client is asked for credentials: null to go on, or a refusal (454 4.7.0 while
+    // this client is throttled after failures, 421 to close).
+    ValueTask<SmtpReply?> OnAuthStartAsync(SmtpSession session, string mechanism, CancellationToken ct) =>
+        ValueTask.FromResult<SmtpReply?>(null);
+
+    // The verdict on the credentials: 235 makes UserName the session's authenticated user;
+    // anything else is sent as it is (535 5.7.8, 454 4.7.0; 421 also closes the connection).
+    ValueTask<SmtpReply> OnAuthenticateAsync(SmtpSession session, SaslCredentials credentials, CancellationToken ct) =>
+        ValueTask.FromResult(new SmtpReply(535, "5.7.8", "Authentication credentials invalid"));
 }

@@ -4,9 +4,15 @@
 // the buffer, answer, and flush only when no complete command is left (so a pipelined group
 // gets its replies in one write). DATA and BDAT content goes through DataReader into the
 // handler's buffer. The session owns syntax, sequence and limits; the handler owns policy.
+// STARTTLS (RFC 3207): the 220 is the last thing read in clear; whatever the client pipelined
+// behind STARTTLS is thrown away before the handshake (CVE-2011-0411), and the session then
+// forgets everything it learnt before (§4.2). AUTH (RFC 4954) runs its 334 challenges here
+// and leaves the verdict to the handler.
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Security;
+using System.Security.Authentication;
 using System.Text;
 using Portcullis.SmtpCore.Protocol;
 
@@ -16,9 +22,11 @@ public sealed class SmtpSession
 {
     private readonly SmtpServerOptions _options;
     private readonly ISmtpSessionHandler _handler;
-    private readonly Stream _transport;
-    private readonly PipeReader _input;
-    private readonly PipeWriter _output;
+    private const int MaxSaslLine = 12288;  // RFC 4954 §4: at least 12288 octets for an AUTH line
+    private Stream _transport;
+    private PipeReader _input;
+    private PipeWriter _output;
+    private bool _startTls;
     private readonly List<(Task<SmtpReply> Reply, Func<SmtpReply, SmtpReply> Apply)> _pending = [];
     private readonly HashSet<string> _advertised = new(StringComparer.OrdinalIgnoreCase);
     private CancellationToken _shutdown;
@@ -36,9 +44,13 @@ public sealed class SmtpSession
         RemoteEndPoint = remote;
         LocalEndPoint = local;
         Id = id;
-        _input = PipeReader.Create(transport, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true));
-        _output = PipeWriter.Create(transport, new StreamPipeWriterOptions(leaveOpen: true));
+        Tls = transport as SslStream;   // an implicit-TLS listener hands over an authenticated SslStream
+        (_input, _output) = CreatePipes(transport);
     }
+
+    private static (PipeReader, PipeWriter) CreatePipes(Stream transport) =>
+        (PipeReader.Create(transport, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true)),
+         PipeWriter.Create(transport, new StreamPipeWriterOptions(leaveOpen: true)));
 
     public string Id { get; }
     public EndPoint? RemoteEndPoint { get; set; }   // replaceable: a PROXY header gives the real client
@@ -50,6 +62,9 @@ public sealed class SmtpSession
     public SmtpServerOptions Options => _options;
     public object? HandlerState { get; set; }
     public IReadOnlySet<string> Advertised => _advertised;
+    public SslStream? Tls { get; private set; }
+    public bool IsSecure => Tls is not null;
+    public string? AuthenticatedUser { get; private set; }
 
     // shutdown ends the session wherever it is (an idle client still gets 421).
     public Task RunAsync(CancellationToken shutdown) => RunAsync(shutdown, shutdown);
@@ -85,11 +100,18 @@ public sealed class SmtpSession
             try { await _handler.OnCloseAsync(this).ConfigureAwait(false); } catch { /* handler cleanup is best effort at close */ }
             await _input.CompleteAsync().ConfigureAwait(false);
             try { await _output.CompleteAsync().ConfigureAwait(false); } catch (IOException) { }
+            // An SslStream we started wraps the caller's stream (left open): end it, send close_notify.
+            if (_startedTls) { try { await _transport.DisposeAsync().ConfigureAwait(false); } catch (Exception e) when (e is IOException or ObjectDisposedException) { } }
         }
     }
 
+    private bool _startedTls;
+
     private async Task CommandLoopAsync()
     {
+        // The command timeout bounds a whole command line, not each read: a client trickling a
+        // byte at a time (slowloris) cannot hold the session open past it.
+        long commandStarted = 0;
         while (!_closing)
         {
             await ResolvePendingAsync().ConfigureAwait(false);
@@ -101,8 +123,10 @@ public sealed class SmtpSession
                 return;
             }
 
+            if (commandStarted == 0) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+            var left = _options.CommandTimeout - System.Diagnostics.Stopwatch.GetElapsedTime(commandStarted);
             ReadResult result;
-            var read = await ReadAsync(_options.CommandTimeout, "command").ConfigureAwait(false);
+            var read = await ReadAsync(left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1), "command").ConfigureAwait(false);
             if (read is null) return;
             result = read.Value;
 
@@ -128,21 +152,40 @@ public sealed class SmtpSession
                     ClientError(new SmtpReply(500, "5.5.2", "Command line must end with CRLF"));
                     continue;
                 }
-                if (command.Verb is SmtpVerb.Data or SmtpVerb.Bdat)
+                if (command.Verb is SmtpVerb.Data or SmtpVerb.Bdat or SmtpVerb.Auth)
                 {
-                    // The content follows in the same stream: give the rest of the buffer back first.
+                    // The content (or the SASL responses) follow in the same stream: give the rest of the buffer back first.
                     _input.AdvanceTo(position);
                     handedOff = true;
                     if (command.Verb == SmtpVerb.Data) await DataAsync(command).ConfigureAwait(false);
-                    else await BdatAsync(command).ConfigureAwait(false);
+                    else if (command.Verb == SmtpVerb.Bdat) await BdatAsync(command).ConfigureAwait(false);
+                    else await AuthAsync(command).ConfigureAwait(false);
                     break;
                 }
                 await ExecuteAsync(command).ConfigureAwait(false);
+                if (_startTls) break;
+            }
+            if (_startTls)
+            {
+                // RFC 3207 §4 / CVE-2011-0411: nothing the client sent before the handshake may be
+                // read as a command afterwards. Drop the rest of this read, and the handshake reads
+                // the raw stream, where only what came after our 220 can be.
+                _input.AdvanceTo(buffer.End);
+                _startTls = false;
+                if (!await StartTlsAsync().ConfigureAwait(false)) return;
+                continue;
             }
             if (!handedOff)
             {
+                // Only a partial line keeps the clock running; it started when that line did.
+                if (buffer.Slice(position).IsEmpty) commandStarted = 0;
+                else if (!position.Equals(buffer.Start)) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 _input.AdvanceTo(position, buffer.End);
                 if (result.IsCompleted && !_closing) return; // client closed
+            }
+            else
+            {
+                commandStarted = 0;
             }
         }
         await ResolvePendingAsync().ConfigureAwait(false);
@@ -243,8 +286,7 @@ public sealed class SmtpSession
                     Write(new SmtpReply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"));
                     break;
                 case SmtpVerb.StartTls:
-                case SmtpVerb.Auth:
-                    ClientError(new SmtpReply(502, "5.5.1", $"{command.VerbText} not available"));
+                    StartTlsCommand(command);
                     break;
                 default:
                     ClientError(new SmtpReply(500, "5.5.2", "Command unrecognized"));
@@ -288,6 +330,9 @@ public sealed class SmtpSession
         lines.Add("ENHANCEDSTATUSCODES");
         if (_options.SmtpUtf8) lines.Add("SMTPUTF8");
         if (_options.Chunking) lines.Add("CHUNKING");
+        if (!IsSecure && _handler.GetTlsOptions(this) is not null) lines.Add("STARTTLS");
+        var offer = _handler.GetAuthOffer(this);
+        if (offer.Mechanisms.Count > 0 && (IsSecure || !offer.RequiresTls)) lines.Add("AUTH " + string.Join(' ', offer.Mechanisms));
         _handler.AddExtensions(this, lines);
         _advertised.Clear();
         foreach (var line in lines.Skip(1))
@@ -364,6 +409,9 @@ public sealed class SmtpSession
                 tx.DsnEnvId = value;
                 return null;
             case "AUTH" when _advertised.Contains("AUTH"):
+                // RFC 4954 §5: the original submitter, xtext or "<>"; accepted and not passed on.
+                if (string.IsNullOrEmpty(value)) return new SmtpReply(501, "5.5.4", "Bad AUTH value");
+                tx.AuthParameter = value;
                 return null;
             default:
                 return new SmtpReply(555, "5.5.4", $"Unsupported parameter {key}");
@@ -432,6 +480,173 @@ public sealed class SmtpSession
                               || i.Equals("DELAY", StringComparison.OrdinalIgnoreCase));
     }
 
+    private void StartTlsCommand(SmtpCommand command)
+    {
+        if (IsSecure || _handler.GetTlsOptions(this) is null)
+        {
+            ClientError(IsSecure ? new SmtpReply(503, "5.5.1", "TLS already active") : new SmtpReply(502, "5.5.1", "STARTTLS not available"));
+            return;
+        }
+        if (command.Argument.Length > 0) { ClientError(Replies.SyntaxNoArgs); return; }
+        Write(new SmtpReply(220, "2.0.0", "Ready to start TLS"));
+        _startTls = true;
+    }
+
+    // False when the handshake failed: the connection is then closed without another word,
+    // since neither side knows what state the other is in.
+    private async Task<bool> StartTlsAsync()
+    {
+        var tlsOptions = _handler.GetTlsOptions(this)!;
+        await _output.FlushAsync(_shutdown).ConfigureAwait(false);
+        await _input.CompleteAsync().ConfigureAwait(false);
+        await _output.CompleteAsync().ConfigureAwait(false);
+        var ssl = new SslStream(_transport, leaveInnerStreamOpen: true);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
+        cts.CancelAfter(_options.CommandTimeout);
+        try
+        {
+            await ssl.AuthenticateAsServerAsync(tlsOptions, cts.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is AuthenticationException or IOException or OperationCanceledException)
+        {
+            await ssl.DisposeAsync().ConfigureAwait(false);
+            (_input, _output) = CreatePipes(Stream.Null);
+            _closing = true;
+            TlsFailure = e.Message;
+            return false;
+        }
+        _transport = ssl;
+        _startedTls = true;
+        Tls = ssl;
+        (_input, _output) = CreatePipes(ssl);
+        // RFC 3207 §4.2: forget the EHLO, any transaction and any authentication from before.
+        await AbortTransactionAsync().ConfigureAwait(false);
+        HeloName = null;
+        Extended = false;
+        AuthenticatedUser = null;
+        _advertised.Clear();
+        return true;
+    }
+
+    public string? TlsFailure { get; private set; }
+
+    private async Task AuthAsync(SmtpCommand command)
+    {
+        await ResolvePendingAsync().ConfigureAwait(false);
+        if (_closing) return;
+        var offer = _handler.GetAuthOffer(this);
+        var parts = command.Argument.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        string mechanism = parts.Length > 0 ? parts[0].ToUpperInvariant() : "";
+        SmtpReply? refusal =
+            offer.Mechanisms.Count == 0 ? new SmtpReply(502, "5.5.1", "AUTH not available")
+            : HeloName is null || !Extended ? new SmtpReply(503, "5.5.1", "Send EHLO first")
+            : AuthenticatedUser is not null ? new SmtpReply(503, "5.5.1", "Already authenticated")
+            : Transaction is not null ? new SmtpReply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+            : parts.Length is 0 or > 2 ? new SmtpReply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+            : !offer.Mechanisms.Contains(mechanism, StringComparer.OrdinalIgnoreCase) ? new SmtpReply(504, "5.5.4", "Unrecognized authentication type")
+            : null;
+        if (refusal is not null) { ClientError(refusal); return; }
+        if (offer.RequiresTls && !IsSecure)
+        {
+            Write(new SmtpReply(538, "5.7.11", "Encryption required for requested authentication mechanism"));
+            return;
+        }
+        var start = await _handler.OnAuthStartAsync(this, mechanism, _shutdown).ConfigureAwait(false);
+        if (start is not null)
+        {
+            Write(start);
+            if (start.Code == 421) _closing = true;
+            return;
+        }
+
+        string? initial = parts.Length == 2 ? parts[1] : null;
+        SaslCredentials? credentials;
+        SmtpReply? problem;
+        if (mechanism == "PLAIN")
+        {
+            var (response, p) = initial is not null ? (initial, null) : await ChallengeAsync("").ConfigureAwait(false);
+            (credentials, problem) = p is not null ? (null, p) : DecodePlain(response!);
+        }
+        else if (mechanism == "LOGIN")
+        {
+            // draft-murchison-sasl-login: "Username:" then "Password:", each base64; an initial response is the user name.
+            var (user, p) = initial is not null ? (initial, null) : await ChallengeAsync("VXNlcm5hbWU6").ConfigureAwait(false);
+            string? password = null;
+            if (p is null) (password, p) = await ChallengeAsync("UGFzc3dvcmQ6").ConfigureAwait(false);
+            (credentials, problem) = p is not null ? (null, p) : DecodeLogin(user!, password!);
+        }
+        else
+        {
+            (credentials, problem) = (null, new SmtpReply(504, "5.5.4", "Unrecognized authentication type"));
+        }
+        if (_closing) return;
+        if (problem is not null) { ClientError(problem); return; }
+
+        var verdict = await _handler.OnAuthenticateAsync(this, credentials!, _shutdown).ConfigureAwait(false);
+        if (verdict.Code == 235) AuthenticatedUser = credentials!.UserName;
+        Write(verdict);
+        if (verdict.Code == 421) _closing = true;
+    }
+
+    // Sends "334 challenge" and reads one response line: (line, null), or (null, reply) for "*"
+    // (the client cancelled) and bad lines. A closed or silent client ends the session.
+    private async Task<(string?, SmtpReply?)> ChallengeAsync(string challenge)
+    {
+        Write(new SmtpReply(334, null, challenge));
+        await _output.FlushAsync(_shutdown).ConfigureAwait(false);
+        int cap = Math.Max(_options.MaxLineLength, MaxSaslLine);
+        while (true)
+        {
+            var read = await ReadAsync(_options.CommandTimeout, "AUTH response").ConfigureAwait(false);
+            if (read is null) { _closing = true; return (null, null); }
+            var buffer = read.Value.Buffer;
+            var lf = buffer.PositionOf((byte)'\n');
+            if (lf is null)
+            {
+                _input.AdvanceTo(buffer.Start, buffer.End);
+                if (buffer.Length >= cap) { Write(new SmtpReply(500, "5.5.6", "Authentication exchange line is too long")); _closing = true; return (null, null); }
+                if (read.Value.IsCompleted) { _closing = true; return (null, null); }
+                continue;
+            }
+            var lineSeq = buffer.Slice(0, lf.Value);
+            string line = Encoding.ASCII.GetString(lineSeq.ToArray()).TrimEnd('\r');
+            _input.AdvanceTo(buffer.GetPosition(1, lf.Value));
+            if (line == "*") return (null, new SmtpReply(501, "5.7.0", "Authentication cancelled"));
+            return (line, null);
+        }
+    }
+
+    private static (SaslCredentials?, SmtpReply?) DecodePlain(string response)
+    {
+        // RFC 4616: [authzid] NUL authcid NUL passwd, UTF-8. "=" is an empty initial response (RFC 4954 §4).
+        if (!TryBase64(response, out var bytes)) return (null, BadBase64);
+        var fields = Encoding.UTF8.GetString(bytes).Split('\0');
+        if (fields.Length != 3 || fields[1].Length == 0)
+            return (null, new SmtpReply(501, "5.5.2", "Malformed PLAIN response"));
+        return (new SaslCredentials("PLAIN", fields[1], fields[2], fields[0]), null);
+    }
+
+    private static (SaslCredentials?, SmtpReply?) DecodeLogin(string user, string password)
+    {
+        if (!TryBase64(user, out var u) || !TryBase64(password, out var p)) return (null, BadBase64);
+        var name = Encoding.UTF8.GetString(u);
+        if (name.Length == 0 || name.Contains('\0')) return (null, new SmtpReply(501, "5.5.2", "Malformed LOGIN response"));
+        return (new SaslCredentials("LOGIN", name, Encoding.UTF8.GetString(p), ""), null);
+    }
+
+    private static readonly SmtpReply BadBase64 = new(501, "5.5.2", "Cannot decode the response (base64 expected)");
+
+    private static bool TryBase64(string text, out byte[] bytes)
+    {
+        bytes = [];
+        if (text == "=") return true;
+        if (text.Length == 0 || text.Length % 4 != 0) return false;
+        bytes = new byte[text.Length / 4 * 3];
+        if (!Convert.TryFromBase64String(text, bytes, out int n)) return false;
+        bytes = bytes[..n];
+        return true;
+    }
+
     private async Task DataAsync(SmtpCommand command)
     {
         await ResolvePendingAsync().ConfigureAwait(false);
@@ -455,9 +670,10 @@ public sealed class SmtpSession
         Write(new SmtpReply(354, null, "End data with <CR><LF>.<CR><LF>"));
         await _output.FlushAsync(_shutdown).ConfigureAwait(false);
 
+        var pace = new DataPace(_options);
         while (!data.IsComplete)
         {
-            var read = await ReadAsync(_options.DataTimeout, "message data").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(data.Size), "message data").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             long consumed = 0;
@@ -513,9 +729,10 @@ public sealed class SmtpSession
 
         // The chunk is always read in full, even when it will be refused (RFC 3030 §2).
         long remaining = size;
+        var pace = new DataPace(_options);
         while (remaining > 0)
         {
-            var read = await ReadAsync(_options.DataTimeout, "BDAT chunk").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(size - remaining), "BDAT chunk").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             var take = buffer.Slice(0, Math.Min(remaining, buffer.Length));
@@ -675,6 +892,22 @@ public sealed class SmtpSession
         var span = _output.GetSpan(Encoding.UTF8.GetMaxByteCount(wire.Length));
         int n = Encoding.UTF8.GetBytes(wire, span);
         _output.Advance(n);
+    }
+}
+
+// Content must keep arriving: each read within DataTimeout (RFC 5321 §4.5.3.2.5), and the
+// whole transfer within DataTimeout plus the time MinDataRate allows for what has arrived
+// (as Postfix's smtpd_min_data_rate), so a client trickling bytes cannot hold a session.
+internal readonly struct DataPace(SmtpServerOptions options)
+{
+    private readonly long _started = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public TimeSpan NextTimeout(long received)
+    {
+        var allowed = options.DataTimeout + TimeSpan.FromSeconds((double)received / options.MinDataRate);
+        var left = allowed - System.Diagnostics.Stopwatch.GetElapsedTime(_started);
+        if (left <= TimeSpan.Zero) return TimeSpan.FromTicks(1);
+        return left < options.DataTimeout ? left : options.DataTimeout;
     }
 }
 

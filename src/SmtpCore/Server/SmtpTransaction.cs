@@ -21,6 +21,7 @@ public sealed class SmtpTransaction
     public long? DeclaredSize { get; internal set; }
     public string? DsnRet { get; internal set; }
     public string? DsnEnvId { get; internal set; }
+    public string? AuthParameter { get; internal set; }   // MAIL FROM:<...> AUTH=<mailbox> (RFC 4954 §5)
 
     // Where the content goes, supplied by the handler; and whatever the handler keeps per message.
     public IBufferWriter<byte>? Content { get; internal set; }

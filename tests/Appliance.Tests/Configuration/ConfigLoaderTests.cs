@@ -304,11 +304,8 @@ public sealed class ConfigLoaderTests
     public void UnknownSectionIsReportedEvenWhenEmpty()
     {
         Assert.Equal(
-            $"{Source}: unknown section [tls] (known sections: general, scan, limits, log, quarantine, notification, status)",
-            SingleError("[tls]\n"));
-        Assert.Equal(
-            $"{Source}: unknown section [relay] (known sections: general, scan, limits, log, quarantine, notification, status)",
-            SingleError("[relay]\nnetworks = 10.0.0.0/8\n"));
+            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, quarantine, notification, relay, auth, tls, status)",
+            SingleError("[bogus]\nlisten = 127.0.0.1:8025\n"));
     }
 
     [Fact]
@@ -490,5 +487,90 @@ public sealed class ConfigLoaderTests
         Assert.Equal("", Load("").Scan.ScratchFolder);
         Assert.Equal("/run/portcullis/scan", Load("[scan]\nscratch_folder = /run/portcullis/scan").Scan.ScratchFolder);
         Assert.Contains("scratch_folder", SingleError("[scan]\nscratch_folder = relative/dir"));
+    }
+}
+
+// The access sections: [relay], [auth], [tls] and the access keys of [general] and [limits].
+public sealed class AccessConfigTests
+{
+    private const string Source = "/etc/portcullis/test.ini";
+
+    private static GatewayConfig Load(string ini) => ConfigLoader.LoadFromString(ini, Source);
+
+    private static string SingleError(string ini) => Assert.Single(Assert.Throws<ConfigException>(() => Load(ini)).Errors);
+
+    [Fact]
+    public void DefaultsTrustOnlyLoopbackAndOfferNoAuthOrTls()
+    {
+        var config = Load("");
+        Assert.True(config.Relay.TrustedNetworks.Contains(IPAddress.Parse("127.0.0.9")));
+        Assert.True(config.Relay.TrustedNetworks.Contains(IPAddress.IPv6Loopback));
+        Assert.False(config.Relay.TrustedNetworks.Contains(IPAddress.Parse("10.0.0.1")));
+        Assert.Empty(config.Relay.LocalDomains);
+        Assert.False(config.Auth.Enabled);
+        Assert.False(config.Tls.Enabled);
+        Assert.Equal(SmtpServerTlsMode.None, config.General.SmtpServerTls);
+        Assert.Equal(500, config.Limits.MaxConnections);
+        Assert.Equal(20, config.Limits.MaxConnectionsPerIp);
+    }
+
+    [Fact]
+    public void EveryAccessKeyIsRead()
+    {
+        var config = Load("""
+            [general]
+            proxy_trusted = 10.0.0.0/8 2001:db8::/32
+            smtp_server_tls = required
+            smtp_server_tls_verify = no
+            smtp_server_ca_file = /etc/ca.pem
+            [limits]
+            max_connections = 7
+            max_connections_per_ip = 0
+            [relay]
+            local_domains = Example.ORG., .sub.example.net
+            local_domains_file = /etc/portcullis/domains
+            trusted_networks = 192.168.0.0/16
+            rules_file = /etc/tcp.smtp.cdb
+            pop_before_smtp_file = /var/lib/pop/ips
+            pop_before_smtp_ttl = 10m
+            [auth]
+            passwd_file = /etc/portcullis/passwd
+            allow_plaintext = yes
+            max_failures = 3
+            failure_window = 1m
+            failure_delay = 0
+            [tls]
+            certificate = /etc/cert.pem
+            key = /etc/key.pem
+            """);
+        Assert.True(config.General.ProxyTrusted.Contains(IPAddress.Parse("10.1.2.3")));
+        Assert.Equal(SmtpServerTlsMode.Required, config.General.SmtpServerTls);
+        Assert.False(config.General.SmtpServerTlsVerify);
+        Assert.Equal("/etc/ca.pem", config.General.SmtpServerCaFile);
+        Assert.Equal(7, config.Limits.MaxConnections);
+        Assert.Equal(0, config.Limits.MaxConnectionsPerIp);
+        Assert.Equal(["example.org", ".sub.example.net"], config.Relay.LocalDomains);
+        Assert.Equal("/etc/tcp.smtp.cdb", config.Relay.RulesFile);
+        Assert.Equal(TimeSpan.FromMinutes(10), config.Relay.PopBeforeSmtpTtl);
+        Assert.Equal(TimeSpan.Zero, config.Auth.FailureDelay);
+        Assert.Equal(3, config.Auth.MaxFailures);
+        Assert.True(config.Tls.Enabled);
+    }
+
+    [Theory]
+    [InlineData("[relay]\ntrusted_networks = 10.1.2.3/8", "[relay] trusted_networks")]
+    [InlineData("[relay]\ntrusted_networks = 10.0.0.0/33", "[relay] trusted_networks")]
+    [InlineData("[relay]\nlocal_domains = exa_mple.org", "[relay] local_domains")]
+    [InlineData("[relay]\nrules_file = relative/path", "[relay] rules_file")]
+    [InlineData("[general]\nsmtp_server_tls = maybe", "[general] smtp_server_tls")]
+    [InlineData("[auth]\nfailure_delay = 5m", "[auth] failure_delay")]
+    [InlineData("[tls]\ncertificate = /etc/cert.pem", "[tls] certificate and key")]
+    [InlineData("[auth]\npasswd_file = /etc/passwd.portcullis", "[auth] is enabled but AUTH is offered only after TLS")]
+    [InlineData("[auth]\npasswd_file = /etc/p\ndownstream = yes\nallow_plaintext = yes", "[auth] passwd_file and downstream")]
+    public void BadAccessValuesNameTheKey(string ini, string expected)
+    {
+        var error = SingleError(ini);
+        Assert.StartsWith(Source + ": ", error);
+        Assert.Contains(expected, error);
     }
 }

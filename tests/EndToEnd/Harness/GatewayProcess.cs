@@ -30,6 +30,8 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public GatewayIni Config { get; }
     public int Port => Config.ListenPort;
+    public int ProcessId => process.Id;
+    public bool HasExited => process.HasExited;
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
@@ -158,6 +160,32 @@ public sealed class GatewayProcess : IAsyncDisposable
         Assert.True(leftovers.Length == 0, $"temp_folder is not empty after stop: {string.Join(", ", leftovers)}\n{Logs()}");
     }
 
+    // SIGKILL, as a crash or the OOM killer would: no chance to clean up. The folder stays for a
+    // restart (StartAsync with Config); the restarted gateway's DisposeAsync removes it.
+    public async Task KillAsync()
+    {
+        Assert.False(process.HasExited, $"the gateway exited on its own before the test killed it\n{Logs()}");
+        stopped = true;
+        KeepRoot = true;
+        Assert.Equal(0, kill(process.Id, SIGKILL));
+        using var deadline = new CancellationTokenSource(StopDeadline);
+        await process.WaitForExitAsync(deadline.Token);
+    }
+
+    // The process's status line from /proc (VmRSS, VmHWM, Threads...) in kB or as written.
+    public long ProcStatusKb(string field)
+    {
+        foreach (var line in File.ReadLines($"/proc/{process.Id}/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0]);
+            }
+        }
+
+        throw new InvalidOperationException($"no {field} in /proc/{process.Id}/status");
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (!stopped && !process.HasExited)
@@ -253,6 +281,7 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public const int SIGHUP = 1;
     public const int SIGTERM = 15;
+    private const int SIGKILL = 9;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);

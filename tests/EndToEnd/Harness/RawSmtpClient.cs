@@ -26,9 +26,11 @@ public sealed class RawSmtpClient : IAsyncDisposable
     public string Transcript => transcript.ToString();
 
     // Connects and reads the banner (which may be a refusal; see Banner).
-    public static async Task<RawSmtpClient> ConnectAsync(int port, TimeSpan? replyTimeout = null)
+    // from: the local address to connect from, e.g. 127.0.0.2 to be an untrusted client.
+    public static async Task<RawSmtpClient> ConnectAsync(int port, TimeSpan? replyTimeout = null, IPAddress? from = null)
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        if (from is not null) socket.Bind(new IPEndPoint(from, 0));
         await socket.ConnectAsync(IPAddress.Loopback, port);
         var client = new RawSmtpClient(socket, replyTimeout ?? TimeSpan.FromSeconds(30));
         client.Banner = await client.ReadReplyAsync();

@@ -44,6 +44,10 @@ public sealed class TestSmtpServer : IAsyncDisposable
     public EventLog<string> Commands { get; } = new();            // every command line, all sessions
     public EventLog<DownstreamSession> Rsets { get; } = new();
 
+    // With DownstreamExtensions.Auth: the accounts AUTH accepts, and every user name tried.
+    public Dictionary<string, string> Users { get; init; } = [];
+    public EventLog<string> AuthAttempts { get; } = new();
+
     public static TestSmtpServer Start(DownstreamExtensions extensions = DownstreamExtensions.Default) =>
         new TestSmtpServer(extensions).Start();
 
@@ -61,6 +65,17 @@ public sealed class TestSmtpServer : IAsyncDisposable
     public TestSmtpServer HangAt(SmtpStep step) => Script(step, StepAction.Hang, 0);
 
     public TestSmtpServer CloseAt(SmtpStep step) => Script(step, StepAction.Close, 0);
+
+    // Answers DATA with 354 (or takes the first BDAT chunk's command line), reads a little of the
+    // body and hangs up in the middle of it: a downstream that dies mid-DATA.
+    public TestSmtpServer CloseInsideData() => Script(SmtpStep.Data, StepAction.CloseInside, 0);
+
+    // Back to normal behaviour for every step.
+    public TestSmtpServer ClearScript()
+    {
+        script.Clear();
+        return this;
+    }
 
     private TestSmtpServer Script(SmtpStep step, StepAction action, int rcpt)
     {
@@ -203,6 +218,8 @@ public sealed class TestSmtpServer : IAsyncDisposable
                 case "NOOP":
                     await WriteAsync("250 2.0.0 Ok");
                     return true;
+                case "AUTH" when server.Extensions.HasFlag(DownstreamExtensions.Auth):
+                    return await AuthAsync(line);
                 case "XFORWARD" when server.Extensions.HasFlag(DownstreamExtensions.XForward):
                     await WriteAsync("250 2.0.0 Ok");
                     return true;
@@ -213,6 +230,45 @@ public sealed class TestSmtpServer : IAsyncDisposable
                     await WriteAsync("500 5.5.2 command not recognized");
                     return true;
             }
+        }
+
+        // AUTH PLAIN (initial response or after an empty 334) and AUTH LOGIN against server.Users.
+        private async Task<bool> AuthAsync(string line)
+        {
+            var parts = line.Split(' ');
+            string user, password;
+            if (parts.Length >= 2 && parts[1].Equals("PLAIN", StringComparison.OrdinalIgnoreCase))
+            {
+                var response = parts.Length == 3 ? parts[2] : await ChallengeAsync("");
+                if (response is null) return false;
+                var fields = Encoding.UTF8.GetString(Convert.FromBase64String(response)).Split('\0');
+                (user, password) = (fields[1], fields[2]);
+            }
+            else if (parts.Length >= 2 && parts[1].Equals("LOGIN", StringComparison.OrdinalIgnoreCase))
+            {
+                var u = await ChallengeAsync("VXNlcm5hbWU6");
+                var p = u is null ? null : await ChallengeAsync("UGFzc3dvcmQ6");
+                if (p is null) return false;
+                (user, password) = (Encoding.UTF8.GetString(Convert.FromBase64String(u!)), Encoding.UTF8.GetString(Convert.FromBase64String(p)));
+            }
+            else
+            {
+                await WriteAsync("504 5.5.4 mechanism not supported");
+                return true;
+            }
+
+            server.AuthAttempts.Add(user);
+            var ok = server.Users.TryGetValue(user, out var expected) && expected == password;
+            await WriteAsync(ok ? "235 2.7.0 Authentication successful" : "535 5.7.8 Authentication credentials invalid");
+            return true;
+        }
+
+        private async Task<string?> ChallengeAsync(string challenge)
+        {
+            await WriteAsync("334 " + challenge);
+            var response = await reader.ReadLineAsync(cancel);
+            if (response is not null) session.RecordCommand(response);
+            return response;
         }
 
         private async Task<bool> MailAsync(string line)
@@ -369,6 +425,15 @@ public sealed class TestSmtpServer : IAsyncDisposable
                 case { Kind: StepKind.Reply }:
                     await WriteAsync(action.Line!);
                     return Outcome.Refused;
+                case { Kind: StepKind.CloseInside }:
+                    if (normalReply is not null)
+                    {
+                        await WriteAsync(normalReply);
+                    }
+
+                    await reader.ReadExactAsync(1, cancel);
+                    session.Note($"closing inside the body at {step}");
+                    return Outcome.Ended;
                 case { Kind: StepKind.Hang }:
                     session.Note($"hanging at {step}");
                     await reader.DrainAsync(cancel);
@@ -390,7 +455,8 @@ public sealed class TestSmtpServer : IAsyncDisposable
             if (extensions.HasFlag(DownstreamExtensions.SmtpUtf8)) lines.Add("SMTPUTF8");
             if (extensions.HasFlag(DownstreamExtensions.Chunking)) lines.Add("CHUNKING");
             if (extensions.HasFlag(DownstreamExtensions.Dsn)) lines.Add("DSN");
-            if (extensions.HasFlag(DownstreamExtensions.XForward)) lines.Add("XFORWARD NAME ADDR PROTO HELO");
+            if (extensions.HasFlag(DownstreamExtensions.XForward)) lines.Add("XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE");
+            if (extensions.HasFlag(DownstreamExtensions.Auth)) lines.Add("AUTH PLAIN LOGIN");
             if (extensions.HasFlag(DownstreamExtensions.EnhancedStatusCodes)) lines.Add("ENHANCEDSTATUSCODES");
             return string.Join("\r\n", lines.Select((text, i) => (i == lines.Count - 1 ? "250 " : "250-") + text));
         }
@@ -411,12 +477,13 @@ public sealed class TestSmtpServer : IAsyncDisposable
 
     private enum Outcome { Proceed, Refused, Ended }
 
-    private enum StepKind { Reply, Hang, Close }
+    private enum StepKind { Reply, Hang, Close, CloseInside }
 
     private sealed record StepAction(StepKind Kind, string? Line)
     {
         public static readonly StepAction Hang = new(StepKind.Hang, null);
         public static readonly StepAction Close = new(StepKind.Close, null);
+        public static readonly StepAction CloseInside = new(StepKind.CloseInside, null);
 
         public static StepAction Reply(string line) => new(StepKind.Reply, line);
     }
@@ -444,6 +511,7 @@ public enum DownstreamExtensions
     SmtpUtf8 = 32,
     XForward = 64,
     EnhancedStatusCodes = 128,
+    Auth = 256,
     Default = Pipelining | EightBitMime | Size | SmtpUtf8 | EnhancedStatusCodes,
 }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Net.Security;
 using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.SmtpCore.Tests.Server;
@@ -15,6 +16,10 @@ internal sealed class RecordingHandler : ISmtpSessionHandler
     public Func<SmtpRecipient, SmtpResponse>? Rcpt { get; set; }
     public Func<SmtpTransaction, SmtpReply>? Message { get; set; }
     public List<string> Extensions { get; } = [];
+    public SslServerAuthenticationOptions? Tls { get; set; }
+    public SaslOffer AuthOffer { get; set; } = SaslOffer.None;
+    public Func<SaslCredentials, SmtpReply>? Authenticate { get; set; }
+    public SmtpReply? AuthStart { get; set; }
     public TaskCompletionSource Closed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public IReadOnlyList<byte[]> Messages { get { lock (_gate) return [.. _messages]; } }
@@ -75,6 +80,20 @@ internal sealed class RecordingHandler : ISmtpSessionHandler
     {
         Record("aborted");
         return ValueTask.CompletedTask;
+    }
+
+    public SslServerAuthenticationOptions? GetTlsOptions(SmtpSession session) => Tls;
+
+    public SaslOffer GetAuthOffer(SmtpSession session) => AuthOffer;
+
+    public ValueTask<SmtpReply?> OnAuthStartAsync(SmtpSession session, string mechanism, CancellationToken ct) =>
+        ValueTask.FromResult(AuthStart);
+
+    public ValueTask<SmtpReply> OnAuthenticateAsync(SmtpSession session, SaslCredentials credentials, CancellationToken ct)
+    {
+        Record($"auth {credentials.Mechanism} {credentials.AuthorizationId}/{credentials.UserName}/{credentials.Password}");
+        return ValueTask.FromResult(Authenticate?.Invoke(credentials)
+            ?? (credentials.Password == "secret" ? new SmtpReply(235, "2.7.0", "Authentication successful") : new SmtpReply(535, "5.7.8", "Authentication credentials invalid")));
     }
 
     public ValueTask OnCloseAsync(SmtpSession session)

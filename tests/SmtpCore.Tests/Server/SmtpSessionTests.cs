@@ -47,6 +47,59 @@ public class SmtpSessionTests
     }
 
     [Fact]
+    public async Task Client_trickling_a_command_a_byte_at_a_time_still_times_out()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(400)));
+        // Slowloris: a byte every 50 ms, never a line end. Each byte arrives well inside the
+        // timeout, so only a deadline for the whole line can end this.
+        using var stop = new CancellationTokenSource();
+        bool ranOut = false; // the client sent everything it had: only then could a per-read timeout fire
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await conn.SendAsync([(byte)"NOOP "[i % 5]]); } catch (IOException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+            Volatile.Write(ref ranOut, !stop.IsCancellationRequested);
+        });
+
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for command, closing connection", await conn.ReadLineAsync());
+        Assert.False(Volatile.Read(ref ranOut), "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+        await conn.WaitForSessionEndAsync();
+    }
+
+    [Fact]
+    public async Task Client_trickling_message_content_still_times_out_and_nothing_is_delivered()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromMilliseconds(400)));
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
+        using var stop = new CancellationTokenSource();
+        bool ranOut = false;
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await conn.SendAsync([(byte)'x']); } catch (IOException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+            Volatile.Write(ref ranOut, !stop.IsCancellationRequested);
+        });
+
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for message data, closing connection", await conn.ReadLineAsync());
+        Assert.False(Volatile.Read(ref ranOut), "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+        await conn.WaitForSessionEndAsync();
+        Assert.Empty(handler.Messages);
+    }
+
+    [Fact]
     public async Task Client_stalling_in_DATA_gets_421_and_nothing_is_delivered()
     {
         var handler = new RecordingHandler();
