@@ -117,10 +117,6 @@ public sealed class GatewayProcess : IAsyncDisposable
         return LogRecord.TryParse(line)!;
     }
 
-    public int ProcessId => process.Id;
-
-    public bool HasExited => process.HasExited;
-
     // Sends a signal without waiting for anything (SIGHUP: reload, SIGTERM: graceful stop).
     public void Signal(int signal)
     {
