@@ -95,14 +95,15 @@ internal sealed class GatewayContext
     }
 
     // The same gateway with a reloaded configuration.
-    public GatewayContext WithConfig(GatewayConfig next) =>
-        new(next, Engines, Scanners, Log, Relay)
+    // access: relay rules, certificate and password file loaded afresh for `next` (a reload).
+    public GatewayContext WithConfig(GatewayConfig next, GatewayAccess? access = null) =>
+        new(next, Engines, Scanners, Log, access?.Relay ?? Relay)
         {
             Metrics = Metrics,
             Templates = Templates,
             Notifier = Notifier,
-            Tls = Tls,
-            Passwords = Passwords,
+            Tls = access is null ? Tls : access.Tls,
+            Passwords = access is null ? Passwords : access.Passwords,
             Connections = Connections,
             _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
                                       && next.General.SmtpServerPort == Config.General.SmtpServerPort

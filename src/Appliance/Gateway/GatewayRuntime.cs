@@ -39,8 +39,11 @@ internal sealed class GatewayRuntime
     public Func<bool> AcceptLoopsAlive { get; set; } = static () => true;
 
     // Makes `next` the configuration of new sessions; returns the keys whose change needs a restart.
+    // Relay rules, the certificate (renewed files included) and the password file are loaded
+    // afresh; a file that cannot be loaded throws InvalidDataException and nothing changes.
     public IReadOnlyList<string> ApplyConfiguration(GatewayConfig next)
     {
+        var access = GatewayAccess.Load(next);
         var old = Context.Config;
         var restart = new List<string>();
         if (!old.General.Interfaces.Select(i => i.ToString()).SequenceEqual(next.General.Interfaces.Select(i => i.ToString())))
@@ -83,10 +86,9 @@ internal sealed class GatewayRuntime
             restart.Add("[notification]");
         }
 
-        // Access control, passwords, certificates and connection limits are built once at start.
+        // Connection limits count live connections and are built once at start.
         foreach (var (name, changed) in new[]
                  {
-                     ("[relay]", old.Relay != next.Relay), ("[auth]", old.Auth != next.Auth), ("[tls]", old.Tls != next.Tls),
                      ("[general] proxy_trusted", !Equals(old.General.ProxyTrusted, next.General.ProxyTrusted)),
                      ("[limits] max_connections", old.Limits.MaxConnections != next.Limits.MaxConnections
                                                   || old.Limits.MaxConnectionsPerIp != next.Limits.MaxConnectionsPerIp),
@@ -100,7 +102,7 @@ internal sealed class GatewayRuntime
 
         // Everything else (limits, scan settings, downstream, hostname, timeouts) applies to new
         // sessions at once; engine settings with the signatures reloaded right after.
-        Volatile.Write(ref context, Context.WithConfig(next));
+        Volatile.Write(ref context, Context.WithConfig(next, access));
         return restart;
     }
 

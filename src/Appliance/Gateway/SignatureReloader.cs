@@ -246,7 +246,16 @@ internal sealed class SignatureReloader : IDisposable
             return (false, $"configuration NOT reloaded ({e.Errors.Count} error(s), see the log); running configuration kept");
         }
 
-        var restart = runtime.ApplyConfiguration(next);
+        IReadOnlyList<string> restart;
+        try
+        {
+            restart = runtime.ApplyConfiguration(next);
+        }
+        catch (InvalidDataException e)
+        {
+            Log.Error($"configuration reload failed: {runtime.ConfigPath}: {e.Message}; the running configuration stays in force");
+            return (false, "configuration NOT reloaded (a relay, password or certificate file cannot be loaded, see the log); running configuration kept");
+        }
         if (restart.Count > 0)
         {
             Log.Warn($"configuration reloaded; these changes need a restart to take effect: {string.Join(", ", restart)}");

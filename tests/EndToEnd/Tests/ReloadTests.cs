@@ -132,4 +132,59 @@ public sealed class ReloadTests(ITestOutputHelper output)
     private static Task AddSignatureAsync(GatewayIni config) =>
         File.WriteAllTextAsync(Path.Combine(config.DatabaseFolder, "reloaded.ndb"),
             $"{NewName}:0:*:{Convert.ToHexStringLower(Encoding.ASCII.GetBytes(NewString))}\n");
+
+    // Certificates are renewed in place (certbot, acme.sh) and relay lists edited: SIGHUP picks
+    // both up without a restart.
+    [Fact]
+    public async Task Sighup_rereads_the_certificate_and_the_relay_settings()
+    {
+        var folder = GatewayIni.NewRoot();
+        try
+        {
+            var (cert, key) = AccessFixtures.SelfSignedCertificate(folder, "before.test");
+            await using var downstream = TestSmtpServer.Start();
+            await using var gateway = await GatewayProcess.StartAsync(output, downstream, ini => ini
+                .Set("relay", "local_domains", "one.test")
+                .Set("relay", "trusted_networks", "127.0.0.1/32")
+                .Set("tls", "certificate", cert)
+                .Set("tls", "key", key));
+            Assert.Contains("CN=before.test", await ServerCertificateSubjectAsync(gateway.Port));
+            Assert.Equal((250, 550), await RecipientCodesAsync(gateway.Port));
+
+            AccessFixtures.SelfSignedCertificate(folder, "after.test");
+            gateway.Config.Set("relay", "local_domains", "two.test");
+            await File.WriteAllTextAsync(gateway.Config.FilePath, gateway.Config.Render());
+            gateway.Signal(GatewayProcess.SIGHUP);
+            await gateway.Stderr.WaitForAsync(l => l.Contains("signatures reloaded"), Wait, "the reload after SIGHUP");
+
+            Assert.Contains("CN=after.test", await ServerCertificateSubjectAsync(gateway.Port));
+            Assert.Equal((550, 250), await RecipientCodesAsync(gateway.Port));
+            await gateway.StopAsync();
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private static async Task<string> ServerCertificateSubjectAsync(int port)
+    {
+        using var client = new MailKit.Net.Smtp.SmtpClient();
+        string subject = "";
+        client.ServerCertificateValidationCallback = (_, certificate, _, _) => { subject = certificate?.Subject ?? ""; return true; };
+        await client.ConnectAsync("127.0.0.1", port, MailKit.Security.SecureSocketOptions.StartTls);
+        await client.DisconnectAsync(quit: true);
+        return subject;
+    }
+
+    // RCPT replies from an untrusted address for x@one.test and x@two.test.
+    private static async Task<(int One, int Two)> RecipientCodesAsync(int port)
+    {
+        await using var client = await RawSmtpClient.ConnectAsync(port, from: AccessFixtures.Untrusted);
+        await client.EhloAsync();
+        Assert.Equal(250, (await client.CommandAsync("MAIL FROM:<a@sender.test>")).Code);
+        var one = (await client.CommandAsync("RCPT TO:<x@one.test>")).Code;
+        var two = (await client.CommandAsync("RCPT TO:<x@two.test>")).Code;
+        return (one, two);
+    }
 }
