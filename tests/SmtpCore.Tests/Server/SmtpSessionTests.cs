@@ -50,7 +50,8 @@ public class SmtpSessionTests
     public async Task Client_trickling_a_command_a_byte_at_a_time_still_times_out()
     {
         var handler = new RecordingHandler();
-        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(400)));
+        // Long enough that a loaded test machine still gets EHLO in; the trickle outlasts it fourfold.
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromSeconds(2)));
         // Slowloris: a byte every 50 ms, never a line end. Each byte arrives well inside the
         // timeout, so only a deadline for the whole line can end this.
         using var stop = new CancellationTokenSource();
