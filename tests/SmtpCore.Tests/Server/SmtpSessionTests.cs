@@ -35,7 +35,7 @@ public class SmtpSessionTests
     public async Task Idle_client_gets_421_and_the_connection_closes()
     {
         var handler = new RecordingHandler();
-        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(200)));
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromSeconds(1)));
         await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
         Assert.Equal("250 2.1.0 Sender OK", await conn.ReadLineAsync());
         // Say nothing more: the server gives up, says why and closes (RFC 5321 §4.5.3.2.7).
@@ -104,7 +104,7 @@ public class SmtpSessionTests
     public async Task Client_stalling_in_DATA_gets_421_and_nothing_is_delivered()
     {
         var handler = new RecordingHandler();
-        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromMilliseconds(200)));
+        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromSeconds(1)));
         await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
         Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
         await conn.SendAsync("partial content\r\n");
