@@ -468,7 +468,10 @@ internal static class GatewayHost
             }
             var address = (remote as IPEndPoint)?.Address;
             string refusal = "";
-            lease = ctx.Connections?.TryEnter(address, out refusal);
+            // Trusted networks (the MTAs and hosts that relay through us) count towards
+            // max_connections but not towards the per-address limit, as Postfix exempts mynetworks.
+            bool exempt = address is not null && ctx.Config.Relay.TrustedNetworks.Contains(address);
+            lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal);
             if (lease is null && ctx.Connections is not null)
             {
                 Log.Warn($"session={id} client={address} refused: {refusal}");
