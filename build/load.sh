@@ -59,6 +59,7 @@ queue_length = 1024
 [limits]
 command_timeout = ${1:-5m}
 data_timeout = ${2:-3m}
+max_connections = 0
 INI
 }
 
