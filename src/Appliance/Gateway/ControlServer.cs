@@ -62,25 +62,7 @@ internal sealed class ControlServer : IDisposable
 
     public async Task RunAsync(CancellationToken stop)
     {
-        while (!stop.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(stop).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                Log.Warn($"control socket: accept failed: {e.Message}");
-                continue;
-            }
-
-            _ = ServeAsync(client, stop);
-        }
+        await Acceptor.RunAsync(listener, "control socket", client => _ = ServeAsync(client, stop), stop).ConfigureAwait(false);
     }
 
     public void Dispose()

@@ -383,28 +383,8 @@ internal static class GatewayHost
     // Ends when the listener is closed (drain) or the accept loop cannot go on.
     private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
     {
-        while (!drain.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(drain).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) { return; }
-            catch (ObjectDisposedException) { return; }
-            catch (SocketException e) when (e.SocketErrorCode is SocketError.OperationAborted or SocketError.Interrupted && drain.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                // EMFILE and friends: log, back off briefly rather than spin.
-                Log.Warn($"accept failed on {SafeLocal(listener)}: {e.Message}");
-                try { await Task.Delay(100, drain).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
-                continue;
-            }
-            sessions.Run(RunSessionAsync(client, endpoint, runtime.Context, drain, abort));
-        }
+        await Acceptor.RunAsync(listener, $"listener {SafeLocal(listener)}",
+            client => sessions.Run(RunSessionAsync(client, endpoint, runtime.Context, drain, abort)), drain).ConfigureAwait(false);
     }
 
     private static string SafeLocal(Socket s)

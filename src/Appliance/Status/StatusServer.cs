@@ -47,31 +47,16 @@ internal sealed class StatusServer : IDisposable
 
     public async Task RunAsync(CancellationToken stop)
     {
-        while (!stop.IsCancellationRequested)
+        await Acceptor.RunAsync(listener, "status", client =>
         {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(stop).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
-            {
-                Log.Warn($"status: accept failed: {e.Message}");
-                continue;
-            }
-
             if (!slots.Wait(0))
             {
                 client.Dispose(); // too many at once: this is a status page, not a service
-                continue;
+                return;
             }
 
             _ = ServeAsync(client, stop);
-        }
+        }, stop).ConfigureAwait(false);
     }
 
     public void Dispose() => listener.Dispose();
