@@ -3,15 +3,24 @@
 #   make test     install what is missing, build, run every test (end-to-end against the AOT binary)
 #   make publish  the Native-AOT linux-x64 binary in artifacts/publish/linux-x64/portcullis
 #   make bench    throughput ratio through the gateway vs. straight to smtp-sink, plus BenchmarkDotNet
+#   make publish-arm64  cross-build the linux-arm64 binary (Raspberry Pi 4/5, 64-bit OS)
+#   make package  .deb packages for amd64 and arm64 in artifacts/packages
+#   make install DESTDIR=...  the binary and rootfs/ laid out under DESTDIR
+#   make bench-reload  mail keeps flowing during signature reloads (concurrent vs. low memory)
+#   make load     1,000 connections (idle and trickling ones among them), then 100,000 messages (docs/RELIABILITY.md)
+#   make fuzz     AFL++ through SharpFuzz over the SMTP parsers, FUZZ_SECONDS (300) per target
 
 RID ?= linux-x64
 PUBLISH_DIR := artifacts/publish/$(RID)
 BIN := $(PUBLISH_DIR)/portcullis
+ARM64_DIR := artifacts/publish/linux-arm64
+ARM64_BIN := $(ARM64_DIR)/portcullis
+DESTDIR ?=
 DOTNET ?= dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 
-.PHONY: all deps publish run test bench bench-load bench-micro clean check-config
+.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package install bench bench-load bench-micro bench-reload clean check-config load load-connections load-soak fuzz
 
 all: publish
 
@@ -28,8 +37,39 @@ run: publish
 	$(BIN) check-config --config artifacts/run/portcullis.ini
 	exec $(BIN) run --config artifacts/run/portcullis.ini
 
-test: deps publish
-	PORTCULLIS_BIN=$(abspath $(BIN)) build/test.sh
+# The x64 suite, the unit checks, then the arm64 binary under qemu (scan + one SMTP transaction).
+test: deps publish publish-arm64
+	build/deps.sh package
+	PORTCULLIS_BIN=$(abspath $(BIN)) PORTCULLIS_ARM64_BIN=$(abspath $(ARM64_BIN)) build/test.sh
+
+test-arm64: publish-arm64
+	build/smoke-arm64.sh $(ARM64_BIN)
+
+# Cross-compiled with clang against the arm64 sysroot Debian installs as a foreign architecture.
+publish-arm64:
+	build/deps.sh run
+	build/deps.sh arm64
+	$(DOTNET) publish src/Appliance/Appliance.csproj -c Release -r linux-arm64 -o $(ARM64_DIR) --nologo -v q \
+		-p:CppCompilerAndLinker=clang -p:SysRoot=/ -p:ObjCopyName=aarch64-linux-gnu-objcopy
+	@echo "binary: $(ARM64_BIN) ($$(stat -c %s $(ARM64_BIN)) bytes)"
+
+verify-units: $(BIN)
+	build/deps.sh package
+	build/verify-units.sh $(BIN)
+
+$(BIN):
+	$(MAKE) --no-print-directory publish
+
+$(ARM64_BIN):
+	$(MAKE) --no-print-directory publish-arm64
+
+install: $(BIN)
+	build/install.sh "$(if $(DESTDIR),$(abspath $(DESTDIR)),/)" $(BIN)
+
+package: publish publish-arm64
+	build/deps.sh package
+	build/package.sh amd64 $(BIN) artifacts/packages
+	build/package.sh arm64 $(ARM64_BIN) artifacts/packages
 
 bench: bench-load bench-micro
 
@@ -37,8 +77,27 @@ bench-load: publish
 	build/deps.sh bench
 	build/bench-load.sh $(BIN)
 
+bench-reload: publish
+	build/deps.sh bench
+	build/bench-reload.sh $(BIN)
+
 bench-micro:
 	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)
+
+load: load-connections load-soak
+
+load-connections: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) connections
+
+load-soak: publish
+	build/deps.sh bench
+	build/load.sh $(BIN) soak $(or $(LOAD_MESSAGES),100000)
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	build/deps.sh test
+	build/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf artifacts

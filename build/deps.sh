@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Portcullis builds, runs and tests with, if any is missing.
-# Usage: build/deps.sh [run|test|bench]   (default: test)
+# Usage: build/deps.sh [run|test|bench|arm64|package]   (default: test)
+#   arm64    the linux-arm64 cross toolchain and sysroot (adds the arm64 dpkg architecture) and
+#            qemu-aarch64-static for the smoke test
+#   package  dpkg-deb and systemd-analyze for `make package` and the unit checks
 set -euo pipefail
 
 run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3)
 bench_pkgs=("${test_pkgs[@]}" postfix bc python3)
+arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64)
+package_pkgs=(dpkg-dev systemd)
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 case "${1:-test}" in
   run) want=("${run_pkgs[@]}") ;;
   test) want=("${test_pkgs[@]}") ;;
   bench) want=("${bench_pkgs[@]}") ;;
-  *) echo "usage: $0 [run|test|bench]" >&2; exit 64 ;;
+  arm64)
+    want=("${arm64_pkgs[@]}")
+    # Cross packages come from the same Debian mirror, as a foreign architecture.
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+      $sudo dpkg --add-architecture arm64
+    fi ;;
+  package) want=("${package_pkgs[@]}") ;;
+  *) echo "usage: $0 [run|test|bench|arm64|package]" >&2; exit 64 ;;
 esac
 
 missing=()
@@ -22,8 +37,6 @@ for p in "${want[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 echo "installing: ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test project (unit, then end-to-end against the published binary) and prints
-# one closing line: "tests: N passed, N failed, N skipped".
+# Runs every test project (unit, then end-to-end against the published binary), then
+# systemd-analyze verify on the units and, when PORTCULLIS_ARM64_BIN is set, the arm64 smoke
+# test under qemu; prints one closing line: "tests: N passed, N failed, N skipped".
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -21,6 +22,21 @@ for project in tests/SmtpCore.Tests tests/NativeScan.Tests tests/Appliance.Tests
   fi
   rm -f "$log"
 done
+echo "=== systemd units"
+if build/verify-units.sh "$PORTCULLIS_BIN"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+if [ -n "${PORTCULLIS_ARM64_BIN:-}" ]; then
+  echo "=== arm64 smoke test (qemu-aarch64-static)"
+  log=$(mktemp)
+  build/smoke-arm64.sh "$PORTCULLIS_ARM64_BIN" 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E "^arm64 smoke: [0-9]+ passed" "$log" | tail -1)
+  p=$(sed -nE 's/.*: ([0-9]+) passed.*/\1/p' <<<"$line"); f=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$line")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+  if [ "$rc" -ne 0 ]; then status=1; [ -z "$line" ] && failed=$((failed + 1)); fi
+  rm -f "$log"
+fi
+
 echo
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit $status

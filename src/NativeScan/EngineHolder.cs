@@ -2,10 +2,11 @@ namespace Portcullis.NativeScan;
 
 // The engine new scans use. A reload builds the next engine elsewhere and swaps it in; the
 // previous one is disposed at once and freed by its handle's reference count when the last
-// scan still running on it returns (clamd's engine lifecycle).
+// scan still running on it returns (clamd's engine lifecycle). A low-memory reload unloads the
+// engine before building the next one; scans that start in between fail with an error.
 public sealed class EngineHolder : IDisposable
 {
-    private ScanEngine current;
+    private ScanEngine? current;
     private volatile bool disposed;
 
     public EngineHolder(ScanEngine initial)
@@ -14,23 +15,42 @@ public sealed class EngineHolder : IDisposable
         current = initial;
     }
 
-    public ScanEngine Current => Volatile.Read(ref current);
+    // The engine in use; throws while none is loaded (see IsLoaded).
+    public ScanEngine Current => Volatile.Read(ref current) ?? throw new InvalidOperationException(NoEngine);
+
+    public bool IsLoaded => Volatile.Read(ref current) is not null;
+
+    public bool TryGetCurrent(out ScanEngine engine)
+    {
+        engine = Volatile.Read(ref current)!;
+        return engine is not null;
+    }
 
     public void Swap(ScanEngine next)
     {
         ArgumentNullException.ThrowIfNull(next);
         ObjectDisposedException.ThrowIf(disposed, this);
         var previous = Interlocked.Exchange(ref current, next);
-        if (!ReferenceEquals(previous, next))
+        if (previous is not null && !ReferenceEquals(previous, next))
         {
             previous.Dispose();
         }
     }
 
+    // Leaves no engine loaded and disposes the one there was (freed when its last scan ends);
+    // returns it so the caller can wait for ScanEngine.Freed.
+    public ScanEngine? Unload()
+    {
+        ObjectDisposedException.ThrowIf(disposed, this);
+        var previous = Interlocked.Exchange(ref current, null);
+        previous?.Dispose();
+        return previous;
+    }
+
     public void Dispose()
     {
         disposed = true;
-        Current.Dispose();
+        Volatile.Read(ref current)?.Dispose();
     }
 
     // The current engine with a reference taken; the caller calls Release. A swap may dispose
@@ -40,11 +60,13 @@ public sealed class EngineHolder : IDisposable
         while (true)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            var engine = Current;
+            var engine = Volatile.Read(ref current) ?? throw new InvalidOperationException(NoEngine);
             if (engine.TryRetain())
             {
                 return engine;
             }
         }
     }
+
+    private const string NoEngine = "no signatures are loaded";
 }

@@ -51,6 +51,9 @@ public sealed unsafe class ScanEngine : IDisposable
 
     internal EngineHandle Handle => engine;
 
+    // Completes when the native engine has been freed: after Dispose, once the last scan on it ended.
+    public Task Freed => engine.Freed;
+
     public static ScanEngine Load(EngineOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);

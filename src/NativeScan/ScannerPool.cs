@@ -4,7 +4,9 @@ namespace Portcullis.NativeScan;
 
 // A fixed set of dedicated scanner threads fed by a bounded queue. TryEnqueue never waits: when
 // every thread is busy and the queue is full it returns false and the gateway answers 451 4.3.2.
-// Each job scans with the holder's engine as of the moment the job starts.
+// Each job scans with the holder's engine as of the moment the job starts. Hold stops the
+// threads from starting queued jobs (a low-memory reload frees the engine meanwhile); queued
+// jobs wait, and TryEnqueue keeps refusing past the same bound.
 public sealed class ScannerPool : IDisposable
 {
     private readonly EngineHolder holder;
@@ -13,8 +15,12 @@ public sealed class ScannerPool : IDisposable
     // A plain monitor, not System.Threading.Lock: scanner threads Monitor.Wait on it.
     private readonly object gate = new();
     private readonly Thread[] threads;
+    private readonly List<TaskCompletionSource> idleWaiters = [];
     private int busy;
     private bool stopping;
+    private bool held;
+    private long lastFinished = Environment.TickCount64;
+    private long finishedCount;
 
     public ScannerPool(EngineHolder holder, int threadCount, int queueCapacity)
     {
@@ -47,6 +53,57 @@ public sealed class ScannerPool : IDisposable
     public int Busy => Volatile.Read(ref busy);
 
     public int ThreadCount => threads.Length;
+
+    public bool IsHeld
+    {
+        get
+        {
+            lock (gate)
+            {
+                return held;
+            }
+        }
+    }
+
+    // Environment.TickCount64 when a job last finished (or the pool started): the watchdog's
+    // evidence that scanner threads are not stuck.
+    public long LastFinishedTicks => Interlocked.Read(ref lastFinished);
+
+    public long FinishedCount => Interlocked.Read(ref finishedCount);
+
+    // Queued jobs stay queued until Resume; jobs already running go on.
+    public void Hold()
+    {
+        lock (gate)
+        {
+            held = true;
+        }
+    }
+
+    public void Resume()
+    {
+        lock (gate)
+        {
+            held = false;
+            Monitor.PulseAll(gate);
+        }
+    }
+
+    // Completes when no scanner thread is running a job (at once if none is).
+    public Task WhenIdleAsync()
+    {
+        lock (gate)
+        {
+            if (busy == 0)
+            {
+                return Task.CompletedTask;
+            }
+
+            var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            idleWaiters.Add(waiter);
+            return waiter.Task;
+        }
+    }
 
     public bool TryEnqueue(IScanSource source, string? name, TimeSpan timeout, out ScanTicket ticket)
     {
@@ -96,6 +153,7 @@ public sealed class ScannerPool : IDisposable
         lock (gate)
         {
             // Idle threads take queued jobs at once, so they add to the room the queue has.
+            // While held they do not, but the bound stays the same: a short hold only queues.
             var idle = threads.Length - busy;
             if (stopping || queue.Count >= capacity + idle)
             {
@@ -127,7 +185,7 @@ public sealed class ScannerPool : IDisposable
             ScanTicket ticket;
             lock (gate)
             {
-                while (queue.Count == 0 && !stopping)
+                while ((queue.Count == 0 || held) && !stopping)
                 {
                     Monitor.Wait(gate);
                 }
@@ -147,9 +205,25 @@ public sealed class ScannerPool : IDisposable
             }
             finally
             {
+                Interlocked.Exchange(ref lastFinished, Environment.TickCount64);
+                Interlocked.Increment(ref finishedCount);
+                TaskCompletionSource[]? idle = null;
                 lock (gate)
                 {
                     busy--;
+                    if (busy == 0 && idleWaiters.Count > 0)
+                    {
+                        idle = [.. idleWaiters];
+                        idleWaiters.Clear();
+                    }
+                }
+
+                if (idle is not null)
+                {
+                    foreach (var waiter in idle)
+                    {
+                        waiter.TrySetResult();
+                    }
                 }
             }
         }

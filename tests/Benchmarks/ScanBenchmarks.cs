@@ -13,12 +13,16 @@ public class ScanBenchmarks
     private byte[] _message = [];
     private SegmentedSource _source = null!;
 
+    // libclamav's per-scan unpack folder: on the disk (ext4 here) or on tmpfs ([scan] scratch_folder).
+    [Params("/tmp", "/dev/shm")]
+    public string Scratch { get; set; } = "/tmp";
+
     [GlobalSetup]
     public void Setup()
     {
         ClamAV.Initialize();
         string folder = Path.Combine(FindRoot(), "build", "test-signatures");
-        _engine = ScanEngine.Load(new EngineOptions(folder));
+        _engine = ScanEngine.Load(new EngineOptions(folder) { TempFolder = Scratch });
         var sb = new StringBuilder("From: a@example.org\r\nTo: b@example.net\r\nSubject: bench\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n");
         var rnd = new Random(2);
         while (sb.Length < 5 * 1024)

@@ -50,10 +50,12 @@ public sealed class EngineLifetimeTests : IDisposable
 
         Assert.Same(second, holder.Current);
         Assert.False(first.Handle.Released);
+        Assert.False(first.Freed.IsCompleted);
         Assert.Equal("Portcullis.Test.Eicar.Reloaded.UNOFFICIAL", holder.Current.Scan(SignatureFixture.Eicar).VirusName);
         source.Open();
         ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await inFlight);
         Assert.True(first.Handle.Released);
+        await first.Freed.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.False(second.Handle.Released);
     }
 

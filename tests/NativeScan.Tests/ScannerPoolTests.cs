@@ -162,6 +162,56 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
         Assert.True(before.Handle.Released);
     }
 
+    [Fact]
+    public async Task Hold_keeps_queued_jobs_waiting_until_resume()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 2, queueCapacity: 2);
+        var running = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(running, null, Generous, out var first));
+        await running.Entered;
+
+        pool.Hold();
+        Assert.True(pool.IsHeld);
+        var held = Gate(SignatureFixture.Eicar);
+        held.Open();
+        Assert.True(pool.TryEnqueue(held, null, Generous, out var second));
+        var idle = pool.WhenIdleAsync();
+        Assert.False(idle.IsCompleted);
+
+        // The running scan ends; the queued one has not started although a thread is free.
+        running.Open();
+        await first.Finished;
+        await idle;
+        Assert.Equal(1, pool.QueueDepth);
+        Assert.False(second.Result.IsCompleted);
+
+        pool.Resume();
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await second.Result);
+        await second.Finished;
+        Assert.True(pool.FinishedCount >= 2);
+    }
+
+    [Fact]
+    public async Task Scans_without_an_engine_fail_and_a_swap_brings_scanning_back()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
+        var old = holder.Unload();
+        Assert.NotNull(old);
+        Assert.False(holder.IsLoaded);
+        await old!.Freed;
+
+        var none = Gate(SignatureFixture.Eicar);
+        none.Open();
+        Assert.True(pool.TryEnqueue(none, null, Generous, out var failed));
+        Assert.Equal(ScanOutcome.Error, (await failed.Result).Outcome);
+
+        holder.Swap(ScanEngine.Load(old.Options));
+        var again = Gate(SignatureFixture.Eicar);
+        again.Open();
+        Assert.True(pool.TryEnqueue(again, null, Generous, out var ok));
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await ok.Result);
+    }
+
     public void Dispose()
     {
         // Never leave a scanner thread parked on a gate when a test fails half way.

@@ -23,6 +23,8 @@ internal static class CommandLine
           version [--config FILE]         print the versions of portcullis, libclamav and the signatures
           quarantine list|show|release|delete|purge [--config FILE] ...
                                           the quarantine manager (portcullis quarantine help for details)
+          reload [--config FILE]          ask the running gateway to reload its configuration and signatures
+          status [--config FILE]          print the running gateway's status (signatures, traffic, last reload)
           help                            print this text
 
         FILE defaults to /etc/portcullis/portcullis.ini.
@@ -60,7 +62,7 @@ internal static class CommandLine
 
         switch (verb)
         {
-            case "run" or "check-config" or "version" when arguments.Paths.Count > 0:
+            case "run" or "check-config" or "version" or "reload" or "status" when arguments.Paths.Count > 0:
                 return UsageError($"{verb}: unexpected argument \"{arguments.Paths[0]}\"");
             case "run":
                 return await RunGatewayAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
@@ -68,6 +70,10 @@ internal static class CommandLine
                 return CheckConfig(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
             case "version":
                 return ScanCommands.Version(arguments.ConfigPath);
+            case "reload":
+                return await ControlClient.RunAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath, "RELOAD");
+            case "status":
+                return await ControlClient.RunAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath, "STATUS");
             case "scan" when arguments.Paths.Count == 0:
                 return UsageError("scan: no FILE given (use - for stdin)");
             case "scan":
@@ -112,7 +118,7 @@ internal static class CommandLine
 
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-        return await GatewayHost.RunAsync(config, stop.Token);
+        return await GatewayHost.RunAsync(config, configPath, stop.Token);
     }
 
     internal static int CheckConfig(string configPath)

@@ -15,7 +15,7 @@ public static class ConfigLoader
 {
     public const string DefaultPath = "/etc/portcullis/portcullis.ini";
 
-    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls"];
+    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status"];
 
     private static readonly TimeSpan MaxTime = TimeSpan.FromHours(24);
 
@@ -69,6 +69,8 @@ public static class ConfigLoader
         root.GetSection("auth").Bind(rawAuth);
         var rawTls = new RawTls();
         root.GetSection("tls").Bind(rawTls);
+        var rawStatus = new RawStatus();
+        root.GetSection("status").Bind(rawStatus);
 
         var errorsBefore = errors.Count;
         var general = ConvertGeneral(rawGeneral, new SectionReader(sourceName, "general", errors));
@@ -81,6 +83,7 @@ public static class ConfigLoader
         var relay = ConvertRelay(rawRelay, new SectionReader(sourceName, "relay", errors));
         var auth = ConvertAuth(rawAuth, new SectionReader(sourceName, "auth", errors));
         var tls = ConvertTls(rawTls, new SectionReader(sourceName, "tls", errors));
+        var status = ConvertStatus(rawStatus, new SectionReader(sourceName, "status", errors));
 
         if (generalOk)
         {
@@ -99,8 +102,44 @@ public static class ConfigLoader
         {
             SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log,
             Quarantine = quarantine, Notification = notification,
-            Relay = relay, Auth = auth, Tls = tls,
+            Relay = relay, Auth = auth, Tls = tls, Status = status,
         };
+    }
+
+    // [general] control_socket alone, for `portcullis reload`/`status`: it must work even while
+    // the rest of the file has errors (the running gateway keeps its last valid configuration).
+    public static string ReadControlSocket(string path)
+    {
+        var fallback = new GeneralSection().ControlSocket;
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new ConfigException($"cannot read {path}: {e.Message}");
+        }
+
+        IConfigurationRoot root;
+        try
+        {
+            using var stream = new MemoryStream(Encoding.UTF8.GetBytes(text));
+            root = new ConfigurationBuilder().AddIniStream(stream).Build();
+        }
+        catch (FormatException e)
+        {
+            throw new ConfigException($"{path}: {e.Message}");
+        }
+
+        var errors = new List<string>();
+        var socket = new SectionReader(path, "general", errors).SocketPath("control_socket", root["general:control_socket"], fallback);
+        if (errors.Count > 0)
+        {
+            throw new ConfigException(errors);
+        }
+
+        return socket;
     }
 
     private static void CheckNames(IConfigurationRoot root, string iniText, string source, List<string> errors)
@@ -166,6 +205,7 @@ public static class ConfigLoader
         "relay" => RawRelay.Keys,
         "auth" => RawAuth.Keys,
         "tls" => RawTls.Keys,
+        "status" => RawStatus.Keys,
         _ => null,
     };
 
@@ -186,6 +226,8 @@ public static class ConfigLoader
                 ("none", SmtpServerTlsMode.None), ("opportunistic", SmtpServerTlsMode.Opportunistic), ("required", SmtpServerTlsMode.Required)),
             SmtpServerTlsVerify = r.Bool("smtp_server_tls_verify", raw.SmtpServerTlsVerify, d.SmtpServerTlsVerify),
             SmtpServerCaFile = r.FilePath("smtp_server_ca_file", raw.SmtpServerCaFile, "/etc/portcullis/downstream-ca.pem"),
+            ShutdownTimeout = r.Time("shutdown_timeout", raw.ShutdownTimeout, d.ShutdownTimeout),
+            ControlSocket = r.SocketPath("control_socket", raw.ControlSocket, d.ControlSocket),
         };
     }
 
@@ -219,6 +261,9 @@ public static class ConfigLoader
             BannedContentTypes = r.ContentTypes("banned_content_types", raw.BannedContentTypes, d.BannedContentTypes),
             EncryptedArchives = r.Choice("encrypted_archives", raw.EncryptedArchives, d.EncryptedArchives,
                 ("allow", EncryptedArchivePolicy.Allow), ("block", EncryptedArchivePolicy.Block)),
+            ReloadCheckInterval = r.Time("reload_check_interval", raw.ReloadCheckInterval, d.ReloadCheckInterval, allowZero: true),
+            ReloadMemory = r.Choice("reload_memory", raw.ReloadMemory, d.ReloadMemory, ("concurrent", ReloadMemory.Concurrent), ("low", ReloadMemory.Low)),
+            MaxDefinitionsAge = r.Time("max_definitions_age", raw.MaxDefinitionsAge, d.MaxDefinitionsAge, max: TimeSpan.FromDays(365)),
         };
     }
 
@@ -327,6 +372,8 @@ public static class ConfigLoader
             TemplateFolder = r.Folder("template_folder", raw.TemplateFolder, d.TemplateFolder, allowEmpty: false),
         };
     }
+    private static StatusSection ConvertStatus(RawStatus raw, SectionReader r) =>
+        new() { Listen = r.OptionalEndPoint("listen", raw.Listen, new StatusSection().Listen) };
 
     // libclamav treats the whole message as one file: a message larger than max_file_size or
     // max_scan_size would be passed as clean without being scanned to the end.
@@ -447,6 +494,7 @@ public static class ConfigLoader
     {
         private const string SizeSyntax = "a size such as 512K, 50M or 1G";
         private const string TimeSyntax = "a time such as 30s, 5m or 1h";
+        private const string LongTimeSyntax = "a time such as 30s, 5m, 1h or 3d";
 
         public void Error(string key, string value, string expected) =>
             errors.Add($"{source}: [{section}] {key} = {Quote(value)}: expected {expected}");
@@ -505,11 +553,35 @@ public static class ConfigLoader
             return "";
         }
 
-        public TimeSpan Time(string key, string? raw, TimeSpan fallback)
+        // allowZero: 0 (or off) switches the thing off and reads as TimeSpan.Zero.
+        public TimeSpan Time(string key, string? raw, TimeSpan fallback, bool allowZero = false, TimeSpan? max = null)
         {
             if (raw is null) return fallback;
-            if (ConfigValues.TryParseTime(raw, out var value) && value >= TimeSpan.FromSeconds(1) && value <= MaxTime) return value;
-            Error(key, raw, $"{TimeSyntax} (a bare number is seconds), from 1s to 24h");
+            var limit = max ?? MaxTime;
+            if (allowZero && raw.Trim().ToLowerInvariant() is "0" or "off") return TimeSpan.Zero;
+            if (ConfigValues.TryParseTime(raw, out var value) && value >= TimeSpan.FromSeconds(1) && value <= limit) return value;
+            Error(key, raw, $"{(limit > MaxTime ? LongTimeSyntax : TimeSyntax)} (a bare number is seconds), from 1s to {ConfigValues.FormatTime(limit)}" + (allowZero ? " (or 0 for never)" : ""));
+            return fallback;
+        }
+
+        // An absolute path short enough for sockaddr_un (107 bytes and the NUL), or empty for none.
+        public string SocketPath(string key, string? raw, string fallback)
+        {
+            if (raw is null) return fallback;
+            var path = raw.Trim();
+            if (path.Length == 0) return "";
+            if (path.StartsWith('/') && !path.EndsWith('/') && !path.Any(char.IsControl) && Encoding.UTF8.GetByteCount(path) <= 107) return path;
+            Error(key, raw, "an absolute path of a socket file, at most 107 bytes, such as " + fallback + " (or empty for none)");
+            return fallback;
+        }
+
+        // address:port, or empty for none.
+        public IPEndPoint? OptionalEndPoint(string key, string? raw, IPEndPoint? fallback)
+        {
+            if (raw is null) return fallback;
+            if (raw.Trim().Length == 0) return null;
+            if (ConfigValues.TryParsePlainEndPoint(raw, out var endpoint, out var problem)) return endpoint;
+            Error(key, raw, $"an address:port such as 127.0.0.1:9025 or [::1]:9025 ({problem}), or empty for none");
             return fallback;
         }
 

@@ -5,7 +5,7 @@ using System.Net.Sockets;
 namespace Portcullis.Appliance.Configuration;
 
 // The value syntaxes of portcullis.ini, as pure functions: sizes (512K, 50M, 1G; 1024-based, optional
-// B), times (30s, 5m, 1h; bare = seconds), booleans, lists (commas and/or whitespace), listener
+// B), times (30s, 5m, 1h, 3d; bare = seconds), booleans, lists (commas and/or whitespace), listener
 // endpoints (address:port[/flag...], IPv6 in brackets) and host names. No I/O, no error text
 // beyond a short "problem" where one value can be wrong in several ways.
 internal static class ConfigValues
@@ -61,6 +61,7 @@ internal static class ConfigValues
                 case 's': unit = 1; span = span[..^1]; break;
                 case 'm': unit = 60; span = span[..^1]; break;
                 case 'h': unit = 3600; span = span[..^1]; break;
+                case 'd': unit = 86400; span = span[..^1]; break;
             }
         }
 
@@ -119,6 +120,10 @@ internal static class ConfigValues
         endpoint = new ListenEndpoint(ipEndPoint!, flags.Count == 0 ? ListenEndpoint.NoFlags : flags);
         return true;
     }
+
+    // An address:port with no flags ([status] listen).
+    public static bool TryParsePlainEndPoint(string text, out IPEndPoint? endPoint, out string problem) =>
+        TryParseEndPoint(text.Trim(), out endPoint, out problem);
 
     private static bool TryParseEndPoint(string text, out IPEndPoint? endPoint, out string problem)
     {
@@ -296,6 +301,7 @@ internal static class ConfigValues
     public static string FormatTime(TimeSpan time)
     {
         var seconds = (long)time.TotalSeconds;
+        if (seconds > 86400 && seconds % 86400 == 0) return (seconds / 86400).ToString(CultureInfo.InvariantCulture) + "d";
         if (seconds != 0 && seconds % 3600 == 0) return (seconds / 3600).ToString(CultureInfo.InvariantCulture) + "h";
         if (seconds != 0 && seconds % 60 == 0) return (seconds / 60).ToString(CultureInfo.InvariantCulture) + "m";
         return seconds.ToString(CultureInfo.InvariantCulture) + "s";

@@ -18,6 +18,7 @@ public sealed record GatewayConfig
     public RelaySection Relay { get; init; } = new();
     public AuthSection Auth { get; init; } = new();
     public TlsSection Tls { get; init; } = new();
+    public StatusSection Status { get; init; } = new();
 
     // What an empty file gives (hostname from this machine).
     public static GatewayConfig Defaults => new() { SourcePath = "(defaults)" };
@@ -43,6 +44,11 @@ public sealed record GeneralSection
     public string TempFolder { get; init; } = "/var/lib/portcullis/tmp";
     public string QueueFolder { get; init; } = "/var/spool/portcullis";
 
+    // After SIGTERM: how long open transactions may take to finish before connections are cut.
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    // The Unix socket `portcullis reload` and `portcullis status` talk to; empty: none.
+    public string ControlSocket { get; init; } = "/run/portcullis/control.sock";
     // Notifications waiting to be sent live here, so a restart loses none.
     public string OutboxFolder => Path.Combine(QueueFolder, "outbox");
     // Who may put a PROXY protocol header in front of a connection on a /proxy listener.
@@ -92,6 +98,13 @@ public sealed record ScanSection
     // directory create/remove on disk per message (about 10x faster small-message scans on ext4).
     public string ScratchFolder { get; init; } = "";
 
+    // How often database_folder is checked for changes (cl_statchkdir); Zero: never.
+    public TimeSpan ReloadCheckInterval { get; init; } = TimeSpan.FromMinutes(5);
+
+    public ReloadMemory ReloadMemory { get; init; } = ReloadMemory.Concurrent;
+
+    // Older signatures than this are warned about in the log and on the status page.
+    public TimeSpan MaxDefinitionsAge { get; init; } = TimeSpan.FromDays(3);
     // What happens to a message with a detection; the per-class keys default to Action (null here).
     public DetectionAction Action { get; init; } = DetectionAction.Reject;
     public DetectionAction? ActionPua { get; init; }
@@ -199,6 +212,15 @@ public sealed class ValueList<T> : IReadOnlyList<T>, IEquatable<ValueList<T>>
     public override string ToString() => string.Join(", ", _items);
 }
 
+// How a signature reload uses memory: Concurrent builds the new engine while the old one goes on
+// scanning (twice the engine's memory for a while); Low frees the old engine first and holds
+// new scans until the new one is ready (for small machines such as a Raspberry Pi).
+public enum ReloadMemory
+{
+    Concurrent,
+    Low,
+}
+
 public enum ScanErrorAction
 {
     Tempfail,
@@ -284,6 +306,12 @@ public sealed record LogSection
 {
     // Empty: message lines go to stdout only.
     public string Folder { get; init; } = "";
+}
+
+public sealed record StatusSection
+{
+    // Where the HTTP status page and /metrics are served; null: nowhere.
+    public IPEndPoint? Listen { get; init; } = new(IPAddress.Loopback, 9025);
 }
 
 // One listening socket: an IP endpoint and flags such as "tls" (implicit TLS) and "proxy" (PROXY protocol).

@@ -10,7 +10,7 @@ internal sealed class RawGeneral
     public static readonly string[] Keys =
         [
             "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
-            "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file",
+            "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket",
         ];
 
     [ConfigurationKeyName("interfaces")] public string? Interfaces { get; set; }
@@ -24,6 +24,8 @@ internal sealed class RawGeneral
     [ConfigurationKeyName("smtp_server_tls")] public string? SmtpServerTls { get; set; }
     [ConfigurationKeyName("smtp_server_tls_verify")] public string? SmtpServerTlsVerify { get; set; }
     [ConfigurationKeyName("smtp_server_ca_file")] public string? SmtpServerCaFile { get; set; }
+    [ConfigurationKeyName("shutdown_timeout")] public string? ShutdownTimeout { get; set; }
+    [ConfigurationKeyName("control_socket")] public string? ControlSocket { get; set; }
 }
 
 internal sealed class RawScan
@@ -33,7 +35,8 @@ internal sealed class RawScan
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
         "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder", "action", "action_pua",
         "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
-        "banned_extensions", "banned_content_types", "encrypted_archives",
+        "banned_extensions", "banned_content_types", "encrypted_archives", "reload_check_interval",
+        "reload_memory", "max_definitions_age",
     ];
 
     [ConfigurationKeyName("database_folder")] public string? DatabaseFolder { get; set; }
@@ -57,6 +60,9 @@ internal sealed class RawScan
     [ConfigurationKeyName("banned_extensions")] public string? BannedExtensions { get; set; }
     [ConfigurationKeyName("banned_content_types")] public string? BannedContentTypes { get; set; }
     [ConfigurationKeyName("encrypted_archives")] public string? EncryptedArchives { get; set; }
+    [ConfigurationKeyName("reload_check_interval")] public string? ReloadCheckInterval { get; set; }
+    [ConfigurationKeyName("reload_memory")] public string? ReloadMemory { get; set; }
+    [ConfigurationKeyName("max_definitions_age")] public string? MaxDefinitionsAge { get; set; }
 }
 
 internal sealed class RawLimits
@@ -84,6 +90,13 @@ internal sealed class RawLog
     public static readonly string[] Keys = ["folder"];
 
     [ConfigurationKeyName("folder")] public string? Folder { get; set; }
+}
+
+internal sealed class RawStatus
+{
+    public static readonly string[] Keys = ["listen"];
+
+    [ConfigurationKeyName("listen")] public string? Listen { get; set; }
 }
 
 internal sealed class RawQuarantine

@@ -1,8 +1,10 @@
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Notifications;
 using Portcullis.Appliance.Policy;
 using Portcullis.Appliance.Quarantine;
+using Portcullis.Appliance.Status;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
@@ -10,10 +12,14 @@ using Portcullis.SmtpCore.Server;
 namespace Portcullis.Appliance.Gateway;
 
 // What every session shares: configuration, the engine and scanner pool, the log, the
-// relay policy, and what the downstream last told us about itself.
+// relay policy, the counters, and what the downstream last told us about itself. A
+// configuration reload makes a new context (WithConfig) that shares everything but the
+// configuration; each session keeps the context it started with.
 internal sealed class GatewayContext
 {
     private static long s_sessionCounter = Random.Shared.NextInt64(1, 1L << 40);
+
+    private StrongBox<DownstreamCapabilities?> _downstreamCapabilities = new(null);
 
     public GatewayContext(GatewayConfig config, EngineHolder engines, ScannerPool scanners, MessageLog log, IRelayPolicy relay)
     {
@@ -72,6 +78,7 @@ internal sealed class GatewayContext
     public IRelayPolicy Relay { get; }
     public SmtpServerOptions ServerOptions { get; }
     public DownstreamOptions DownstreamOptions { get; }
+    public GatewayMetrics Metrics { get; private init; } = new();
 
     public QuarantineStore Quarantine => field ??= new QuarantineStore(Config.Quarantine.Folder);
     public BannedAttachments Banned => field ??= BannedAttachments.From(Config.Scan);
@@ -81,7 +88,28 @@ internal sealed class GatewayContext
     public Notifier? Notifier { get; init; }
 
     // Learned from the newest downstream EHLO; decides whether DSN is offered to clients.
-    public DownstreamCapabilities? DownstreamCapabilities { get; set; }
+    public DownstreamCapabilities? DownstreamCapabilities
+    {
+        get => Volatile.Read(ref _downstreamCapabilities.Value);
+        set => Volatile.Write(ref _downstreamCapabilities.Value, value);
+    }
+
+    // The same gateway with a reloaded configuration.
+    // access: relay rules, certificate and password file loaded afresh for `next` (a reload).
+    public GatewayContext WithConfig(GatewayConfig next, GatewayAccess? access = null) =>
+        new(next, Engines, Scanners, Log, access?.Relay ?? Relay)
+        {
+            Metrics = Metrics,
+            Templates = Templates,
+            Notifier = Notifier,
+            Tls = access is null ? Tls : access.Tls,
+            Passwords = access is null ? Passwords : access.Passwords,
+            Connections = Connections,
+            _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
+                                      && next.General.SmtpServerPort == Config.General.SmtpServerPort
+                ? _downstreamCapabilities
+                : new StrongBox<DownstreamCapabilities?>(null),
+        };
 
     public static string ProductVersion => typeof(GatewayContext).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
@@ -89,8 +117,9 @@ internal sealed class GatewayContext
     {
         get
         {
-            var engine = Engines.Current;
-            return $"portcullis {ProductVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}";
+            return Engines.TryGetCurrent(out var engine)
+                ? $"portcullis {ProductVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}"
+                : $"portcullis {ProductVersion}, ClamAV {ClamAV.Version}/no signatures";
         }
     }
 

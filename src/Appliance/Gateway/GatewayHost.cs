@@ -1,17 +1,25 @@
-// The daemon: load the engine, start the scanner pool, open the listeners, and run one
-// SmtpSession per accepted connection until asked to stop. Start-up problems (no
-// signatures, a port in use, an unusable temp_folder) end the process with a clear
-// message and a non-zero exit code before any mail is accepted.
+// The daemon: load the engine, start the scanner pool, open the listeners (or take the ones
+// systemd passed), and run one SmtpSession per accepted connection until asked to stop.
+// Start-up problems (no signatures, a port in use, an unusable temp_folder) end the process
+// with a clear message and a non-zero exit code before any mail is accepted.
+//
+// Around the sessions: sd_notify (READY/RELOADING/STOPPING/STATUS/WATCHDOG), SIGHUP and the
+// control socket for reloads, the database folder poll, the status/metrics server. SIGTERM
+// stops accepting, lets open transactions finish within [general] shutdown_timeout, answers
+// idle sessions 421, and exits 0.
 using System.Buffers;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using System.Text;
 using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Notifications;
 using Portcullis.Appliance.Quarantine;
+using Portcullis.Appliance.Status;
+using Portcullis.Appliance.Systemd;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
@@ -20,7 +28,9 @@ namespace Portcullis.Appliance.Gateway;
 
 internal static class GatewayHost
 {
-    public static async Task<int> RunAsync(GatewayConfig config, CancellationToken stop)
+    private static readonly TimeSpan HousekeepingInterval = TimeSpan.FromSeconds(5);
+
+    public static async Task<int> RunAsync(GatewayConfig config, string configPath, CancellationToken stop)
     {
         try
         {
@@ -62,6 +72,14 @@ internal static class GatewayHost
             }
         }
 
+        // Read (and removed from the environment) before anything else could start a child.
+        var passed = SocketActivation.TakeFromEnvironment(out var passProblem);
+        if (passProblem is not null)
+        {
+            Log.Warn($"socket activation: {passProblem}");
+        }
+
+        using var systemd = SystemdNotifier.FromEnvironment();
         ScanEngine engine;
         try
         {
@@ -71,6 +89,7 @@ internal static class GatewayHost
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
             Log.Error($"cannot load signatures from {config.Scan.DatabaseFolder}: {e.Message}");
+            foreach (var p in passed) p.Socket.Dispose();
             return 69; // EX_UNAVAILABLE
         }
         Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
@@ -87,8 +106,8 @@ internal static class GatewayHost
             return 78; // EX_CONFIG
         }
 
-        using var engines = new EngineHolder(engine);
-        using var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
+        var engines = new EngineHolder(engine);
+        var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
         var notifier = new Notifier(outbox, NotificationServer(config));
         var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
@@ -100,42 +119,109 @@ internal static class GatewayHost
             Connections = new ConnectionLimiter(config.Limits.MaxConnections, config.Limits.MaxConnectionsPerIp),
         };
         if (access.Tls is not null) Log.Info($"TLS certificate {access.Tls.Subject} from {config.Tls.Certificate}");
+        var runtime = new GatewayRuntime(configPath, ctx, systemd);
+        runtime.Reloader.WarnIfOld(force: true);
 
-        await ProbeDownstreamAsync(ctx, stop).ConfigureAwait(false);
+        await ProbeDownstreamAsync(runtime.Context, stop).ConfigureAwait(false);
 
-        var listeners = new List<Socket>();
+        var listeners = new List<(Socket Socket, ListenEndpoint Endpoint)>();
+        StatusServer? status = null;
+        ControlServer? control = null;
         try
         {
-            foreach (var endpoint in config.General.Interfaces)
-                listeners.Add(Listen(endpoint.EndPoint));
+            listeners.AddRange(OpenListeners(config, passed));
+            if (config.Status.Listen is { } statusEndpoint)
+            {
+                status = StatusServer.Start(statusEndpoint, runtime);
+                Log.Info($"status page and /metrics on http://{statusEndpoint}/");
+            }
         }
         catch (SocketException e)
         {
             Log.Error($"cannot listen: {e.Message}");
-            foreach (var l in listeners) l.Dispose();
+            foreach (var l in listeners) l.Socket.Dispose();
+            status?.Dispose();
+            Shutdown(scanners, engines, runtime);
             return 71; // EX_OSERR
         }
-        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", config.General.Interfaces)}, " +
-                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
 
-        var notifying = notifier.RunAsync(stop);
-        var purging = PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, stop);
+        if (config.General.ControlSocket.Length > 0)
+        {
+            try
+            {
+                control = ControlServer.Start(config.General.ControlSocket, runtime);
+            }
+            catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+            {
+                Log.Warn($"control socket {config.General.ControlSocket} unavailable ({e.Message}): `portcullis reload` and `portcullis status` will not reach this process; SIGHUP still reloads");
+            }
+        }
+
+        using var drain = new CancellationTokenSource();
+        using var abort = new CancellationTokenSource();
+        using var background = new CancellationTokenSource();
+        using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
+        {
+            context.Cancel = true;
+            _ = runtime.Reloader.RequestAsync("SIGHUP", withConfig: true);
+        });
+
         var sessions = new SessionTracker();
-        var accepts = listeners.Select((l, i) => AcceptLoopAsync(l, config.General.Interfaces[i], ctx, sessions, stop)).ToArray();
+        var accepts = listeners.Select(l => AcceptLoopAsync(l.Socket, l.Endpoint, runtime, sessions, drain.Token, abort.Token)).ToArray();
+        runtime.AcceptLoopsAlive = () => drain.IsCancellationRequested || accepts.All(a => !a.IsCompleted);
+
+        // Notifications keep going out while sessions drain; what is left stays in the outbox.
+        var services = new List<Task>
+        {
+            HousekeepingAsync(runtime, background.Token),
+            notifier.RunAsync(background.Token),
+            PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, background.Token),
+        };
+        if (status is not null) services.Add(status.RunAsync(background.Token));
+        if (control is not null) services.Add(control.RunAsync(background.Token));
+        if (systemd.WatchdogInterval is { } watchdog)
+        {
+            services.Add(new ServiceWatchdog(runtime, watchdog).RunAsync(background.Token));
+            Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
+        }
+
+        Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.Endpoint))}, " +
+                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
+        systemd.Ready(runtime.StatusLine());
+
         try
         {
             await Task.Delay(Timeout.Infinite, stop).ConfigureAwait(false);
         }
         catch (OperationCanceledException) { }
 
-        Log.Info("stopping: closing listeners");
-        foreach (var l in listeners) l.Dispose();
+        var timeout = runtime.Context.Config.General.ShutdownTimeout;
+        systemd.Stopping($"stopping: {sessions.Count} sessions finishing (up to {timeout.TotalSeconds:0}s)");
+        Log.Info($"stopping: closing listeners; {sessions.Count} open sessions get up to {timeout.TotalSeconds:0}s to finish their transactions");
+        foreach (var l in listeners) l.Socket.Dispose();
+        drain.Cancel();
         await Task.WhenAll(accepts).ConfigureAwait(false);
-        // Sessions saw the same token: idle ones answered 421; give open ones a bounded time to end.
-        await sessions.WaitAllAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        if (!await sessions.WaitAllAsync(timeout).ConfigureAwait(false))
+        {
+            Log.Warn($"stopping: {sessions.Count} sessions still open after shutdown_timeout; closing them");
+            abort.Cancel();
+            await sessions.WaitAllAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+        }
+
         // Notifications the last sessions queued go to the outbox; the next start sends them.
         notifier.Complete();
-        await Task.WhenAll(notifying, purging).ConfigureAwait(false);
+        background.Cancel();
+        await Task.WhenAll(services).ConfigureAwait(false);
+        status?.Dispose();
+        control?.Dispose();
+        Shutdown(scanners, engines, runtime);
+        // For load measurements (build/load.sh): managed allocation totals, read once at exit.
+        if (Environment.GetEnvironmentVariable("PORTCULLIS_GC_REPORT") == "1")
+        {
+            var gc = GC.GetGCMemoryInfo();
+            Log.Info($"gc allocated_bytes={GC.GetTotalAllocatedBytes(precise: true)} gen0={GC.CollectionCount(0)} " +
+                     $"gen1={GC.CollectionCount(1)} gen2={GC.CollectionCount(2)} heap_bytes={gc.HeapSizeBytes} committed_bytes={gc.TotalCommittedBytes}");
+        }
         Log.Info("stopped");
         return 0;
     }
@@ -222,6 +308,59 @@ internal static class GatewayHost
         }
     }
 
+    // A scanner thread stuck in libclamav must not keep the process from exiting.
+    private static void Shutdown(ScannerPool scanners, EngineHolder engines, GatewayRuntime runtime)
+    {
+        if (!Task.Run(scanners.Dispose).Wait(TimeSpan.FromSeconds(10)))
+        {
+            Log.Warn("stopping: a scanner thread did not return within 10s; leaving it behind");
+        }
+
+        runtime.Reloader.Dispose();
+        engines.Dispose();
+    }
+
+    // Each interfaces entry gets the socket systemd passed for its address, or a new one; a
+    // passed socket that matches no entry is used as it is (plain SMTP, no flags).
+    private static List<(Socket Socket, ListenEndpoint Endpoint)> OpenListeners(GatewayConfig config, IReadOnlyList<PassedSocket> passed)
+    {
+        var result = new List<(Socket Socket, ListenEndpoint Endpoint)>();
+        var unused = passed.ToList();
+        try
+        {
+            var wanted = config.General.Interfaces.Select(i => i.EndPoint).ToArray();
+            foreach (var entry in config.General.Interfaces)
+            {
+                var match = unused.FirstOrDefault(p => SocketActivation.MatchInterface((IPEndPoint)p.Socket.LocalEndPoint!, [entry.EndPoint]) == 0);
+                if (match is not null)
+                {
+                    unused.Remove(match);
+                    Log.Info($"socket activation: {entry} uses descriptor {match.Descriptor} ({match.Name}) passed by systemd");
+                    result.Add((match.Socket, entry));
+                }
+                else
+                {
+                    result.Add((Listen(entry.EndPoint), entry));
+                }
+            }
+
+            foreach (var extra in unused)
+            {
+                Log.Warn($"socket activation: descriptor {extra.Descriptor} ({extra.Name}) on {extra.Socket.LocalEndPoint} matches no [general] interfaces entry " +
+                         $"({string.Join(", ", wanted.Select(w => w.ToString()))}); accepting on it as it is");
+                result.Add((extra.Socket, new ListenEndpoint((IPEndPoint)extra.Socket.LocalEndPoint!, ListenEndpoint.NoFlags)));
+            }
+
+            return result;
+        }
+        catch
+        {
+            foreach (var (s, _) in result) s.Dispose();
+            foreach (var p in unused) p.Socket.Dispose();
+            throw;
+        }
+    }
+
     private static Socket Listen(IPEndPoint endpoint)
     {
         var socket = new Socket(endpoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
@@ -234,41 +373,35 @@ internal static class GatewayHost
             socket.Listen(512);
             return socket;
         }
-        catch
+        catch (SocketException e)
         {
             socket.Dispose();
-            throw new SocketException((int)SocketError.AddressNotAvailable, $"{endpoint}: address unavailable or in use");
+            throw new SocketException((int)e.SocketErrorCode, $"{endpoint}: {e.Message}");
         }
     }
 
-    private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayContext ctx, SessionTracker sessions, CancellationToken stop)
+    // Ends when the listener is closed (drain) or the accept loop cannot go on.
+    private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
     {
-        while (!stop.IsCancellationRequested)
-        {
-            Socket client;
-            try
-            {
-                client = await listener.AcceptAsync(stop).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) { return; }
-            catch (ObjectDisposedException) { return; }
-            catch (SocketException e)
-            {
-                // EMFILE and friends: log, back off briefly rather than spin.
-                Log.Warn($"accept failed on {listener.LocalEndPoint}: {e.Message}");
-                try { await Task.Delay(100, stop).ConfigureAwait(false); } catch (OperationCanceledException) { return; }
-                continue;
-            }
-            sessions.Run(RunSessionAsync(client, endpoint, ctx, stop));
-        }
+        await Acceptor.RunAsync(listener, $"listener {SafeLocal(listener)}",
+            client => sessions.Run(RunSessionAsync(client, endpoint, runtime.Context, drain, abort)), drain).ConfigureAwait(false);
+    }
+
+    private static string SafeLocal(Socket s)
+    {
+        try { return s.LocalEndPoint?.ToString() ?? "?"; }
+        catch (ObjectDisposedException) { return "?"; }
     }
 
     // One connection: the PROXY header on /proxy listeners (only from [general] proxy_trusted),
     // the connection limits, the TLS handshake on /tls listeners, then the SMTP session. The real
-    // client address from the header is what every later decision and log line sees.
-    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken stop)
+    // client address from the header is what every later decision and log line sees. drain asks
+    // for a graceful stop (SmtpSession.RunAsync), abort cuts everything at shutdown_timeout.
+    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken drain, CancellationToken abort)
     {
         await Task.Yield();
+        var stop = abort;
+        ctx.Metrics.ConnectionOpened();
         client.NoDelay = true;
         using var network = new NetworkStream(client, ownsSocket: true);
         Stream stream = network;
@@ -303,7 +436,10 @@ internal static class GatewayHost
             // Before the TLS handshake: a connection that never finishes it holds its place too.
             var address = (remote as IPEndPoint)?.Address;
             string refusal = "";
-            lease = ctx.Connections?.TryEnter(address, out refusal);
+            // Trusted networks (the MTAs and hosts that relay through us) count towards
+            // max_connections but not towards the per-address limit, as Postfix exempts mynetworks.
+            bool exempt = address is not null && ctx.Config.Relay.TrustedNetworks.Contains(address);
+            lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal);
             if (lease is null && ctx.Connections is not null)
             {
                 Log.Warn($"session={id} client={address} refused: {refusal}");
@@ -328,7 +464,7 @@ internal static class GatewayHost
             }
 
             var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new GatewaySession(ctx), id);
-            await session.RunAsync(stop).ConfigureAwait(false);
+            await session.RunAsync(drain, abort).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
         {
@@ -340,6 +476,7 @@ internal static class GatewayHost
         }
         finally
         {
+            ctx.Metrics.ConnectionClosed();
             lease?.Dispose();
             if (tls is not null) await tls.DisposeAsync().ConfigureAwait(false);
         }
@@ -369,10 +506,49 @@ internal static class GatewayHost
         }
     }
 
+    // Every HousekeepingInterval: STATUS= for systemctl status, the definitions-age warning, and
+    // the database folder poll every [scan] reload_check_interval.
+    private static async Task HousekeepingAsync(GatewayRuntime runtime, CancellationToken stop)
+    {
+        var check = runtime.Context.Config.Scan.ReloadCheckInterval;
+        using var timer = new PeriodicTimer(check > TimeSpan.Zero && check < HousekeepingInterval ? check : HousekeepingInterval);
+        var lastPoll = Environment.TickCount64;
+        var lastStatus = "";
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stop).ConfigureAwait(false))
+            {
+                var interval = runtime.Context.Config.Scan.ReloadCheckInterval;
+                if (interval > TimeSpan.Zero && Environment.TickCount64 - lastPoll >= (long)interval.TotalMilliseconds)
+                {
+                    lastPoll = Environment.TickCount64;
+                    runtime.Reloader.CheckFolder();
+                }
+                else
+                {
+                    runtime.Reloader.WarnIfOld();
+                }
+
+                var line = runtime.StatusLine();
+                if (line != lastStatus && !runtime.Reloader.IsReloading)
+                {
+                    lastStatus = line;
+                    runtime.Notifier.Status(line);
+                }
+            }
+        }
+        catch (OperationCanceledException) { }
+    }
+
     private sealed class SessionTracker
     {
         private readonly HashSet<Task> _running = [];
         private readonly Lock _lock = new();
+
+        public int Count
+        {
+            get { lock (_lock) return _running.Count; }
+        }
 
         public void Run(Task session)
         {
@@ -380,11 +556,13 @@ internal static class GatewayHost
             session.ContinueWith(t => { lock (_lock) _running.Remove(t); }, TaskScheduler.Default);
         }
 
-        public async Task WaitAllAsync(TimeSpan limit)
+        // True when every session ended within the limit.
+        public async Task<bool> WaitAllAsync(TimeSpan limit)
         {
             Task[] all;
             lock (_lock) all = [.. _running];
-            await Task.WhenAny(Task.WhenAll(all), Task.Delay(limit)).ConfigureAwait(false);
+            var done = Task.WhenAll(all);
+            return await Task.WhenAny(done, Task.Delay(limit)).ConfigureAwait(false) == done;
         }
     }
 }

@@ -174,6 +174,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             return DownstreamUnavailable;
         }
 
@@ -272,6 +273,15 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         var entry = NewEntry(session, tx, buffer.Length);
         try
         {
+            string scratch = Cli.ScanCommands.ScratchFolder(_ctx.Config);
+            if (!ScanSpace.HasRoomToScan(scratch, buffer.Length))
+            {
+                Log.Warn($"session={entry.Session} scratch folder {scratch} has no room to scan {buffer.Length} bytes");
+                await ResetDownstreamAsync().ConfigureAwait(false);
+                return Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
+            }
+
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
                 ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
@@ -283,7 +293,11 @@ internal sealed class GatewaySession : ISmtpSessionHandler
                     new SmtpReply(451, "4.3.2", "All virus scanners are busy, try again later"));
             }
             scanFinished = ticket.Finished;
+            long scanStarted = Stopwatch.GetTimestamp();
             ScanResult result = await ticket.Result.ConfigureAwait(false);
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
+                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
+            _ctx.Metrics.ScanSeconds.Observe(Stopwatch.GetElapsedTime(scanStarted).TotalSeconds);
 
             switch (result.Outcome)
             {
@@ -346,6 +360,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={entry.Session} downstream failed during delivery: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             await DropDownstreamAsync().ConfigureAwait(false);
             return Finish(entry, state, verdict, virus, MessageAction.Tempfail, e.Message, DownstreamUnavailable);
         }
@@ -542,14 +557,16 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     private SmtpReply Finish(MessageLogEntry entry, MessageState state, MessageVerdict verdict, string virus,
         string action, string downstream, SmtpReply reply)
     {
-        _ctx.Log.Write(entry with
+        var final = entry with
         {
             Verdict = verdict,
             Virus = virus,
             Action = action,
             Downstream = downstream,
             Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
-        });
+        };
+        _ctx.Log.Write(final);
+        _ctx.Metrics.Message(final);
         return reply;
     }
 
@@ -560,12 +577,14 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         {
             // Content arrived (in part or whole) but never reached a verdict: one log line for it too.
             var refusal = tx.ContentRefusal;
-            _ctx.Log.Write(NewEntry(session, tx, buffer.Length) with
+            var entry = NewEntry(session, tx, buffer.Length) with
             {
                 Action = refusal is null ? MessageAction.Aborted : MessageAction.Rejected,
                 Downstream = refusal is null ? "" : "refused by gateway: " + refusal,
                 Milliseconds = (long)Stopwatch.GetElapsedTime(state.Started).TotalMilliseconds,
-            });
+            };
+            _ctx.Log.Write(entry);
+            _ctx.Metrics.Message(entry);
             buffer.Dispose();
             state.Buffer = null;
         }
@@ -631,6 +650,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         catch (DownstreamException e)
         {
             Log.Warn($"session={session.Id} downstream failed: {e.Message}");
+            _ctx.Metrics.DownstreamError();
             return DownstreamUnavailable;
         }
     }

@@ -7,6 +7,7 @@ namespace Portcullis.NativeScan.Interop;
 // frees the engine after the last scan in flight on it has returned.
 internal sealed class EngineHandle : SafeHandleZeroOrMinusOneIsInvalid
 {
+    private readonly TaskCompletionSource freed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private volatile bool released;
 
     internal EngineHandle(nint engine)
@@ -18,9 +19,14 @@ internal sealed class EngineHandle : SafeHandleZeroOrMinusOneIsInvalid
     // Lets tests observe when the native engine is actually freed, as opposed to disposed.
     internal bool Released => released;
 
+    // Completes once cl_engine_free has run: a reload waits on it to return memory to the system.
+    internal Task Freed => freed.Task;
+
     protected override bool ReleaseHandle()
     {
         released = true;
-        return LibClamAV.cl_engine_free(handle) == LibClamAV.cl_error_t.CL_SUCCESS;
+        var ok = LibClamAV.cl_engine_free(handle) == LibClamAV.cl_error_t.CL_SUCCESS;
+        freed.TrySetResult();
+        return ok;
     }
 }

@@ -36,6 +36,13 @@ public sealed class SmtpPath
             return false;
         }
         string inner = text[1..^1];
+        // The command parser decodes invalid UTF-8 to U+FFFD: such an address would be passed on
+        // changed, so it is refused here (RFC 6531 §3.3 requires well-formed UTF-8).
+        if (inner.Contains('\uFFFD'))
+        {
+            error = "address is not valid UTF-8";
+            return false;
+        }
         if (inner.Length == 0)
         {
             if (allowNull) return true;

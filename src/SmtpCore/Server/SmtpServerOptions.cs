@@ -13,6 +13,7 @@ public sealed class SmtpServerOptions
     public int MaxErrors { get; init; } = 10;
     public TimeSpan CommandTimeout { get; init; } = TimeSpan.FromMinutes(5);   // §4.5.3.2.7
     public TimeSpan DataTimeout { get; init; } = TimeSpan.FromMinutes(3);      // §4.5.3.2.5, per read
+    public int MinDataRate { get; init; } = 500;                               // bytes/s past DataTimeout for a whole message
     public BareNewlinePolicy BareNewline { get; init; } = BareNewlinePolicy.Normalize;
     public bool Chunking { get; init; } = true;
     public bool SmtpUtf8 { get; init; } = true;

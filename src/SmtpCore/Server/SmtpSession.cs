@@ -30,6 +30,7 @@ public sealed class SmtpSession
     private readonly List<(Task<SmtpReply> Reply, Func<SmtpReply, SmtpReply> Apply)> _pending = [];
     private readonly HashSet<string> _advertised = new(StringComparer.OrdinalIgnoreCase);
     private CancellationToken _shutdown;
+    private CancellationToken _drain;
     private bool _closing;
     private bool _usedBdat;
     private DataReader? _bdat;
@@ -65,9 +66,16 @@ public sealed class SmtpSession
     public bool IsSecure => Tls is not null;
     public string? AuthenticatedUser { get; private set; }
 
-    public async Task RunAsync(CancellationToken shutdown)
+    // shutdown ends the session wherever it is (an idle client still gets 421).
+    public Task RunAsync(CancellationToken shutdown) => RunAsync(shutdown, shutdown);
+
+    // A graceful stop: once drain is signalled the session answers 421 4.3.2 and closes as soon
+    // as no transaction is open (at once if the client is idle); an open transaction runs to
+    // its end first. shutdown, later, cuts everything as above.
+    public async Task RunAsync(CancellationToken drain, CancellationToken shutdown)
     {
         _shutdown = shutdown;
+        _drain = drain;
         try
         {
             SmtpReply? refusal;
@@ -101,14 +109,24 @@ public sealed class SmtpSession
 
     private async Task CommandLoopAsync()
     {
+        // The command timeout bounds a whole command line, not each read: a client trickling a
+        // byte at a time (slowloris) cannot hold the session open past it.
+        long commandStarted = 0;
         while (!_closing)
         {
             await ResolvePendingAsync().ConfigureAwait(false);
             await _output.FlushAsync(_shutdown).ConfigureAwait(false);
             if (_closing) return;
+            if (_drain.IsCancellationRequested && Idle)
+            {
+                await ShuttingDownAsync().ConfigureAwait(false);
+                return;
+            }
 
+            if (commandStarted == 0) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
+            var left = _options.CommandTimeout - System.Diagnostics.Stopwatch.GetElapsedTime(commandStarted);
             ReadResult result;
-            var read = await ReadAsync(_options.CommandTimeout, "command").ConfigureAwait(false);
+            var read = await ReadAsync(left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1), "command").ConfigureAwait(false);
             if (read is null) return;
             result = read.Value;
 
@@ -159,8 +177,15 @@ public sealed class SmtpSession
             }
             if (!handedOff)
             {
+                // Only a partial line keeps the clock running; it started when that line did.
+                if (buffer.Slice(position).IsEmpty) commandStarted = 0;
+                else if (!position.Equals(buffer.Start)) commandStarted = System.Diagnostics.Stopwatch.GetTimestamp();
                 _input.AdvanceTo(position, buffer.End);
                 if (result.IsCompleted && !_closing) return; // client closed
+            }
+            else
+            {
+                commandStarted = 0;
             }
         }
         await ResolvePendingAsync().ConfigureAwait(false);
@@ -175,10 +200,16 @@ public sealed class SmtpSession
         return status;
     }
 
+    // No transaction open: a graceful stop may close the session between two commands.
+    private bool Idle => Transaction is null && _bdat is null && _pending.Count == 0;
+
     // null when the client closed, timed out (answered 421) or we are shutting down (421).
     private async Task<ReadResult?> ReadAsync(TimeSpan timeout, string what)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
+        // Waiting for a command with no transaction open: a drain interrupts the wait too.
+        using var cts = Idle && what == "command"
+            ? CancellationTokenSource.CreateLinkedTokenSource(_shutdown, _drain)
+            : CancellationTokenSource.CreateLinkedTokenSource(_shutdown);
         cts.CancelAfter(timeout);
         try
         {
@@ -189,8 +220,8 @@ public sealed class SmtpSession
         }
         catch (OperationCanceledException)
         {
-            SmtpReply reply = _shutdown.IsCancellationRequested
-                ? new SmtpReply(421, "4.3.2", $"{_options.HostName} Service shutting down, try again later")
+            SmtpReply reply = _shutdown.IsCancellationRequested || _drain.IsCancellationRequested
+                ? ShuttingDown
                 : new SmtpReply(421, "4.4.2", $"{_options.HostName} Timeout waiting for {what}, closing connection");
             await AbortTransactionAsync().ConfigureAwait(false);
             Write(reply);
@@ -199,6 +230,16 @@ public sealed class SmtpSession
             try { await _output.FlushAsync(flushCts.Token).ConfigureAwait(false); } catch (Exception e) when (e is IOException or OperationCanceledException) { }
             return null;
         }
+    }
+
+    private SmtpReply ShuttingDown => new(421, "4.3.2", $"{_options.HostName} Service shutting down, try again later");
+
+    private async Task ShuttingDownAsync()
+    {
+        Write(ShuttingDown);
+        _closing = true;
+        using var flushCts = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        try { await _output.FlushAsync(flushCts.Token).ConfigureAwait(false); } catch (Exception e) when (e is IOException or OperationCanceledException) { }
     }
 
     private async Task ExecuteAsync(SmtpCommand command)
@@ -629,9 +670,10 @@ public sealed class SmtpSession
         Write(new SmtpReply(354, null, "End data with <CR><LF>.<CR><LF>"));
         await _output.FlushAsync(_shutdown).ConfigureAwait(false);
 
+        var pace = new DataPace(_options);
         while (!data.IsComplete)
         {
-            var read = await ReadAsync(_options.DataTimeout, "message data").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(data.Size), "message data").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             long consumed = 0;
@@ -687,9 +729,10 @@ public sealed class SmtpSession
 
         // The chunk is always read in full, even when it will be refused (RFC 3030 §2).
         long remaining = size;
+        var pace = new DataPace(_options);
         while (remaining > 0)
         {
-            var read = await ReadAsync(_options.DataTimeout, "BDAT chunk").ConfigureAwait(false);
+            var read = await ReadAsync(pace.NextTimeout(size - remaining), "BDAT chunk").ConfigureAwait(false);
             if (read is null) { _closing = true; return; }
             var buffer = read.Value.Buffer;
             var take = buffer.Slice(0, Math.Min(remaining, buffer.Length));
@@ -849,6 +892,22 @@ public sealed class SmtpSession
         var span = _output.GetSpan(Encoding.UTF8.GetMaxByteCount(wire.Length));
         int n = Encoding.UTF8.GetBytes(wire, span);
         _output.Advance(n);
+    }
+}
+
+// Content must keep arriving: each read within DataTimeout (RFC 5321 §4.5.3.2.5), and the
+// whole transfer within DataTimeout plus the time MinDataRate allows for what has arrived
+// (as Postfix's smtpd_min_data_rate), so a client trickling bytes cannot hold a session.
+internal readonly struct DataPace(SmtpServerOptions options)
+{
+    private readonly long _started = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public TimeSpan NextTimeout(long received)
+    {
+        var allowed = options.DataTimeout + TimeSpan.FromSeconds((double)received / options.MinDataRate);
+        var left = allowed - System.Diagnostics.Stopwatch.GetElapsedTime(_started);
+        if (left <= TimeSpan.Zero) return TimeSpan.FromTicks(1);
+        return left < options.DataTimeout ? left : options.DataTimeout;
     }
 }
 

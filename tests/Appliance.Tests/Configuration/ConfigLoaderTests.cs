@@ -296,7 +296,7 @@ public sealed class ConfigLoaderTests
     {
         var error = SingleError("[scan]\nmax_size = 10M");
         Assert.Equal(
-            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder, action, action_pua, action_heuristics, action_phishing, action_unofficial, action_banned, tag_subject_prefix, banned_extensions, banned_content_types, encrypted_archives)",
+            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder, action, action_pua, action_heuristics, action_phishing, action_unofficial, action_banned, tag_subject_prefix, banned_extensions, banned_content_types, encrypted_archives, reload_check_interval, reload_memory, max_definitions_age)",
             error);
     }
 
@@ -304,7 +304,7 @@ public sealed class ConfigLoaderTests
     public void UnknownSectionIsReportedEvenWhenEmpty()
     {
         Assert.Equal(
-            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, quarantine, notification, relay, auth, tls)",
+            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, quarantine, notification, relay, auth, tls, status)",
             SingleError("[bogus]\nlisten = 127.0.0.1:8025\n"));
     }
 

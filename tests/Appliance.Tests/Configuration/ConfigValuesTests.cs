@@ -61,6 +61,8 @@ public sealed class ConfigValuesTests
     [InlineData("5M", 300)]
     [InlineData("1h", 3600)]
     [InlineData("24H", 86400)]
+    [InlineData("3d", 259200)]
+    [InlineData("1D", 86400)]
     [InlineData(" 2m ", 120)]
     public void TimesParse(string text, int seconds)
     {
@@ -71,7 +73,7 @@ public sealed class ConfigValuesTests
     [Theory]
     [InlineData("")]
     [InlineData("s")]
-    [InlineData("1d")]
+    [InlineData("d")]
     [InlineData("1ms")]
     [InlineData("1.5s")]
     [InlineData("-5")]

@@ -47,6 +47,7 @@ public sealed partial class ShippedConfigTests
         Assert.Equal(defaults.Relay, shipped.Relay);
         Assert.Equal(defaults.Auth, shipped.Auth);
         Assert.Equal(defaults.Tls, shipped.Tls);
+        Assert.Equal(defaults.Status, shipped.Status);
         Assert.Equal(defaults.General with { Interfaces = [] }, shipped.General with { Interfaces = [] });
         Assert.Equal(defaults.General.Interfaces.Select(i => i.ToString()), shipped.General.Interfaces.Select(i => i.ToString()));
     }
@@ -55,14 +56,14 @@ public sealed partial class ShippedConfigTests
     public void ShippedFileShowsEveryKeyWithAComment()
     {
         var lines = File.ReadAllLines(ShippedPath());
-        string[] sections = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls"];
+        string[] sections = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status"];
         string[][] keys =
         [
             ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
-             "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file"],
+             "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket"],
             ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
                 "scratch_folder", "action", "action_pua", "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
-                "banned_extensions", "banned_content_types", "encrypted_archives"],
+                "banned_extensions", "banned_content_types", "encrypted_archives", "reload_check_interval", "reload_memory", "max_definitions_age"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline",
              "max_connections", "max_connections_per_ip"],
             ["folder"],
@@ -71,6 +72,7 @@ public sealed partial class ShippedConfigTests
             ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl"],
             ["passwd_file", "downstream", "allow_plaintext", "max_failures", "failure_window", "failure_delay"],
             ["certificate", "key"],
+            ["listen"],
         ];
 
         for (var s = 0; s < sections.Length; s++)

@@ -47,13 +47,13 @@ public static class AccessFixtures
         }
     }
 
-    // (certificate, key) PEM files for CN=gw.test.
-    public static (string Cert, string Key) SelfSignedCertificate(string folder)
+    // (certificate, key) PEM files for CN=<commonName>, written over any earlier pair in folder.
+    public static (string Cert, string Key) SelfSignedCertificate(string folder, string commonName = "gw.test")
     {
         var cert = Path.Combine(folder, "cert.pem");
         var key = Path.Combine(folder, "key.pem");
         Tool("openssl", null, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=gw.test");
+            "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=" + commonName);
         return (cert, key);
     }
 

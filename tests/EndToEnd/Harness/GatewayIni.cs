@@ -21,6 +21,8 @@ public sealed class GatewayIni
         Set("general", "smtp_server_timeout", "5s");
         Set("general", "temp_folder", SpoolFolder);
         Set("general", "queue_folder", QueueFolder);
+        Set("general", "control_socket", ControlSocket);
+        Set("general", "shutdown_timeout", "10s");
         Set("scan", "database_folder", DatabaseFolder);
         Set("scan", "timeout", "30s");
         Set("scan", "on_error", "tempfail");
@@ -33,6 +35,8 @@ public sealed class GatewayIni
         Set("limits", "bare_newline", "normalize");
         Set("quarantine", "folder", QuarantineFolder);
         Set("notification", "template_folder", Path.Combine(Root, "templates"));
+        StatusPort = FreePort();
+        Set("status", "listen", $"127.0.0.1:{StatusPort}");
     }
 
     public string Root { get; }
@@ -43,6 +47,8 @@ public sealed class GatewayIni
     public string OutboxFolder => Path.Combine(QueueFolder, "outbox");
     public string QuarantineFolder => Path.Combine(Root, "quarantine");
     public string FilePath => Path.Combine(Root, "portcullis.ini");
+    public string ControlSocket => Path.Combine(Root, "control.sock");
+    public int StatusPort { get; }
 
     public GatewayIni Set(string section, string key, string value)
     {

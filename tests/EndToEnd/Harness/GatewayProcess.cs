@@ -30,30 +30,36 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     public GatewayIni Config { get; }
     public int Port => Config.ListenPort;
+    public int ProcessId => process.Id;
+    public bool HasExited => process.HasExited;
     public EventLog<string> Stdout { get; } = new();
     public EventLog<string> Stderr { get; } = new();
 
     // Leave the root folder in place on dispose, for a second gateway on the same root.
     public bool KeepRoot { get; set; }
 
-    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null) =>
-        StartAsync(output, downstream.Port, configure, downstream);
+    public static Task<GatewayProcess> StartAsync(ITestOutputHelper output, TestSmtpServer downstream, Action<GatewayIni>? configure = null, GatewayLaunch? launch = null) =>
+        StartAsync(output, downstream.Port, configure, downstream, launch);
 
-    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null, TestSmtpServer? downstream = null)
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, int downstreamPort, Action<GatewayIni>? configure = null,
+        TestSmtpServer? downstream = null, GatewayLaunch? launch = null)
     {
         PortcullisBinary.Require();
         var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), downstreamPort);
         configure?.Invoke(config);
-        return await StartAsync(output, config, downstream);
+        return await StartAsync(output, config, downstream, launch);
     }
 
     // Starts a gateway on an existing root (a restart keeps the quarantine and the outbox).
-    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream)
+    public static async Task<GatewayProcess> StartAsync(ITestOutputHelper output, GatewayIni config, TestSmtpServer? downstream, GatewayLaunch? launch = null)
     {
         var binary = PortcullisBinary.Require();
         var configFile = await config.WriteAsync();
+        launch?.BeforeStart?.Invoke(config);
 
-        var start = new ProcessStartInfo(binary)
+        // A wrapper such as systemd-socket-activate execs the gateway in its own process.
+        var wrapper = launch?.Wrapper?.Invoke(config) ?? [];
+        var start = new ProcessStartInfo(wrapper.Count > 0 ? wrapper[0] : binary)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -61,6 +67,21 @@ public sealed class GatewayProcess : IAsyncDisposable
             UseShellExecute = false,
             WorkingDirectory = config.Root,
         };
+        foreach (var argument in wrapper.Skip(1))
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        if (wrapper.Count > 0)
+        {
+            start.ArgumentList.Add(binary);
+        }
+
+        foreach (var (name, value) in launch?.Environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
+
         start.ArgumentList.Add("run");
         start.ArgumentList.Add("--config");
         start.ArgumentList.Add(configFile);
@@ -96,6 +117,32 @@ public sealed class GatewayProcess : IAsyncDisposable
         return LogRecord.TryParse(line)!;
     }
 
+    // Sends a signal without waiting for anything (SIGHUP: reload, SIGTERM: graceful stop).
+    public void Signal(int signal)
+    {
+        if (kill(process.Id, signal) != 0)
+        {
+            throw new InvalidOperationException($"kill({signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    // The exit code, once the process has exited on its own (after Signal(SIGTERM), say).
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        try
+        {
+            await process.WaitForExitAsync(deadline.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            throw new TimeoutException($"the gateway did not exit within {timeout.TotalSeconds}s\n{Logs()}");
+        }
+
+        stopped = true;
+        return process.ExitCode;
+    }
+
     // SIGTERM, wait for a graceful exit, then check that nothing was left in temp_folder.
     public async Task StopAsync()
     {
@@ -107,6 +154,32 @@ public sealed class GatewayProcess : IAsyncDisposable
             ? Directory.EnumerateFileSystemEntries(Config.SpoolFolder, "*", SearchOption.AllDirectories).ToArray()
             : [];
         Assert.True(leftovers.Length == 0, $"temp_folder is not empty after stop: {string.Join(", ", leftovers)}\n{Logs()}");
+    }
+
+    // SIGKILL, as a crash or the OOM killer would: no chance to clean up. The folder stays for a
+    // restart (StartAsync with Config); the restarted gateway's DisposeAsync removes it.
+    public async Task KillAsync()
+    {
+        Assert.False(process.HasExited, $"the gateway exited on its own before the test killed it\n{Logs()}");
+        stopped = true;
+        KeepRoot = true;
+        Assert.Equal(0, kill(process.Id, SIGKILL));
+        using var deadline = new CancellationTokenSource(StopDeadline);
+        await process.WaitForExitAsync(deadline.Token);
+    }
+
+    // The process's status line from /proc (VmRSS, VmHWM, Threads...) in kB or as written.
+    public long ProcStatusKb(string field)
+    {
+        foreach (var line in File.ReadLines($"/proc/{process.Id}/status"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0]);
+            }
+        }
+
+        throw new InvalidOperationException($"no {field} in /proc/{process.Id}/status");
     }
 
     public async ValueTask DisposeAsync()
@@ -202,8 +275,20 @@ public sealed class GatewayProcess : IAsyncDisposable
 
     private string ExitCodeText() => process.HasExited ? process.ExitCode.ToString() : "running";
 
-    private const int SIGTERM = 15;
+    public const int SIGHUP = 1;
+    public const int SIGTERM = 15;
+    private const int SIGKILL = 9;
 
     [DllImport("libc", SetLastError = true)]
     private static extern int kill(int pid, int sig);
+}
+
+// How a test starts the process beyond the INI file: extra environment variables, a wrapper
+// command that execs the gateway (given the config, returns the wrapper's argv before the
+// binary), and a hook that runs once the config and signature folder exist.
+public sealed record GatewayLaunch
+{
+    public IReadOnlyDictionary<string, string> Environment { get; init; } = new Dictionary<string, string>();
+    public Func<GatewayIni, IReadOnlyList<string>>? Wrapper { get; init; }
+    public Action<GatewayIni>? BeforeStart { get; init; }
 }

@@ -66,6 +66,17 @@ public sealed class TestSmtpServer : IAsyncDisposable
 
     public TestSmtpServer CloseAt(SmtpStep step) => Script(step, StepAction.Close, 0);
 
+    // Answers DATA with 354 (or takes the first BDAT chunk's command line), reads a little of the
+    // body and hangs up in the middle of it: a downstream that dies mid-DATA.
+    public TestSmtpServer CloseInsideData() => Script(SmtpStep.Data, StepAction.CloseInside, 0);
+
+    // Back to normal behaviour for every step.
+    public TestSmtpServer ClearScript()
+    {
+        script.Clear();
+        return this;
+    }
+
     private TestSmtpServer Script(SmtpStep step, StepAction action, int rcpt)
     {
         script[(step, rcpt)] = action;
@@ -414,6 +425,15 @@ public sealed class TestSmtpServer : IAsyncDisposable
                 case { Kind: StepKind.Reply }:
                     await WriteAsync(action.Line!);
                     return Outcome.Refused;
+                case { Kind: StepKind.CloseInside }:
+                    if (normalReply is not null)
+                    {
+                        await WriteAsync(normalReply);
+                    }
+
+                    await reader.ReadExactAsync(1, cancel);
+                    session.Note($"closing inside the body at {step}");
+                    return Outcome.Ended;
                 case { Kind: StepKind.Hang }:
                     session.Note($"hanging at {step}");
                     await reader.DrainAsync(cancel);
@@ -457,12 +477,13 @@ public sealed class TestSmtpServer : IAsyncDisposable
 
     private enum Outcome { Proceed, Refused, Ended }
 
-    private enum StepKind { Reply, Hang, Close }
+    private enum StepKind { Reply, Hang, Close, CloseInside }
 
     private sealed record StepAction(StepKind Kind, string? Line)
     {
         public static readonly StepAction Hang = new(StepKind.Hang, null);
         public static readonly StepAction Close = new(StepKind.Close, null);
+        public static readonly StepAction CloseInside = new(StepKind.CloseInside, null);
 
         public static StepAction Reply(string line) => new(StepKind.Reply, line);
     }

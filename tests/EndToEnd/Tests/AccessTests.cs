@@ -89,6 +89,11 @@ public sealed class AccessTests(ITestOutputHelper output)
         Assert.Equal("4.7.0", fourth.Banner.EnhancedCode);
         await using var other = await RawSmtpClient.ConnectAsync(gateway.Port, from: IPAddress.Parse("127.0.0.3"));
         Assert.Equal(220, other.Banner.Code);
+        // The trusted address (127.0.0.1, already holding one connection) is not held to the per-address limit.
+        var fromTrusted = new List<RawSmtpClient>();
+        for (int i = 0; i < 4; i++) fromTrusted.Add(await RawSmtpClient.ConnectAsync(gateway.Port));
+        Assert.All(fromTrusted, c => Assert.Equal(220, c.Banner.Code));
+        foreach (var c in fromTrusted) await c.DisposeAsync();
         await gateway.StopAsync();
     }
 

@@ -27,7 +27,7 @@ internal sealed class LoopbackSession : IAsyncDisposable
     public Task Run { get; }
 
     public static async Task<LoopbackSession> StartAsync(SmtpServerOptions options, ISmtpSessionHandler handler,
-        CancellationToken shutdown = default)
+        CancellationToken shutdown = default, CancellationToken? drain = null)
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -42,7 +42,7 @@ internal sealed class LoopbackSession : IAsyncDisposable
             try
             {
                 var session = new SmtpSession(transport, accepted.RemoteEndPoint, accepted.LocalEndPoint, options, handler, "t1");
-                await session.RunAsync(shutdown);
+                await (drain is { } graceful ? session.RunAsync(graceful, shutdown) : session.RunAsync(shutdown));
             }
             finally
             {

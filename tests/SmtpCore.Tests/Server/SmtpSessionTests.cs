@@ -35,7 +35,7 @@ public class SmtpSessionTests
     public async Task Idle_client_gets_421_and_the_connection_closes()
     {
         var handler = new RecordingHandler();
-        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromMilliseconds(200)));
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromSeconds(1)));
         await conn.SendAsync("MAIL FROM:<a@example.org>\r\n");
         Assert.Equal("250 2.1.0 Sender OK", await conn.ReadLineAsync());
         // Say nothing more: the server gives up, says why and closes (RFC 5321 §4.5.3.2.7).
@@ -47,10 +47,64 @@ public class SmtpSessionTests
     }
 
     [Fact]
+    public async Task Client_trickling_a_command_a_byte_at_a_time_still_times_out()
+    {
+        var handler = new RecordingHandler();
+        // Long enough that a loaded test machine still gets EHLO in; the trickle outlasts it fourfold.
+        await using var conn = await GreetedAsync(handler, Options(command: TimeSpan.FromSeconds(2)));
+        // Slowloris: a byte every 50 ms, never a line end. Each byte arrives well inside the
+        // timeout, so only a deadline for the whole line can end this.
+        using var stop = new CancellationTokenSource();
+        bool ranOut = false; // the client sent everything it had: only then could a per-read timeout fire
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await conn.SendAsync([(byte)"NOOP "[i % 5]]); } catch (IOException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+            Volatile.Write(ref ranOut, !stop.IsCancellationRequested);
+        });
+
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for command, closing connection", await conn.ReadLineAsync());
+        Assert.False(Volatile.Read(ref ranOut), "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+        await conn.WaitForSessionEndAsync();
+    }
+
+    [Fact]
+    public async Task Client_trickling_message_content_still_times_out_and_nothing_is_delivered()
+    {
+        var handler = new RecordingHandler();
+        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromMilliseconds(400)));
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
+        using var stop = new CancellationTokenSource();
+        bool ranOut = false;
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await conn.SendAsync([(byte)'x']); } catch (IOException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+            Volatile.Write(ref ranOut, !stop.IsCancellationRequested);
+        });
+
+        Assert.Equal("421 4.4.2 mx.test Timeout waiting for message data, closing connection", await conn.ReadLineAsync());
+        Assert.False(Volatile.Read(ref ranOut), "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+        await conn.WaitForSessionEndAsync();
+        Assert.Empty(handler.Messages);
+    }
+
+    [Fact]
     public async Task Client_stalling_in_DATA_gets_421_and_nothing_is_delivered()
     {
         var handler = new RecordingHandler();
-        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromMilliseconds(200)));
+        await using var conn = await GreetedAsync(handler, Options(data: TimeSpan.FromSeconds(1)));
         await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
         Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
         await conn.SendAsync("partial content\r\n");
@@ -75,6 +129,42 @@ public class SmtpSessionTests
         Assert.Equal("", await conn.ReadToEndAsync());
         await conn.WaitForSessionEndAsync();
         Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
+    }
+
+    [Fact]
+    public async Task Drain_lets_the_open_transaction_finish_then_says_421()
+    {
+        var handler = new RecordingHandler();
+        using var drain = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, drain: drain.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        Assert.Equal(4, (await ReadLinesAsync(conn, 4)).Count);
+
+        drain.Cancel(); // mid-DATA: the message goes on
+        await conn.SendAsync("Subject: drained\r\n\r\nbody\r\n.\r\n");
+        Assert.StartsWith("250 ", await conn.ReadLineAsync());
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Single(handler.Messages);
+    }
+
+    [Fact]
+    public async Task Drain_closes_an_idle_session_with_421_at_once()
+    {
+        var handler = new RecordingHandler();
+        using var drain = new CancellationTokenSource();
+        await using var conn = await LoopbackSession.StartAsync(Options(), handler, drain: drain.Token);
+        Assert.Equal("220 mx.test ESMTP", await conn.ReadLineAsync());
+        await conn.SendAsync("HELO client.test\r\n");
+        Assert.Equal("250 mx.test", await conn.ReadLineAsync());
+
+        drain.Cancel();
+        Assert.Equal("421 4.3.2 mx.test Service shutting down, try again later", await conn.ReadLineAsync());
+        Assert.Equal("", await conn.ReadToEndAsync());
+        await conn.WaitForSessionEndAsync();
+        Assert.Empty(handler.Messages);
     }
 
     [Fact]

@@ -1,0 +1,105 @@
+using System.Collections.Concurrent;
+using Portcullis.Appliance.Logging;
+
+namespace Portcullis.Appliance.Status;
+
+// What the gateway counts while it runs, for /metrics, the status page, `portcullis status`
+// and systemd's STATUS=. Everything is updated with interlocked operations from sessions.
+internal sealed class GatewayMetrics
+{
+    private const int DetectionsKept = 20;
+
+    private readonly ConcurrentDictionary<(string Verdict, string Action), StrongCounter> messages = new();
+    private readonly Queue<Detection> detections = new();
+    private readonly Lock detectionsLock = new();
+    private long connectionsTotal;
+    private long connectionsActive;
+    private long bytesTotal;
+    private long downstreamErrors;
+    private long reloadsOk;
+    private long reloadsFailed;
+
+    public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
+
+    public Histogram ScanSeconds { get; } = Histogram.Seconds();
+
+    public Histogram MessageSeconds { get; } = Histogram.Seconds();
+
+    public Histogram ReloadSeconds { get; } = new(0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300);
+
+    public long ConnectionsTotal => Interlocked.Read(ref connectionsTotal);
+
+    public long ConnectionsActive => Interlocked.Read(ref connectionsActive);
+
+    public long Bytes => Interlocked.Read(ref bytesTotal);
+
+    public long DownstreamErrors => Interlocked.Read(ref downstreamErrors);
+
+    public long ReloadsOk => Interlocked.Read(ref reloadsOk);
+
+    public long ReloadsFailed => Interlocked.Read(ref reloadsFailed);
+
+    public void ConnectionOpened()
+    {
+        Interlocked.Increment(ref connectionsTotal);
+        Interlocked.Increment(ref connectionsActive);
+    }
+
+    public void ConnectionClosed() => Interlocked.Decrement(ref connectionsActive);
+
+    public void DownstreamError() => Interlocked.Increment(ref downstreamErrors);
+
+    public void Reloaded(bool ok, TimeSpan took)
+    {
+        Interlocked.Increment(ref ok ? ref reloadsOk : ref reloadsFailed);
+        ReloadSeconds.Observe(took.TotalSeconds);
+    }
+
+    public void Message(MessageLogEntry entry)
+    {
+        var verdict = MessageLog.VerdictText(entry.Verdict);
+        messages.GetOrAdd((verdict, entry.Action), _ => new StrongCounter()).Increment();
+        Interlocked.Add(ref bytesTotal, entry.Size);
+        MessageSeconds.Observe(entry.Milliseconds / 1000.0);
+        if (entry.Verdict == MessageVerdict.Infected)
+        {
+            lock (detectionsLock)
+            {
+                detections.Enqueue(new Detection(DateTimeOffset.UtcNow, entry.Virus, entry.From, entry.Client, entry.Action));
+                if (detections.Count > DetectionsKept)
+                {
+                    detections.Dequeue();
+                }
+            }
+        }
+    }
+
+    // Verdict, action and count, in a stable order.
+    public IReadOnlyList<(string Verdict, string Action, long Count)> Messages() =>
+        messages.Select(p => (p.Key.Verdict, p.Key.Action, p.Value.Value))
+            .OrderBy(m => m.Verdict, StringComparer.Ordinal).ThenBy(m => m.Action, StringComparer.Ordinal).ToArray();
+
+    public long MessagesWith(string verdict) => messages.Where(p => p.Key.Verdict == verdict).Sum(p => p.Value.Value);
+
+    public long MessageCount => messages.Sum(p => p.Value.Value);
+
+    // Newest first.
+    public IReadOnlyList<Detection> LastDetections()
+    {
+        lock (detectionsLock)
+        {
+            return detections.Reverse().ToArray();
+        }
+    }
+
+    private sealed class StrongCounter
+    {
+        private long value;
+
+        public long Value => Interlocked.Read(ref value);
+
+        public void Increment() => Interlocked.Increment(ref value);
+    }
+}
+
+internal sealed record Detection(DateTimeOffset Time, string Virus, string From, string Client, string Action);
