@@ -232,6 +232,7 @@ public sealed class AccessTests(ITestOutputHelper output)
                 .Set("general", "interfaces", $"127.0.0.1:{ini.ListenPort}, 127.0.0.1:{tlsPort}/tls")
                 .Set("tls", "certificate", cert)
                 .Set("tls", "key", key)
+                .Set("relay", "trusted_networks", "127.0.0.1/32")   // trusted addresses have no per-address limit
                 .Set("limits", "max_connections_per_ip", "2"));
 
             // Two connections to the implicit-TLS port that never send a ClientHello.
