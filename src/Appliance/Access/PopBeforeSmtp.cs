@@ -39,9 +39,13 @@ internal sealed class PopBeforeSmtpList
         return new PopBeforeSmtpList(logins);
     }
 
+    private static readonly TimeSpan ClockSkew = TimeSpan.FromMinutes(5);
+
     public bool Allows(IPAddress address, DateTimeOffset now, TimeSpan ttl)
     {
         if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
-        return _logins.TryGetValue(address, out var login) && now - login <= ttl;
+        // A login stamped in the future (a wrong clock in the hook) grants nothing, rather than
+        // relay rights until that time plus the ttl.
+        return _logins.TryGetValue(address, out var login) && login <= now + ClockSkew && now - login <= ttl;
     }
 }

@@ -58,7 +58,18 @@ public sealed class Notifier
         var startUp = true;
         while (!stop.IsCancellationRequested)
         {
-            var next = await SendDueAsync(startUp, stop).ConfigureAwait(false);
+            DateTimeOffset? next;
+            try
+            {
+                next = await SendDueAsync(startUp, stop).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The outbox folder went away or became unreadable: say so and try again later
+                // rather than end the sender for the life of the process.
+                Log.Error($"notifications: cannot work through the outbox {_outbox.Folder}: {e.Message}; retrying");
+                next = DateTimeOffset.UtcNow + TimeSpan.FromMinutes(1);
+            }
             startUp = false;
             var wait = next is { } due ? due - DateTimeOffset.UtcNow : LongestRetry;
             wait = wait < TimeSpan.Zero ? TimeSpan.Zero : wait > LongestRetry ? LongestRetry : wait;

@@ -129,6 +129,16 @@ public sealed class RelayPolicyTests : IDisposable
         Assert.False(list.Allows(Untrusted, DateTimeOffset.FromUnixTimeSeconds(1700), TimeSpan.FromSeconds(600)));
     }
 
+    [Fact]
+    public void PopBeforeSmtpEntryStampedInTheFutureGrantsNothing()
+    {
+        // A hook with a wrong clock writes a login a year ahead: that must not open relaying for a year.
+        var list = PopBeforeSmtpList.Parse("198.51.100.7 " + (1000 + 365 * 86400) + "\n", DateTimeOffset.FromUnixTimeSeconds(1000));
+        Assert.False(list.Allows(Untrusted, DateTimeOffset.FromUnixTimeSeconds(1500), TimeSpan.FromSeconds(600)));
+        var skewed = PopBeforeSmtpList.Parse("198.51.100.7 1060\n", DateTimeOffset.FromUnixTimeSeconds(1000));
+        Assert.True(skewed.Allows(Untrusted, DateTimeOffset.FromUnixTimeSeconds(1000), TimeSpan.FromSeconds(600))); // a minute of skew is fine
+    }
+
     private sealed class ManualClock(DateTimeOffset start) : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = start;
