@@ -22,6 +22,7 @@ smtp_server_address = 127.0.0.1
 smtp_server_port = 25
 temp_folder = $root/artifacts/run/tmp
 queue_folder = $root/artifacts/run/queue
+control_socket = $root/artifacts/run/control.sock
 
 [scan]
 database_folder = $db
