@@ -2,20 +2,13 @@ using System.Net;
 using Portcullis.Appliance.Configuration;
 using Xunit;
 
+using static Portcullis.Appliance.Tests.Configuration.IniText;
+
 namespace Portcullis.Appliance.Tests.Configuration;
 
 // ConfigLoader end to end on INI text: defaults, every key, every kind of bad value, names, loops.
 public sealed class ConfigLoaderTests
 {
-    private const string Source = "/etc/portcullis/test.ini";
-
-    private static GatewayConfig Load(string ini) => ConfigLoader.LoadFromString(ini, Source);
-
-    private static IReadOnlyList<string> Errors(string ini) =>
-        Assert.Throws<ConfigException>(() => Load(ini)).Errors;
-
-    private static string SingleError(string ini) => Assert.Single(Errors(ini));
-
     [Fact]
     public void EmptyFileGivesDefaults()
     {
@@ -493,12 +486,6 @@ public sealed class ConfigLoaderTests
 // The access sections: [relay], [auth], [tls] and the access keys of [general] and [limits].
 public sealed class AccessConfigTests
 {
-    private const string Source = "/etc/portcullis/test.ini";
-
-    private static GatewayConfig Load(string ini) => ConfigLoader.LoadFromString(ini, Source);
-
-    private static string SingleError(string ini) => Assert.Single(Assert.Throws<ConfigException>(() => Load(ini)).Errors);
-
     [Fact]
     public void DefaultsTrustOnlyLoopbackAndOfferNoAuthOrTls()
     {

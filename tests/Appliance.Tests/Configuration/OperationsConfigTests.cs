@@ -2,17 +2,13 @@ using System.Net;
 using Portcullis.Appliance.Configuration;
 using Xunit;
 
+using static Portcullis.Appliance.Tests.Configuration.IniText;
+
 namespace Portcullis.Appliance.Tests.Configuration;
 
 // The keys for running as a service: shutdown_timeout, control_socket, the reload keys and [status].
 public sealed class OperationsConfigTests
 {
-    private const string Source = "/etc/portcullis/test.ini";
-
-    private static GatewayConfig Load(string ini) => ConfigLoader.LoadFromString(ini, Source);
-
-    private static string SingleError(string ini) => Assert.Single(Assert.Throws<ConfigException>(() => Load(ini)).Errors);
-
     [Fact]
     public void Defaults()
     {

@@ -2,17 +2,13 @@ using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Policy;
 using Xunit;
 
+using static Portcullis.Appliance.Tests.Configuration.IniText;
+
 namespace Portcullis.Appliance.Tests.Configuration;
 
 // [scan] actions and attachment rules, [quarantine], [notification].
 public sealed class PolicyConfigTests
 {
-    private const string Source = "/etc/portcullis/test.ini";
-
-    private static GatewayConfig Load(string ini) => ConfigLoader.LoadFromString(ini, Source);
-
-    private static string SingleError(string ini) => Assert.Single(Assert.Throws<ConfigException>(() => Load(ini)).Errors);
-
     [Fact]
     public void Defaults()
     {
