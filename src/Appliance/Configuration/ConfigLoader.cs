@@ -3,6 +3,7 @@ using System.Net.NetworkInformation;
 using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.Configuration;
+using Portcullis.SmtpCore.Protocol;
 
 namespace Portcullis.Appliance.Configuration;
 

@@ -1,5 +1,6 @@
 using System.Net;
 using Portcullis.Appliance.Policy;
+using Portcullis.SmtpCore.Protocol;
 
 namespace Portcullis.Appliance.Configuration;
 
@@ -292,14 +293,6 @@ public sealed record TlsSection
     public string Key { get; init; } = "";
 
     public bool Enabled => Certificate.Length > 0;
-}
-
-
-// What to do with a bare LF or CR inside DATA (SMTP smuggling defence).
-public enum BareNewlinePolicy
-{
-    Normalize,
-    Reject,
 }
 
 public sealed record LogSection

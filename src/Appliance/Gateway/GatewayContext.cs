@@ -38,9 +38,7 @@ internal sealed class GatewayContext
             MaxErrors = config.Limits.MaxErrors,
             CommandTimeout = config.Limits.CommandTimeout,
             DataTimeout = config.Limits.DataTimeout,
-            BareNewline = config.Limits.BareNewline == BareNewlinePolicy.Reject
-                ? SmtpCore.Protocol.BareNewlinePolicy.Reject
-                : SmtpCore.Protocol.BareNewlinePolicy.Normalize,
+            BareNewline = config.Limits.BareNewline,
         };
         DownstreamOptions = new DownstreamOptions
         {

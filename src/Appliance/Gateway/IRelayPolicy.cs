@@ -20,19 +20,3 @@ internal interface IRelayPolicy
 
 // What one connection brought with it from the door.
 internal sealed record ClientAccess(IPAddress? Address, bool Trusted, TcpRule? Rule);
-
-// The downstream server's own RCPT checks decide, as with any before-queue content filter.
-internal sealed class DownstreamDecidesPolicy : IRelayPolicy
-{
-    public SmtpReply? OnConnect(IPAddress? client, out ClientAccess access)
-    {
-        access = new ClientAccess(client, true, null);
-        return null;
-    }
-
-    public SmtpReply? OnRecipient(ClientAccess access, string? authenticatedUser, SmtpPath recipient, out string reason)
-    {
-        reason = "downstream";
-        return null;
-    }
-}

@@ -1,5 +1,6 @@
 using System.Net;
 using Portcullis.Appliance.Configuration;
+using Portcullis.SmtpCore.Protocol;
 using Xunit;
 
 using static Portcullis.Appliance.Tests.Configuration.IniText;
