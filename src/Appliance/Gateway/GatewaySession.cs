@@ -643,9 +643,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     {
         try
         {
-            var reply = await pending.ConfigureAwait(false);
-            // Only the downstream's 2xx, 4xx and 5xx have a meaning here (Postfix smtpd_proxy does the same).
-            return reply.Code is >= 200 and < 300 or >= 400 ? reply : UnexpectedReply(reply);
+            return MapFinal(await pending.ConfigureAwait(false));
         }
         catch (DownstreamException e)
         {
@@ -655,6 +653,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         }
     }
 
+    // Only the downstream's 2xx, 4xx and 5xx have a meaning for the client (Postfix smtpd_proxy does the same).
     private static SmtpReply MapFinal(SmtpReply reply) =>
         reply.Code is >= 200 and < 300 or >= 400 ? reply : UnexpectedReply(reply);
 
