@@ -197,7 +197,7 @@ internal static class QuarantineCommands
         }
         catch (DirectoryNotFoundException)
         {
-            return null;
+            return File.Exists(folder) ? $"quarantine {folder} is a file, not a folder" : null;
         }
         catch (UnauthorizedAccessException)
         {
