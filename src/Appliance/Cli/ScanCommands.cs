@@ -5,17 +5,18 @@ using Portcullis.NativeScan;
 namespace Portcullis.Appliance.Cli;
 
 // `portcullis scan` and `portcullis version`: libclamav used directly, outside the gateway.
-// scan prints clamscan-like lines (FILE: OK / FILE: Name FOUND / FILE: ERROR text) and exits
-// 0 when everything is clean, 1 when anything is infected, 2 when anything could not be scanned.
+// scan prints clamscan-like lines (FILE: OK and FILE: Name FOUND on stdout, FILE: ERROR text on
+// stderr) and exits 0 when everything is clean, 1 when anything is infected, 2 when anything
+// could not be scanned.
 internal static class ScanCommands
 {
     public const int ExitClean = 0;
     public const int ExitInfected = 1;
     public const int ExitError = 2;
 
-    public static int Scan(string? configPath, IReadOnlyList<string> paths)
+    public static int Scan(ScanRequest request)
     {
-        if (!TryLoadConfig(configPath, out var config, out var configErrors))
+        if (!TryLoadConfig(request.ConfigPath, out var config, out var configErrors))
         {
             foreach (var error in configErrors)
             {
@@ -38,34 +39,41 @@ internal static class ScanCommands
 
         using (engine)
         {
-            var exit = ExitClean;
-            foreach (var path in paths)
+            var report = new ScanReport(Console.Out, Console.Error);
+            foreach (var path in request.Paths)
             {
-                var (name, result) = path == "-" ? ("stdin", ScanStdin(engine, config)) : (path, ScanPath(engine, path));
-                switch (result.Outcome)
+                if (path == "-")
                 {
-                    case ScanOutcome.Clean:
-                        Console.Out.WriteLine($"{name}: OK");
-                        break;
-                    case ScanOutcome.Infected:
-                        Console.Out.WriteLine($"{name}: {result.VirusName} FOUND");
-                        exit = Math.Max(exit, ExitInfected);
-                        break;
-                    default:
-                        Console.Out.WriteLine($"{name}: ERROR {result.ErrorText}");
-                        exit = ExitError;
-                        break;
+                    report.Add("stdin", ScanStdin(engine, config));
+                }
+                else if (Directory.Exists(path))
+                {
+                    if (request.Recursive)
+                    {
+                        ScanTree.Scan(engine, path, report);
+                    }
+                    else
+                    {
+                        report.Add(path, ScanResult.Error(0, "is a directory (use -r to scan the files under it)"));
+                    }
+                }
+                else
+                {
+                    report.Add(path, ScanPath(engine, path));
                 }
             }
 
-            return exit;
+            return report.ExitCode;
         }
     }
 
+    // The first line of `portcullis version`, and all of `portcullis --version`.
+    public static string ProgramVersionLine() =>
+        $"portcullis {typeof(ScanCommands).Assembly.GetName().Version?.ToString(3) ?? "unknown"}";
+
     public static int Version(string? configPath)
     {
-        var version = typeof(ScanCommands).Assembly.GetName().Version;
-        Console.Out.WriteLine($"portcullis {version?.ToString(3) ?? "unknown"}");
+        Console.Out.WriteLine(ProgramVersionLine());
         try
         {
             Console.Out.WriteLine($"libclamav {ClamAV.Version}");
@@ -134,11 +142,6 @@ internal static class ScanCommands
 
     private static ScanResult ScanPath(ScanEngine engine, string path)
     {
-        if (Directory.Exists(path))
-        {
-            return ScanResult.Error(0, "is a directory (not scanned)");
-        }
-
         try
         {
             return engine.ScanFile(path);
@@ -174,5 +177,32 @@ internal static class ScanCommands
         }
 
         return engine.Scan(message, "stdin");
+    }
+}
+
+// What `portcullis scan` was asked to do: the options of the verb, one member each.
+internal sealed record ScanRequest(string? ConfigPath, IReadOnlyList<string> Paths, bool Recursive);
+
+// The lines of one scan run and its exit code: an error outranks an infection, an infection a clean file.
+internal sealed class ScanReport(TextWriter output, TextWriter errors)
+{
+    public int ExitCode { get; private set; } = ScanCommands.ExitClean;
+
+    public void Add(string name, ScanResult result)
+    {
+        switch (result.Outcome)
+        {
+            case ScanOutcome.Clean:
+                output.WriteLine($"{name}: OK");
+                break;
+            case ScanOutcome.Infected:
+                output.WriteLine($"{name}: {result.VirusName} FOUND");
+                ExitCode = Math.Max(ExitCode, ScanCommands.ExitInfected);
+                break;
+            default:
+                errors.WriteLine($"{name}: ERROR {result.ErrorText}");
+                ExitCode = ScanCommands.ExitError;
+                break;
+        }
     }
 }
