@@ -15,9 +15,8 @@ namespace Portcullis.Appliance.Gateway;
 
 // What every session shares: configuration, the scanner (engine and scanner pool), the way to
 // the downstream, the log, the relay policy, the counters, and what the downstream last told
-// us about itself. A
-// configuration reload makes a new context (WithConfig) that shares everything but the
-// configuration; each session keeps the context it started with.
+// us about itself. A configuration reload makes a new context (WithConfig) that shares
+// everything but the configuration; each session keeps the context it started with.
 internal sealed class GatewayContext
 {
     private static long s_sessionCounter = Random.Shared.NextInt64(1, 1L << 40);
