@@ -7,6 +7,7 @@ using System.Text.RegularExpressions;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Notifications;
 using Portcullis.Appliance.Quarantine;
 using Portcullis.SmtpCore.Downstream;
 

@@ -1,5 +1,6 @@
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Scanning;
 using Portcullis.NativeScan;
 
 namespace Portcullis.Appliance.Cli;
@@ -29,7 +30,7 @@ internal static class ScanCommands
         ScanEngine engine;
         try
         {
-            engine = ScanEngine.Load(EngineOptionsFor(config));
+            engine = ScanEngine.Load(ScanSettings.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or DllNotFoundException or EntryPointNotFoundException or IOException or UnauthorizedAccessException)
         {
@@ -94,7 +95,7 @@ internal static class ScanCommands
         {
             // The exception already carries libclamav's error line; don't print it twice.
             ClamAV.MessageSink = static (_, _) => { };
-            using var engine = ScanEngine.Load(EngineOptionsFor(config));
+            using var engine = ScanEngine.Load(ScanSettings.EngineOptionsFor(config));
             Console.Out.WriteLine($"signatures {engine.SignatureCount} (database {engine.DatabaseVersion})");
         }
         catch (Exception e) when (e is ClamAVException or IOException or UnauthorizedAccessException)
@@ -104,22 +105,6 @@ internal static class ScanCommands
 
         return ExitClean;
     }
-
-    internal static EngineOptions EngineOptionsFor(GatewayConfig config) => new(config.Scan.DatabaseFolder)
-    {
-        MaxScanSize = config.Scan.MaxScanSize,
-        MaxFileSize = config.Scan.MaxFileSize,
-        MaxRecursion = config.Scan.MaxRecursion,
-        MaxFiles = config.Scan.MaxFiles,
-        AlertExceedsMax = config.Scan.AlertExceedsMax,
-        ScanTimeout = config.Scan.Timeout,
-
-        // A workstation running `scan` may not have the appliance's folders; libclamav then uses $TMPDIR.
-        TempFolder = Directory.Exists(ScratchFolder(config)) ? ScratchFolder(config) : null,
-    };
-
-    internal static string ScratchFolder(GatewayConfig config) =>
-        config.Scan.ScratchFolder.Length > 0 ? config.Scan.ScratchFolder : config.General.TempFolder;
 
     // An explicit --config must load; without one the default file is used when it exists, else the defaults.
     private static bool TryLoadConfig(string? configPath, out GatewayConfig config, out IReadOnlyList<string> errors)

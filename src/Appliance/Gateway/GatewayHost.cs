@@ -35,8 +35,8 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
-            Directory.CreateDirectory(Cli.ScanCommands.ScratchFolder(config));
-            RemoveStaleScratch(Cli.ScanCommands.ScratchFolder(config));
+            Directory.CreateDirectory(Scanning.ScanSettings.ScratchFolder(config));
+            RemoveStaleScratch(Scanning.ScanSettings.ScratchFolder(config));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -84,7 +84,7 @@ internal static class GatewayHost
         try
         {
             ClamAV.Initialize();
-            engine = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
+            engine = ScanEngine.Load(Scanning.ScanSettings.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
@@ -181,7 +181,7 @@ internal static class GatewayHost
         if (control is not null) services.Add(control.RunAsync(background.Token));
         if (systemd.WatchdogInterval is { } watchdog)
         {
-            services.Add(new ServiceWatchdog(runtime, watchdog).RunAsync(background.Token));
+            services.Add(new ServiceWatchdog(new WatchedGateway(runtime), watchdog).RunAsync(background.Token));
             Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
         }
 

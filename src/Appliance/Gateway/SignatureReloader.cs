@@ -271,7 +271,7 @@ internal sealed class SignatureReloader : IDisposable
         ScanEngine next;
         try
         {
-            next = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
+            next = ScanEngine.Load(Scanning.ScanSettings.EngineOptionsFor(config));
         }
         catch (Exception e) when (IsLoadFailure(e))
         {
@@ -308,7 +308,7 @@ internal sealed class SignatureReloader : IDisposable
 
             try
             {
-                var next = ScanEngine.Load(Cli.ScanCommands.EngineOptionsFor(config));
+                var next = ScanEngine.Load(Scanning.ScanSettings.EngineOptionsFor(config));
                 runtime.Engines.Swap(next);
                 return (true, Describe(next, config));
             }
