@@ -165,7 +165,7 @@ internal static class CommandLine
         }
 
         Console.Out.Write(Summary(config));
-        foreach (var warning in FolderWarnings(config))
+        foreach (var warning in FolderWarnings(config).Concat(ConfigChecks.Warnings(config)))
         {
             Console.Error.WriteLine("warning: " + warning);
         }

@@ -88,6 +88,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             return new SmtpReply(235, "2.7.0", "Authentication successful");
         }
         int failures = _ctx.AuthThrottle.RecordFailure(client);
+        _ctx.Metrics.AuthFailed();
         Log.Warn($"session={session.Id} client={client} authentication failed user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism} failures={failures}");
         if (_ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
             await Task.Delay(_ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
@@ -211,6 +212,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         if (refusal is not null)
         {
             Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
+            _ctx.Metrics.RelayRefused();
             return ValueTask.FromResult<SmtpResponse>(refusal);
         }
         var downstream = _downstream;
