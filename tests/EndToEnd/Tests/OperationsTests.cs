@@ -86,7 +86,8 @@ public sealed partial class OperationsTests(ITestOutputHelper output)
         var response = await Control.GetAsync(gateway.Config.StatusPort, "/metrics");
         var metrics = response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
         var samples = CheckTextFormat(metrics);
-        Assert.Equal(1, samples["portcullis_detections_total{class=\"virus\",action=\"rejected\"}"]);
+        // A signature from a custom database carries .UNOFFICIAL: its class is unofficial.
+        Assert.Equal(1, samples["portcullis_detections_total{class=\"unofficial\",action=\"rejected\"}"]);
         Assert.Equal(1, samples["portcullis_detections_total{class=\"banned\",action=\"rejected\"}"]);
         Assert.Equal(1, samples["portcullis_relay_refusals_total"]);
         Assert.Equal(1, samples["portcullis_connection_limit_refusals_total{limit=\"per_ip\"}"]);
