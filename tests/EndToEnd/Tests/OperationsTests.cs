@@ -112,6 +112,60 @@ public sealed partial class OperationsTests(ITestOutputHelper output)
         Assert.Contains(fileLines, l => l.Contains("reason=connection-limit"));
     }
 
+    [Fact]
+    public async Task Check_config_warns_about_an_empty_database_folder_port_25_without_starttls_and_the_service_user()
+    {
+        var config = new GatewayIni(GatewayIni.NewRoot(), GatewayIni.FreePort(), GatewayIni.FreePort());
+        try
+        {
+            config.Set("general", "interfaces", "0.0.0.0:25");
+            await config.WriteAsync();
+            foreach (var file in Directory.GetFiles(config.DatabaseFolder)) File.Delete(file);
+
+            var result = await PortcullisBinary.RunAsync("check-config", "--config", config.FilePath);
+            Assert.True(result.ExitCode == 0, result.ToString());
+            Assert.Contains($"warning: [scan] database_folder {config.DatabaseFolder} has no virus signatures yet", result.Stderr);
+            Assert.Contains("clamav-freshclam", result.Stderr);
+            Assert.Contains("warning: [general] interfaces 0.0.0.0:25 is port 25 without STARTTLS", result.Stderr);
+            // Without the package installed there is no service user: a warning, not an error.
+            if (!File.ReadAllLines("/etc/passwd").Any(l => l.StartsWith("portcullis:", StringComparison.Ordinal)))
+            {
+                Assert.Contains("warning: service user portcullis does not exist", result.Stderr);
+            }
+        }
+        finally
+        {
+            Directory.Delete(config.Root, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Syslog_prefixes_appear_only_when_stderr_is_the_journal_stream()
+    {
+        var binary = PortcullisBinary.Require();
+        var missing = Path.Combine(Path.GetTempPath(), $"portcullis-missing-{Guid.NewGuid():N}.ini");
+        // $JOURNAL_STREAM names the pipe that is the gateway's stderr (what systemd does) ...
+        var journal = await RunShellAsync("export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec \"$0\" run --config \"$1\"", binary, missing);
+        Assert.Matches("^<3>level=error msg=\".*" + Regex.Escape(missing), journal);
+        // ... or some other stream (a redirect keeps the variable but changes descriptor 2).
+        var other = await RunShellAsync("export JOURNAL_STREAM=1:1; exec \"$0\" run --config \"$1\"", binary, missing);
+        Assert.Matches("^level=error msg=\".*" + Regex.Escape(missing), other);
+    }
+
+    private static async Task<string> RunShellAsync(string script, params string[] arguments)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("sh") { RedirectStandardError = true, RedirectStandardOutput = true };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add(script);
+        foreach (var argument in arguments) start.ArgumentList.Add(argument);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.NotEqual(0, process.ExitCode);
+        return await stderr;
+    }
+
     // The text exposition format's rules the gateway relies on: HELP and TYPE once per family
     // before its samples, each family's samples together, valid names and labels, no duplicate
     // series, counters named *_total, numeric values. Returns series → value.
