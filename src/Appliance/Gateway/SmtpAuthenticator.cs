@@ -41,6 +41,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
             return new SmtpReply(235, "2.7.0", "Authentication successful");
         }
         int failures = ctx.AuthThrottle.RecordFailure(client);
+        ctx.Metrics.AuthFailed();
         Log.Warn($"session={session.Id} client={client} authentication failed user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism} failures={failures}");
         if (ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
             await Task.Delay(ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
