@@ -167,9 +167,16 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         var state = new MessageState();
         tx.HandlerState = state;
         DownstreamClient downstream;
+        ClientIdentity.Presented identity;
         try
         {
             downstream = await ConnectAsync(ct).ConfigureAwait(false);
+            identity = await ClientIdentity.PresentAsync(_ctx, session, downstream, async () =>
+            {
+                await DropDownstreamAsync().ConfigureAwait(false);
+                return await ConnectAsync(ct).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
+            downstream = identity.Downstream;
         }
         catch (DownstreamException e)
         {
@@ -177,6 +184,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             _ctx.Metrics.DownstreamError();
             return DownstreamUnavailable;
         }
+        if (identity.Refusal is { } refused) return refused;
 
         var caps = downstream.Capabilities;
         var parameters = new List<string>();
@@ -200,7 +208,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         }
 
         state.MailSent = true;
-        SendXForward(session, downstream, ct);
+        if (!identity.ByXClient) SendXForward(session, downstream, ct);
         Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), Join(parameters), ct));
         return new SmtpResponse(MapEnvelopeAsync(session, reply));
     }
