@@ -384,7 +384,12 @@ public sealed class DownstreamClient : IAsyncDisposable
             // A group ender: the reply decides whether the session starts again.
             reply = await SendCommandCoreAsync(command, "XCLIENT", endsGroup: true, ct).ConfigureAwait(false);
             if (reply.Code == 421)
-                throw Break(new DownstreamException($"downstream {RemoteDescription} closed the connection after XCLIENT: {reply}", reply));
+            {
+                // The server's own close may have broken the client first: report the 421 either way.
+                var closing = new DownstreamException($"downstream {RemoteDescription} closed the connection after XCLIENT: {reply}", reply);
+                Break(closing);
+                throw closing;
+            }
             if (!reply.IsPositiveCompletion)
             {
                 refusal = reply;

@@ -1,0 +1,70 @@
+using System.Net;
+using Portcullis.EndToEnd.Harness;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace Portcullis.EndToEnd.Tests;
+
+// The gateway in front of a real Postfix (a private instance the test configures): with XCLIENT
+// Postfix's own check_client_access judges the original client's address, which the test varies
+// by binding its socket to 127.0.0.2 or 127.0.0.3; with smtp_server_xclient = no it sees the
+// gateway, 127.0.0.1.
+public sealed class PostfixXClientTests(ITestOutputHelper output)
+{
+    private const string ClientAccess = "127.0.0.3 REJECT refused by address\n";
+
+    // EHLO, MAIL, RCPT, and DATA when RCPT was accepted. Returns the RCPT reply and the final one.
+    private static async Task<(SmtpReply Rcpt, SmtpReply? Final)> SendFromAsync(int port, string address, string helo)
+    {
+        await using var client = await RawSmtpClient.ConnectAsync(port, from: IPAddress.Parse(address));
+        Assert.Equal(220, client.Banner.Code);
+        Assert.Equal(250, (await client.EhloAsync(helo)).Code);
+        var mail = await client.CommandAsync("MAIL FROM:<sender@example.org>");
+        Assert.True(mail.Code == 250, $"MAIL: {mail}\n{client.Transcript}");
+        var rcpt = await client.CommandAsync("RCPT TO:<user@dest.test>");
+        if (rcpt.Code != 250) return (rcpt, null);
+        Assert.Equal(354, (await client.CommandAsync("DATA")).Code);
+        await client.SendAsync(SmtpBytes.DataPayload(TestMessages.Plain("through Postfix", "hello")));
+        var final = await client.ReadReplyAsync();
+        await client.CommandAsync("QUIT");
+        return (rcpt, final);
+    }
+
+    [Fact]
+    public async Task Postfix_accepts_or_refuses_by_the_original_client_address_through_XCLIENT()
+    {
+        await using var postfix = PrivatePostfix.Start(output, ClientAccess);
+        await using var gateway = await GatewayProcess.StartAsync(output, postfix.Port);
+
+        var (rcpt, final) = await SendFromAsync(gateway.Port, "127.0.0.2", "two.example");
+        Assert.Equal(250, rcpt.Code);
+        Assert.True(final is { Code: 250 } && final.Text.Contains("queued as"), $"{final}");
+        // smtpd logs the client of the queued message: the original one, with its port.
+        await postfix.WaitForLogLineAsync(l => l.Contains("client=unknown[127.0.0.2]:"), "the message from 127.0.0.2");
+
+        (rcpt, final) = await SendFromAsync(gateway.Port, "127.0.0.3", "three.example");
+        Assert.Equal(554, rcpt.Code);
+        Assert.Equal("5.7.1", rcpt.EnhancedCode);
+        Assert.Contains("Client host rejected: refused by address", rcpt.Text);
+        Assert.Null(final);
+        // Postfix's own reject line names the original client and the HELO it gave the gateway.
+        await postfix.WaitForLogLineAsync(l => l.Contains("reject: RCPT from unknown[127.0.0.3]") && l.Contains("helo=<three.example>"),
+            "the refusal of 127.0.0.3");
+        Assert.DoesNotContain("XCLIENT", string.Join("\n", gateway.Stdout.Snapshot().Concat(gateway.Stderr.Snapshot())));
+        await gateway.StopAsync();
+    }
+
+    [Fact]
+    public async Task With_smtp_server_xclient_no_Postfix_sees_the_gateway()
+    {
+        await using var postfix = PrivatePostfix.Start(output, ClientAccess);
+        await using var gateway = await GatewayProcess.StartAsync(output, postfix.Port, ini => ini.Set("general", "smtp_server_xclient", "no"));
+
+        var (rcpt, final) = await SendFromAsync(gateway.Port, "127.0.0.3", "three.example");
+        Assert.Equal(250, rcpt.Code);
+        Assert.Equal(250, final!.Code);
+        await postfix.WaitForLogLineAsync(l => l.Contains("client=localhost[127.0.0.1]"), "the message from the gateway's address");
+        Assert.DoesNotContain("xclient=", postfix.Log());   // the disconnect line counts every command; XCLIENT is not among them
+        await gateway.StopAsync();
+    }
+}
