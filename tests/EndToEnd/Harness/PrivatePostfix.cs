@@ -75,6 +75,7 @@ public sealed class PrivatePostfix : IAsyncDisposable
         alias_maps =
         alias_database =
         smtpd_banner = $myhostname ESMTP
+        smtpd_client_port_logging = yes
         smtpd_authorized_xclient_hosts = 127.0.0.1
         smtpd_client_restrictions = check_client_access texthash:{ConfigFolder}/clients
         smtpd_recipient_restrictions = check_client_access texthash:{ConfigFolder}/clients, reject_unauth_destination
@@ -110,13 +111,17 @@ public sealed class PrivatePostfix : IAsyncDisposable
     public string Log() => File.Exists(LogFile) ? File.ReadAllText(LogFile) : "";
 
     // The first log line that matches; Postfix's daemons log through postlogd, a moment later.
-    public async Task<string> WaitForLogLineAsync(Func<string, bool> match, string what)
+    public async Task<string> WaitForLogLineAsync(Func<string, bool> match, string what) =>
+        (await WaitForLogLinesAsync(match, 1, what))[0];
+
+    // Once at least `count` log lines match: all of them.
+    public async Task<IReadOnlyList<string>> WaitForLogLinesAsync(Func<string, bool> match, int count, string what)
     {
         var deadline = Stopwatch.StartNew();
         while (true)
         {
-            var line = Log().Split('\n').FirstOrDefault(match);
-            if (line is not null) return line;
+            var lines = Log().Split('\n').Where(match).ToList();
+            if (lines.Count >= count) return lines;
             if (deadline.Elapsed > Wait) throw new TimeoutException($"Postfix did not log {what} within {Wait.TotalSeconds}s:\n{Log()}");
             await Task.Delay(50);
         }
@@ -125,9 +130,11 @@ public sealed class PrivatePostfix : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         var pidFile = Path.Combine(Root, "queue", "pid", "master.pid");
-        int pid = File.Exists(pidFile) && int.TryParse(File.ReadAllText(pidFile).Trim(), out var p) ? p : 0;
+        int pid = 0;
         try
         {
+            // Read with cat: master holds a lock on its pid file that .NET's own open would trip over.
+            if (File.Exists(pidFile) && int.TryParse(Run("cat", pidFile).Trim(), out var p)) pid = p;
             Run(PostfixCommand, "-c", ConfigFolder, "stop");
         }
         catch (Exception e)
@@ -146,7 +153,7 @@ public sealed class PrivatePostfix : IAsyncDisposable
         Directory.Delete(Root, recursive: true);
     }
 
-    private static void Run(string command, params string[] arguments)
+    private static string Run(string command, params string[] arguments)
     {
         var start = new ProcessStartInfo(command) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var argument in arguments) start.ArgumentList.Add(argument);
@@ -161,6 +168,7 @@ public sealed class PrivatePostfix : IAsyncDisposable
         var text = new StringBuilder().Append(stdout.Result).Append(stderr.Result).ToString();
         if (process.ExitCode != 0)
             throw new InvalidOperationException($"{command} {string.Join(' ', arguments)} exited {process.ExitCode}: {text}");
+        return text;
     }
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
