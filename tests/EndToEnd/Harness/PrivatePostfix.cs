@@ -28,8 +28,10 @@ public sealed class PrivatePostfix : IAsyncDisposable
     public string LogFile => Path.Combine(Root, "maillog");
 
     // clientAccess: texthash lines ("127.0.0.3 REJECT text") that smtpd_client_restrictions and
-    // smtpd_recipient_restrictions look the client address up in. extraMainCf: more main.cf lines.
-    public static PrivatePostfix Start(ITestOutputHelper output, string clientAccess, string extraMainCf = "")
+    // smtpd_recipient_restrictions look the client address up in. extraMainCf, extraMasterCf: more
+    // lines for main.cf and master.cf; smtpdOptions: "-o name=value" lines for the listener on Port.
+    public static PrivatePostfix Start(ITestOutputHelper output, string clientAccess, string extraMainCf = "",
+        string extraMasterCf = "", string smtpdOptions = "")
     {
         if (!File.Exists(PostfixCommand)) throw new InvalidOperationException("postfix is not installed (build/deps.sh test)");
         if (getuid() != 0)
@@ -42,7 +44,8 @@ public sealed class PrivatePostfix : IAsyncDisposable
         var data = Directory.CreateDirectory(Path.Combine(root, "data")).FullName;
         File.WriteAllText(Path.Combine(postfix.ConfigFolder, "clients"), clientAccess);
         File.WriteAllText(Path.Combine(postfix.ConfigFolder, "main.cf"), postfix.MainCf() + extraMainCf);
-        File.WriteAllText(Path.Combine(postfix.ConfigFolder, "master.cf"), postfix.MasterCf());
+        var options = string.Concat(smtpdOptions.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(o => "  " + o.Trim() + "\n"));
+        File.WriteAllText(Path.Combine(postfix.ConfigFolder, "master.cf"), postfix.MasterCf().Replace(" smtpd\n", " smtpd\n" + options) + extraMasterCf);
         Run("chown", "postfix", data);   // master's lock file lives there and runs as mail_owner
         try
         {
