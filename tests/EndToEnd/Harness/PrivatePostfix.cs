@@ -12,7 +12,7 @@ namespace Portcullis.EndToEnd.Harness;
 public sealed class PrivatePostfix : IAsyncDisposable
 {
     private const string PostfixCommand = "/usr/sbin/postfix";
-    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(20);
+    private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);   // a loaded CI machine is slow to start Postfix
     private readonly ITestOutputHelper output;
 
     private PrivatePostfix(string root, int port, ITestOutputHelper output)

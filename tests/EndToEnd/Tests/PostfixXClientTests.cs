@@ -85,6 +85,28 @@ public sealed class PostfixXClientTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task With_smtpd_delay_reject_no_Postfix_refuses_at_XCLIENT_and_the_client_hears_it_at_MAIL()
+    {
+        await using var postfix = PrivatePostfix.Start(output, ClientAccess, "smtpd_delay_reject = no\n");
+        await using var gateway = await GatewayProcess.StartAsync(output, postfix.Port);
+
+        await using (var client = await RawSmtpClient.ConnectAsync(gateway.Port, from: IPAddress.Parse("127.0.0.3")))
+        {
+            Assert.Equal(250, (await client.EhloAsync("three.example")).Code);
+            var mail = await client.CommandAsync("MAIL FROM:<sender@example.org>");
+            Assert.Equal(554, mail.Code);
+            Assert.Contains("Client host rejected: refused by address", mail.Text);
+        }
+        await gateway.Stderr.WaitForAsync(l => l.Contains("client=127.0.0.3 refused by the downstream after XCLIENT"),
+            TimeSpan.FromSeconds(10), "the gateway's log of the refusal");
+
+        var (rcpt, final, _) = await SendFromAsync(gateway.Port, "127.0.0.2", "two.example");
+        Assert.Equal(250, rcpt.Code);
+        Assert.Equal(250, final!.Code);
+        await gateway.StopAsync();
+    }
+
+    [Fact]
     public async Task With_smtp_server_xclient_no_Postfix_sees_the_gateway()
     {
         await using var postfix = PrivatePostfix.Start(output, ClientAccess);
