@@ -229,6 +229,7 @@ public static class ConfigLoader
             SmtpServerCaFile = r.FilePath("smtp_server_ca_file", raw.SmtpServerCaFile, "/etc/portcullis/downstream-ca.pem"),
             ShutdownTimeout = r.Time("shutdown_timeout", raw.ShutdownTimeout, d.ShutdownTimeout),
             ControlSocket = r.SocketPath("control_socket", raw.ControlSocket, d.ControlSocket),
+            SmtpServerXClient = r.Choice("smtp_server_xclient", raw.SmtpServerXClient, d.SmtpServerXClient, ("auto", true), ("no", false)),
         };
     }
 

@@ -62,6 +62,9 @@ public sealed record GeneralSection
     // Empty: the system's trusted CAs.
     public string SmtpServerCaFile { get; init; } = "";
 
+    // auto: XCLIENT when the mail server offers it (it then judges the real client), else XFORWARD.
+    public bool SmtpServerXClient { get; init; } = true;
+
     internal static string DefaultHostname()
     {
         try
