@@ -4,8 +4,8 @@
 # runs lintian --pedantic on it (any tag not overridden in debian/portcullis.lintian-overrides
 # fails the build).
 # Usage: build/package.sh amd64|arm64 path/to/portcullis OUTDIR
-#   DEB_MAINTAINER  "Name <address>" for Maintainer: and the changelog trailer; default: this
-#                   repository's git user.name and user.email.
+#   DEB_MAINTAINER  "Name <address>" for Maintainer: and the changelog trailer; default: git's
+#                   user.name and user.email (as dch does), else the author of the last commit.
 set -euo pipefail
 arch="${1:?usage: $0 amd64|arm64 BINARY OUTDIR}"; bin="$(realpath "${2:?}")"; out="${3:?}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +16,11 @@ if [ "$changelog_version" != "$version" ]; then
   echo "package: build/debian/changelog is at $changelog_version, Directory.Build.props at $version: add a changelog entry" >&2
   exit 1
 fi
-maintainer="${DEB_MAINTAINER:-$(git -C "$root" config user.name) <$(git -C "$root" config user.email)>}"
+maintainer="${DEB_MAINTAINER:-}"
+if [ -z "$maintainer" ] && git -C "$root" config user.email >/dev/null; then
+  maintainer="$(git -C "$root" config user.name) <$(git -C "$root" config user.email)>"
+fi
+if [ -z "$maintainer" ]; then maintainer="$(git -C "$root" log -1 --format='%an <%ae>')"; fi
 case "$maintainer" in
   *" <"*@*">") ;;
   *) echo "package: DEB_MAINTAINER must be \"Name <address>\" (got \"$maintainer\")" >&2; exit 1 ;;
