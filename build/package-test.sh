@@ -89,6 +89,32 @@ if [ -e /etc/apparmor.d/usr.bin.freshclam ]; then
   check "dpkg trigger on /usr/bin/freshclam restores the include" sh -c "dpkg-trigger --no-await /usr/bin/freshclam && dpkg --triggers-only portcullis && grep -qxF '$aa_line' '$aa_local'"
 fi
 
+# freshclam's hook, run as freshclam runs it (user clamav): it reaches the gateway on the
+# control_socket the configuration names, and is quiet when no gateway answers.
+hook=/etc/clamav/onupdateexecute.d/portcullis
+if getent passwd clamav >/dev/null; then
+  ctl=/var/tmp/portcullis-package-test; mkdir -p "$ctl"; chmod 0755 "$ctl"
+  cp /etc/portcullis/portcullis.ini "$scratch/portcullis.ini.orig"
+  sed -i "s|^control_socket = .*|control_socket = $ctl/control.sock|" /etc/portcullis/portcullis.ini
+  python3 - "$ctl/control.sock" "$scratch/received" <<'PY' &
+import os, socket, sys
+server = socket.socket(socket.AF_UNIX)
+server.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o666); server.listen(1)
+server.settimeout(60)  # no hook came: end, and let the checks fail
+client, _ = server.accept()
+request = client.makefile("rb").readline()
+open(sys.argv[2], "wb").write(request)
+client.sendall(b"signatures reloaded\nOK\n"); client.close()
+PY
+  gateway=$!
+  for _ in $(seq 100); do [ -S "$ctl/control.sock" ] && break; sleep 0.1; done
+  check "freshclam's hook (as clamav) asks for a reload on the configured control_socket" runuser -u clamav -- "$hook"
+  check "the stand-in gateway got RELOAD" grep -qx RELOAD "$scratch/received"
+  wait "$gateway" || true
+  check "the hook exits 0, silent, when no gateway answers" sh -c "out=\$(runuser -u clamav -- '$hook' 2>&1) && test -z \"\$out\""
+  cp "$scratch/portcullis.ini.orig" /etc/portcullis/portcullis.ini; rm -rf "$ctl"
+fi
+
 # logrotate as the daily timer runs it: today's file is left alone (the gateway writes to it),
 # older days are compressed, compressed files older than 30 days are removed.
 install -d -o portcullis -g portcullis -m 0750 /var/log/portcullis
