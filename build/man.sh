@@ -10,7 +10,7 @@ date="$(git -C "$root" log -1 --format=%cd --date=format:'%B %Y' 2>/dev/null || 
 mkdir -p "$out"
 for md in "$root"/docs/man/*.md; do
   page="$(basename "$md" .md)"   # portcullis.8, portcullis.ini.5
-  pandoc --standalone --from markdown --to man \
+  pandoc --standalone --from markdown-smart --to man \
     --metadata footer="portcullis $version" --metadata date="$date" \
     -o "$out/$page" "$md"
   # groff's own check, as lintian runs it: any warning fails the build.
