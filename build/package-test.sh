@@ -75,6 +75,8 @@ check "man portcullis and man portcullis.ini find the pages" sh -c 'man -w 8 por
 check "logrotate file installed and valid (logrotate -d)" logrotate -d /etc/logrotate.d/portcullis
 check "/usr/bin/portcullis runs (portcullis version)" /usr/bin/portcullis version
 check "the unit is not enabled on install (port 25 is the MTA's)" test ! -e "$wants"
+check "prerm stops the units on remove (deb-systemd-invoke) and disables nothing" sh -c \
+  "grep -q 'deb-systemd-invoke stop' /var/lib/dpkg/info/portcullis.prerm && ! grep -q disable /var/lib/dpkg/info/portcullis.prerm"
 check "postinst said how to enable OnUpdateExecute" sh -c "! test -e /etc/clamav/freshclam.conf || grep -qi '^OnUpdateExecute' /etc/clamav/freshclam.conf || grep -q 'OnUpdateExecute /bin/run-parts' '$scratch/install1.log'"
 if getent passwd clamav >/dev/null; then
   check "clamav is in group portcullis (freshclam's hook reaches the control socket)" sh -c 'id -nG clamav | tr " " "\n" | grep -qx portcullis'
