@@ -3,7 +3,8 @@
 # Usage: build/deps.sh [run|test|bench|arm64|package]   (default: test)
 #   arm64    the linux-arm64 cross toolchain and sysroot (adds the arm64 dpkg architecture) and
 #            qemu-aarch64-static for the smoke test
-#   package  dpkg-deb and systemd-analyze for `make package` and the unit checks
+#   package  dpkg-buildpackage with debhelper, lintian, pandoc (manual pages), systemd-analyze, and what
+#            build/package-test.sh installs the .deb against (apparmor_parser checks the freshclam rules)
 set -euo pipefail
 
 run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
@@ -11,7 +12,7 @@ test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache
 test_pkgs+=(postfix dovecot-pop3d)   # private instances in the Postfix XCLIENT and Dovecot POP-before-SMTP tests
 bench_pkgs=("${test_pkgs[@]}" bc python3)
 arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64)
-package_pkgs=(dpkg-dev systemd)
+package_pkgs=(dpkg-dev build-essential debhelper lintian pandoc man-db debconf logrotate apparmor systemd ssl-cert adduser)
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
