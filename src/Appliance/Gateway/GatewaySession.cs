@@ -149,7 +149,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     // A SASL response line is not a command the client knows to flush: push it out explicitly.
     private static async Task<SmtpReply> SendSaslLineAsync(DownstreamClient downstream, string text, CancellationToken ct)
     {
-        var reply = downstream.SendCommandAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
+        var reply = downstream.SendSaslResponseAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
         await downstream.FlushAsync(ct).ConfigureAwait(false);
         return await reply.ConfigureAwait(false);
     }
