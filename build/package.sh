@@ -28,7 +28,7 @@ Maintainer: Portcullis maintainers <portcullis@localhost>
 Installed-Size: $size
 Section: mail
 Priority: optional
-Depends: libc6 (>= 2.34), libclamav12, adduser
+Depends: libc6 (>= 2.34), libclamav12, libcrypt1 (>= 1:4.4), adduser
 Recommends: clamav-freshclam
 Suggests: clamav-testfiles
 Description: SMTP antivirus gateway with in-process libclamav scanning
