@@ -35,6 +35,8 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
+            if (Messages.MessageBuffer.RemoveStaleSpillFiles(config.General.TempFolder) is > 0 and var stale)
+                Log.Info($"removed {stale} spill file(s) a previous run left in {config.General.TempFolder}");
             Directory.CreateDirectory(Cli.ScanCommands.ScratchFolder(config));
             RemoveStaleScratch(Cli.ScanCommands.ScratchFolder(config));
         }
@@ -59,7 +61,7 @@ internal static class GatewayHost
 
         var quarantine = new QuarantineStore(config.Quarantine.Folder);
         var outbox = new Outbox(config.General.OutboxFolder);
-        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.EnsureFolder), ("[general] queue_folder", outbox.EnsureFolder) })
+        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.PrepareFolder), ("[general] queue_folder", outbox.EnsureFolder) })
         {
             try
             {
