@@ -201,6 +201,7 @@ public sealed class HardeningTests(ITestOutputHelper output)
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(gateway.Config.QuarantineFolder));
         Assert.False(File.Exists(stale), "the stale spill file is still there");
         Assert.True(File.Exists(other));
+        File.Delete(other);   // StopAsync checks that temp_folder is empty
         await gateway.StopAsync();
     }
 
