@@ -53,6 +53,6 @@ public sealed class SpillFileTests : IDisposable
         File.WriteAllText(Path.Combine(_temp, "portcullis-notes.txt"), "keep");
 
         Assert.Equal(2, MessageBuffer.RemoveStaleSpillFiles(_temp));
-        Assert.Equal(["other.spill", "portcullis-notes.txt"], Directory.GetFiles(_temp).Select(Path.GetFileName).Order().ToArray());
+        Assert.Equal(["other.spill", "portcullis-notes.txt"], Directory.GetFiles(_temp).Select(f => Path.GetFileName(f)!).Order().ToArray());
     }
 }
