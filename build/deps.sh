@@ -7,11 +7,11 @@
 #            build/package-test.sh installs the .deb against (apparmor_parser checks the freshclam rules)
 set -euo pipefail
 
-run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3)
+run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev libcrypt1)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3 whois)
 test_pkgs+=(postfix dovecot-pop3d)   # private instances in the Postfix XCLIENT and Dovecot POP-before-SMTP tests
 bench_pkgs=("${test_pkgs[@]}" bc python3)
-arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64)
+arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64 libcrypt1:arm64)
 package_pkgs=(dpkg-dev build-essential debhelper lintian pandoc man-db debconf logrotate apparmor systemd ssl-cert adduser)
 
 sudo=""

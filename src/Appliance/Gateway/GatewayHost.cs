@@ -50,6 +50,8 @@ internal static class GatewayHost
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
+            if (Messages.MessageBuffer.RemoveStaleSpillFiles(config.General.TempFolder) is > 0 and var stale)
+                Log.Info($"removed {stale} spill file(s) a previous run left in {config.General.TempFolder}");
             Directory.CreateDirectory(Scanning.ScanSettings.ScratchFolder(config));
             RemoveStaleScratch(Scanning.ScanSettings.ScratchFolder(config));
         }
@@ -74,7 +76,7 @@ internal static class GatewayHost
 
         var quarantine = new QuarantineStore(config.Quarantine.Folder);
         var outbox = new Outbox(config.General.OutboxFolder);
-        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.EnsureFolder), ("[general] queue_folder", outbox.EnsureFolder) })
+        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.PrepareFolder), ("[general] queue_folder", outbox.EnsureFolder) })
         {
             try
             {

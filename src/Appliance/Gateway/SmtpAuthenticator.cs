@@ -27,7 +27,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
         if (ctx.Passwords is { } passwords)
         {
             var file = passwords.Current;
-            // Hashing is deliberately slow (bcrypt): keep it off the I/O threads.
+            // Hashing is deliberately slow (yescrypt, bcrypt): keep it off the I/O threads.
             ok = await Task.Run(() => file.Verify(credentials.UserName, credentials.Password), ct).ConfigureAwait(false);
         }
         else
@@ -103,7 +103,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
     // A SASL response line is not a command the client knows to flush: push it out explicitly.
     private static async Task<SmtpReply> SendSaslLineAsync(DownstreamClient downstream, string text, CancellationToken ct)
     {
-        var reply = downstream.SendCommandAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
+        var reply = downstream.SendSaslResponseAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
         await downstream.FlushAsync(ct).ConfigureAwait(false);
         return await reply.ConfigureAwait(false);
     }

@@ -9,8 +9,9 @@ namespace Portcullis.Appliance.Messages;
 // One message body, written once (IBufferWriter) and then read at random offsets by the scanner
 // and the downstream client. Small messages live in 64 KiB segments rented from ArrayPool; once
 // the length passes memoryThreshold everything moves to a spill file in tempFolder. The spill
-// file is unlinked right after it is opened, so only the open handle keeps it: nothing is left
-// behind even after kill -9. Writes to the file go through a 64 KiB staging segment, flushed when
+// file is made with O_TMPFILE, so it never has a name and nothing is left behind even after
+// kill -9; where the file system cannot do that it is created and unlinked at once, and a name
+// left by a kill in between is removed at the next start (RemoveStaleSpillFiles). Writes to the file go through a 64 KiB staging segment, flushed when
 // full and before the first Read or SpillHandle access.
 //
 // Threading: one writer; Read may be called from other threads once writing has finished (the
@@ -284,27 +285,36 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         }
     }
 
-    // Moves everything written so far into a fresh, already unlinked file; later writes go there too.
+    public const string SpillPrefix = "portcullis-", SpillSuffix = ".spill";
+
+    // At start-up: spill files a kill left named in tempFolder (fallback path only). Returns how many.
+    public static int RemoveStaleSpillFiles(string tempFolder)
+    {
+        var removed = 0;
+        foreach (var path in Directory.EnumerateFiles(tempFolder, SpillPrefix + "*" + SpillSuffix))
+        {
+            TryDelete(path);
+            if (!File.Exists(path)) removed++;
+        }
+
+        return removed;
+    }
+
+    // Moves everything written so far into a fresh file that has no name; later writes go there too.
     private void Spill()
     {
-        var path = Path.Combine(_tempFolder, "portcullis-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)) + ".spill");
+        var path = "";
         try
         {
-            // CreateNew (O_EXCL) never follows a planted symlink; 0600 keeps mail private.
-            var options = new FileStreamOptions
+            if (!OperatingSystem.IsWindows() && Storage.UnixFile.TryCreateUnnamed(_tempFolder) is { } unnamed)
             {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.ReadWrite,
-                Share = FileShare.None,
-                BufferSize = 0,
-            };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+                _spill = new FileStream(unnamed, FileAccess.ReadWrite, bufferSize: 0);
             }
-
-            _spill = new FileStream(path, options);
-            File.Delete(path);
+            else
+            {
+                path = Path.Combine(_tempFolder, SpillPrefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)) + SpillSuffix);
+                _spill = CreateAndUnlink(path);
+            }
 
             long position = 0;
             foreach (var segment in _segments)
@@ -322,6 +332,10 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
             {
                 _spill.Dispose();
                 _spill = null;
+            }
+
+            if (path.Length > 0)
+            {
                 TryDelete(path);
             }
 
@@ -336,6 +350,27 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         _segments.Clear();
         _staging = ArrayPool<byte>.Shared.Rent(SegmentSize);
         _staged = 0;
+    }
+
+    // The fallback where O_TMPFILE is not supported: named for a moment, then only the handle.
+    private static FileStream CreateAndUnlink(string path)
+    {
+        // CreateNew (O_EXCL) never follows a planted symlink; 0600 keeps mail private.
+        var options = new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.ReadWrite,
+            Share = FileShare.None,
+            BufferSize = 0,
+        };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        var file = new FileStream(path, options);
+        File.Delete(path);
+        return file;
     }
 
     private void FlushStaging()

@@ -30,6 +30,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     private const int MaxXForwardLine = 512;              // Postfix splits XFORWARD at the RFC 5321 line size
     private const int MaxXClientValue = 255;              // Postfix refuses a longer XCLIENT value (501)
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(2);
+    internal const string SaslResponseLabel = "AUTH response";
 
     // RFC 2920 §3.1 plus RFC 3030 BDAT; RSET, HELO, STARTTLS and AUTH too, so their replies are never late.
     private static readonly HashSet<string> GroupEnders = new(StringComparer.Ordinal)
@@ -279,6 +280,18 @@ public sealed class DownstreamClient : IAsyncDisposable
         ThrowIfBroken();
         string verb = VerbOf(commandLine);
         return SendCommandCoreAsync(commandLine, verb, GroupEnders.Contains(verb), ct);
+    }
+
+    // A SASL response line (RFC 4954 §4) is a secret, not a command: it is written as given but
+    // named "AUTH response" in every error and log line, never by its text. Sent at once, as it
+    // ends the client's turn in the exchange.
+    public Task<SmtpReply> SendSaslResponseAsync(string response, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(response);
+        if (response.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            throw new ArgumentException("a SASL response must contain no CR, LF or NUL", nameof(response));
+        ThrowIfBroken();
+        return SendCommandCoreAsync(response, SaslResponseLabel, endsGroup: true, ct);
     }
 
     public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default)
