@@ -321,7 +321,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
                         return await DeliverAsync(session, tx, entry, state, MessageVerdict.Error, buffer, new Delivery("Unscanned", MessageAction.PassedUnscanned), ct).ConfigureAwait(false);
                     await ResetDownstreamAsync().ConfigureAwait(false);
                     return Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
-                        new SmtpReply(451, "4.7.0", "Temporary failure while scanning the message, try again later"));
+                        new SmtpReply(451, "4.7.0", result.IsTimeout ? "Virus scan not finished within the scan timeout, try again later" : "Temporary failure while scanning the message, try again later"));
             }
         }
         finally
