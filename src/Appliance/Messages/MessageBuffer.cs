@@ -106,7 +106,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
                 }
                 else
                 {
-                    Spill();
+                    SpillPastBudget();
                     memory = StagingMemory(wanted);
                 }
             }
@@ -252,6 +252,30 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         _reserved = 0;
     }
 
+    // The memory budget is used up: the message goes to temp_folder now, if that has room for it
+    // to start there. If not, the write fails while DATA is still arriving, so the client hears
+    // 452 4.3.1 then rather than a failed flush after the end of data.
+    private void SpillPastBudget()
+    {
+        long free;
+        try
+        {
+            free = new DriveInfo(_tempFolder).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            free = 0; // unknown counts as full
+        }
+
+        if (free < SegmentSize)
+        {
+            throw Fail($"the memory budget for messages is used up and {_tempFolder} has no room to spill to",
+                new IOException($"{free} bytes free in {_tempFolder}"));
+        }
+
+        Spill();
+    }
+
     private Memory<byte> StagingMemory(int wanted)
     {
         if (_staging!.Length - _staged < wanted)
@@ -289,7 +313,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
                 var segment = used == 0 && _segments.Count * (long)SegmentSize == _length ? TryRentSegment() : _segments[^1];
                 if (segment is null)
                 {
-                    Spill();  // past the memory budget: the rest goes to the file
+                    SpillPastBudget();
                     continue;
                 }
 
