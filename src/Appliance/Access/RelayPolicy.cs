@@ -10,7 +10,6 @@
 // Domains compare case-insensitively with one trailing dot removed.
 using System.Net;
 using Portcullis.Appliance.Configuration;
-using Portcullis.Appliance.Gateway;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Protocol;
 

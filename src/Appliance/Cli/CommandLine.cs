@@ -1,3 +1,7 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Net;
 using System.Runtime.InteropServices;
 using Portcullis.Appliance.Configuration;
@@ -6,88 +10,218 @@ using Portcullis.Appliance.Logging;
 
 namespace Portcullis.Appliance.Cli;
 
-// The verbs of the one `portcullis` binary. Exit codes follow sysexits(3): 64 bad usage, 78 bad
-// configuration; `scan` uses clamscan's 0 clean / 1 infected / 2 error.
+// The verbs of the one `portcullis` binary, parsed by System.CommandLine (help on every verb,
+// completion through its [suggest] directive). Exit codes follow sysexits(3): 64 bad usage,
+// 78 bad configuration; `scan` uses clamscan's 0 clean / 1 infected / 2 error.
 internal static class CommandLine
 {
     public const int ExitOk = 0;
     public const int ExitUsage = 64;
     public const int ExitConfig = 78;
 
-    public const string Usage = """
-        usage: portcullis VERB [OPTIONS]
+    private static readonly ParserConfiguration ParserSettings = new()
+    {
+        // `@file` is a file name here (scan), never a file of more arguments.
+        ResponseFileTokenReplacer = null,
+    };
 
-          run [--config FILE]             run the gateway in the foreground (systemd starts this)
-          check-config [--config FILE]    validate the configuration and print a summary
-          scan [--config FILE] FILE...|-  scan files, or a message on stdin (exit 0 clean, 1 infected, 2 error)
-          version [--config FILE]         print the versions of portcullis, libclamav and the signatures
-          quarantine list|show|release|delete|purge [--config FILE] ...
-                                          the quarantine manager (portcullis quarantine help for details)
-          reload [--config FILE]          ask the running gateway to reload its configuration and signatures
-          status [--config FILE]          print the running gateway's status (signatures, traffic, last reload)
-          help                            print this text
+    private static readonly InvocationConfiguration InvocationSettings = new()
+    {
+        // `run` handles SIGTERM/SIGINT itself (graceful stop); an exception is a bug to see, not a line to hide.
+        ProcessTerminationTimeout = null,
+        EnableDefaultExceptionHandler = false,
+    };
 
-        FILE defaults to /etc/portcullis/portcullis.ini.
-        """;
+    // Built once: the verbs, their options and help texts; `portcullis [suggest:N] "LINE"` answers bash completion from it.
+    internal static readonly RootCommand Verbs = BuildVerbs();
 
     public static async Task<int> RunAsync(string[] args)
     {
-        if (args.Length == 0)
+        var parsed = Parse(args);
+        if (parsed.Action is ParseErrorAction)
         {
-            return UsageError("no verb given");
+            return UsageError(parsed);
         }
 
-        var verb = args[0];
-        if (verb is "help" or "--help" or "-h")
+        if (UnknownOption(parsed) is { } option)
         {
-            Console.Out.WriteLine(Usage);
-            return ExitOk;
+            return UsageError(parsed, $"unknown option \"{option}\" (a FILE or ID that starts with - goes after --)");
         }
 
-        if (verb == "quarantine")
-        {
-            if (args.Length > 1 && args[1] is "help" or "--help" or "-h")
-            {
-                Console.Out.Write(QuarantineCommands.Usage);
-                return ExitOk;
-            }
-
-            return await QuarantineCommands.RunAsync(args.AsMemory(1));
-        }
-
-        if (!CommandArguments.TryParse(args.AsSpan(1), out var arguments, out var problem))
-        {
-            return UsageError($"{verb}: {problem}");
-        }
-
-        switch (verb)
-        {
-            case "run" or "check-config" or "version" or "reload" or "status" when arguments.Paths.Count > 0:
-                return UsageError($"{verb}: unexpected argument \"{arguments.Paths[0]}\"");
-            case "run":
-                return await RunGatewayAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
-            case "check-config":
-                return CheckConfig(arguments.ConfigPath ?? ConfigLoader.DefaultPath);
-            case "version":
-                return ScanCommands.Version(arguments.ConfigPath);
-            case "reload":
-                return await ControlClient.RunAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath, "RELOAD");
-            case "status":
-                return await ControlClient.RunAsync(arguments.ConfigPath ?? ConfigLoader.DefaultPath, "STATUS");
-            case "scan" when arguments.Paths.Count == 0:
-                return UsageError("scan: no FILE given (use - for stdin)");
-            case "scan":
-                return ScanCommands.Scan(arguments.ConfigPath, arguments.Paths);
-            default:
-                return UsageError($"unknown verb \"{verb}\"");
-        }
+        return await parsed.InvokeAsync(InvocationSettings);
     }
 
-    private static int UsageError(string problem)
+    // System.CommandLine takes an unknown "--verbose" as a FILE or an ID; here it is a mistyped
+    // option, as with getopt. "-" is stdin, and after "--" every word is an argument.
+    internal static string? UnknownOption(ParseResult parsed)
     {
-        Console.Error.WriteLine($"portcullis: {problem}");
-        Console.Error.WriteLine(Usage);
+        var tokens = parsed.Tokens.ToList();
+        var end = tokens.FindIndex(t => t.Type == TokenType.DoubleDash);
+        foreach (var argument in parsed.CommandResult.Children.OfType<ArgumentResult>())
+        {
+            foreach (var token in argument.Tokens)
+            {
+                var at = tokens.FindIndex(t => ReferenceEquals(t, token));
+                if (token.Value.Length > 1 && token.Value[0] == '-' && (end < 0 || at < end))
+                {
+                    return token.Value;
+                }
+            }
+        }
+
+        return null;
+    }
+
+    internal static ParseResult Parse(IReadOnlyList<string> args) => Verbs.Parse(args, ParserSettings);
+
+    private static RootCommand BuildVerbs()
+    {
+        var root = new RootCommand("Portcullis, an SMTP antivirus gateway: it sits in front of a mail server and lets through only clean mail.");
+        for (var i = 0; i < root.Options.Count; i++)
+        {
+            switch (root.Options[i])
+            {
+                // -h and --help on every verb, without the DOS spellings /? /h -?.
+                case HelpOption:
+                    root.Options[i] = new HelpOption("--help", "-h");
+                    break;
+                case VersionOption version:
+                    version.Action = new VersionLineAction();
+                    break;
+            }
+        }
+
+        root.Subcommands.Add(RunVerb());
+        root.Subcommands.Add(CheckConfigVerb());
+        root.Subcommands.Add(ScanVerb());
+        root.Subcommands.Add(VersionVerb());
+        root.Subcommands.Add(QuarantineCommands.Verb());
+        root.Subcommands.Add(ControlVerb("reload", "RELOAD",
+            "ask the running gateway to reload its configuration and signatures; waits for it: exit 0 done, 1 failed, 69 no gateway answered"));
+        root.Subcommands.Add(ControlVerb("status", "STATUS",
+            "print the running gateway's status (signatures, database age, last reload, traffic, last detections); exit 69 when no gateway answered"));
+        root.Subcommands.Add(HelpVerb(root));
+        return root;
+    }
+
+    internal static Option<string> ConfigOption() => new("--config", "-c")
+    {
+        Description = $"the configuration file (default {ConfigLoader.DefaultPath})",
+        HelpName = "FILE",
+        Validators =
+        {
+            static result =>
+            {
+                if (result.GetValueOrDefault<string>() is "")
+                {
+                    result.AddError("--config needs a FILE");
+                }
+            },
+        },
+    };
+
+    private static Command RunVerb()
+    {
+        var config = ConfigOption();
+        var verb = new Command("run", "run the gateway in the foreground (systemd starts this); exit 78 on a bad configuration") { config };
+        verb.SetAction((parsed, _) => RunGatewayAsync(parsed.GetValue(config) ?? ConfigLoader.DefaultPath));
+        return verb;
+    }
+
+    private static Command CheckConfigVerb()
+    {
+        var config = ConfigOption();
+        var verb = new Command("check-config",
+            "validate the configuration and print a summary; every bad value names file, section, key and what was expected (exit 78)") { config };
+        verb.SetAction(parsed => CheckConfig(parsed.GetValue(config) ?? ConfigLoader.DefaultPath));
+        return verb;
+    }
+
+    private static Command ScanVerb()
+    {
+        var config = ConfigOption();
+        var recursive = new Option<bool>("--recursive", "-r")
+        {
+            Description = "scan the files under each directory given, and under their subdirectories",
+        };
+        var paths = new Argument<string[]>("FILE")
+        {
+            Arity = ArgumentArity.OneOrMore,
+            Description = "a file, a directory (with -r), or - for a message on stdin",
+        };
+        var verb = new Command("scan",
+            "scan files or a message with the gateway's signatures and limits: exit 0 clean, 1 infected, 2 error (errors on stderr)")
+        {
+            config, recursive, paths,
+        };
+        verb.SetAction(parsed => ScanCommands.Scan(new ScanRequest(parsed.GetValue(config), parsed.GetValue(paths) ?? [], parsed.GetValue(recursive))));
+        return verb;
+    }
+
+    private static Command VersionVerb()
+    {
+        var config = ConfigOption();
+        var verb = new Command("version", "print the versions of portcullis, libclamav and the signatures") { config };
+        verb.SetAction(parsed => ScanCommands.Version(parsed.GetValue(config)));
+        return verb;
+    }
+
+    private static Command ControlVerb(string name, string command, string description)
+    {
+        var config = ConfigOption();
+        var verb = new Command(name, description) { config };
+        verb.SetAction((parsed, _) => ControlClient.RunAsync(parsed.GetValue(config) ?? ConfigLoader.DefaultPath, command));
+        return verb;
+    }
+
+    // `portcullis help [VERB...]` as before System.CommandLine: the same text as `portcullis [VERB...] --help`.
+    private static Command HelpVerb(RootCommand root)
+    {
+        var verbs = new Argument<string[]>("VERB") { Arity = ArgumentArity.ZeroOrMore };
+        var verb = new Command("help", "print this text, or a verb's help") { verbs };
+        verb.Hidden = true;
+        verb.SetAction(parsed => ShowHelp([.. parsed.GetValue(verbs) ?? [], "--help"]));
+        return verb;
+    }
+
+    internal static int ShowHelp(string[] verbsThenHelp)
+    {
+        var parsed = Parse(verbsThenHelp);
+        return parsed.Action is ParseErrorAction ? UsageError(parsed) : parsed.Invoke(InvocationSettings);
+    }
+
+    // Usage problems exit 64 (sysexits EX_USAGE) with one line each and a pointer to the verb's help.
+    private static int UsageError(ParseResult parsed, params string[] problems)
+    {
+        foreach (var problem in parsed.Errors.Select(e => e.Message).Concat(problems))
+        {
+            Console.Error.WriteLine($"portcullis: {problem}");
+        }
+
+        Console.Error.WriteLine($"Run '{VerbPath(parsed.CommandResult.Command)} --help' for usage.");
         return ExitUsage;
+    }
+
+    private static string VerbPath(Command command)
+    {
+        var names = new List<string>();
+        for (Command? at = command; at is not null and not RootCommand; at = at.Parents.OfType<Command>().FirstOrDefault())
+        {
+            names.Insert(0, at.Name);
+        }
+
+        names.Insert(0, "portcullis");
+        return string.Join(' ', names);
+    }
+
+    // `portcullis --version`: the program's version alone, at once (`portcullis version` also loads the signatures).
+    private sealed class VersionLineAction : SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            parseResult.InvocationConfiguration.Output.WriteLine(ScanCommands.ProgramVersionLine());
+            return ExitOk;
+        }
     }
 
     private static async Task<int> RunGatewayAsync(string configPath)
@@ -165,7 +299,7 @@ internal static class CommandLine
         }
 
         Console.Out.Write(Summary(config));
-        foreach (var warning in FolderWarnings(config))
+        foreach (var warning in Warnings(config))
         {
             Console.Error.WriteLine("warning: " + warning);
         }
@@ -202,6 +336,9 @@ internal static class CommandLine
             ? new IPEndPoint(address, general.SmtpServerPort).ToString()
             : $"{general.SmtpServerAddress}:{general.SmtpServerPort}";
 
+    // Everything check-config warns about (on stderr, "warning: " first); a warning never changes the exit code.
+    internal static IEnumerable<string> Warnings(GatewayConfig config) => FolderWarnings(config).Concat(ConfigChecks.Warnings(config));
+
     // Not errors: check-config may run on a machine other than the one the file is for.
     private static IEnumerable<string> FolderWarnings(GatewayConfig config)
     {
@@ -228,58 +365,5 @@ internal static class CommandLine
             yield return "[relay] local_domains and local_domains_file are empty: only trusted_networks, " +
                          "RELAYCLIENT rules, POP-before-SMTP and authenticated clients can send mail through this gateway";
         }
-    }
-}
-
-// `--config FILE`, `--config=FILE` or `-c FILE`, then positional paths (`-` is stdin, `--` ends options).
-internal sealed record CommandArguments(string? ConfigPath, IReadOnlyList<string> Paths)
-{
-    public static bool TryParse(ReadOnlySpan<string> args, out CommandArguments arguments, out string problem)
-    {
-        string? config = null;
-        var paths = new List<string>();
-        var optionsEnded = false;
-        arguments = new CommandArguments(null, paths);
-        for (var i = 0; i < args.Length; i++)
-        {
-            var arg = args[i];
-            if (optionsEnded || arg == "-" || !arg.StartsWith('-'))
-            {
-                paths.Add(arg);
-            }
-            else if (arg == "--")
-            {
-                optionsEnded = true;
-            }
-            else if (arg is "--config" or "-c")
-            {
-                if (i + 1 >= args.Length)
-                {
-                    problem = $"{arg} needs a FILE";
-                    return false;
-                }
-
-                config = args[++i];
-            }
-            else if (arg.StartsWith("--config=", StringComparison.Ordinal))
-            {
-                config = arg["--config=".Length..];
-            }
-            else
-            {
-                problem = $"unknown option \"{arg}\"";
-                return false;
-            }
-        }
-
-        if (config is "")
-        {
-            problem = "--config needs a FILE";
-            return false;
-        }
-
-        arguments = new CommandArguments(config, paths);
-        problem = "";
-        return true;
     }
 }

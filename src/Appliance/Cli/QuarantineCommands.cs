@@ -1,3 +1,5 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -5,42 +7,139 @@ using System.Text.RegularExpressions;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Notifications;
 using Portcullis.Appliance.Quarantine;
 using Portcullis.SmtpCore.Downstream;
 
 namespace Portcullis.Appliance.Cli;
 
 // `portcullis quarantine list|show|release|delete|purge`: the quarantine manager. Exit 0 on
-// success, 1 when the entry is missing or broken or the mail server refused a release, 64 bad
-// usage, 78 bad configuration. Problems are one line on stderr, never a stack trace.
+// success, 1 when the entry is missing or broken, the folder cannot be read or the mail server
+// refused a release, 64 bad usage, 78 bad configuration. Problems are one line on stderr, never a
+// stack trace.
 internal static class QuarantineCommands
 {
     public const int ExitFailed = 1;
 
-    public const string Usage = """
-        usage: portcullis quarantine VERB [--config FILE] ...
-
-          list [--since DATE] [--virus PATTERN] [--json]   entries, oldest first (PATTERN: substring, or a glob with * and ?)
-          show ID                                          metadata and the message's header
-          release ID [--to ADDRESS...]                     deliver through [general] smtp_server_address to the original
-                                                           recipients (or the given ones), with an X-Portcullis-Released header
-          delete ID                                        remove the entry
-          purge [--older-than DAYS]                        remove entries older than DAYS (default: [quarantine] retention_days)
-        """;
-
-    public static async Task<int> RunAsync(ReadOnlyMemory<string> args)
+    // `portcullis quarantine VERB`: each verb's arguments become one Options, handled by RunAsync.
+    internal static Command Verb()
     {
-        if (args.Length == 0)
+        var list = new Command("list", "quarantined messages, oldest first");
+        var since = new Option<DateTimeOffset?>("--since")
         {
-            return UsageError("no quarantine verb given");
+            Description = "only entries quarantined at or after DATE (2024-01-31 or 2024-01-31T12:00, local time)",
+            HelpName = "DATE",
+            CustomParser = ParseSince,
+        };
+        var virus = new Option<string>("--virus")
+        {
+            Description = "only entries whose detection name matches PATTERN (a substring, or a glob with * and ?; case-insensitive)",
+            HelpName = "PATTERN",
+        };
+        var json = new Option<bool>("--json") { Description = "print the entries as a JSON array" };
+        list.Options.Add(since);
+        list.Options.Add(virus);
+        list.Options.Add(json);
+
+        var show = new Command("show", "the metadata and the message's header");
+        var release = new Command("release",
+            "deliver through [general] smtp_server_address to the original recipients (or the given ones), with an X-Portcullis-Released header; exit 1 when refused");
+        var to = new Option<string[]>("--to")
+        {
+            Description = "deliver to ADDRESS instead of the original recipients (repeatable, or a comma-separated list)",
+            HelpName = "ADDRESS",
+            Arity = ArgumentArity.OneOrMore,
+            CustomParser = ParseAddresses,
+        };
+        release.Options.Add(to);
+        var delete = new Command("delete", "remove an entry");
+        var purge = new Command("purge", "remove the entries older than DAYS (default: [quarantine] retention_days)");
+        var olderThan = new Option<int?>("--older-than")
+        {
+            Description = "the age in days, 0 to 36500",
+            HelpName = "DAYS",
+            CustomParser = ParseDays,
+        };
+        purge.Options.Add(olderThan);
+
+        var verb = new Command("quarantine", "the quarantine manager: exit 0 done, 1 the entry is missing or broken, the folder cannot be read, or the mail server refused");
+        foreach (var command in new[] { list, show, release, delete, purge })
+        {
+            var config = CommandLine.ConfigOption();
+            command.Options.Add(config);
+            Argument<string>? id = null;
+            if (command != list && command != purge)
+            {
+                id = new Argument<string>("ID") { Description = "the entry's id, as `portcullis quarantine list` shows it" };
+                command.Arguments.Add(id);
+            }
+
+            var name = command.Name;
+            command.SetAction((parsed, _) => RunAsync(name, new Options
+            {
+                Config = parsed.GetValue(config),
+                Since = parsed.GetValue(since),
+                Virus = parsed.GetValue(virus) is { } pattern ? Options.Pattern(pattern) : null,
+                Json = parsed.GetValue(json),
+                To = [.. parsed.GetValue(to) ?? []],
+                OlderThan = parsed.GetValue(olderThan),
+                Ids = id is null ? [] : [parsed.GetValue(id)!],
+            }));
+            verb.Subcommands.Add(command);
         }
 
-        var verb = args.Span[0];
-        if (!Options.TryParse(args.Span[1..], out var options, out var problem))
+        var help = new Command("help", "print this text") { Hidden = true };
+        help.SetAction(_ => CommandLine.ShowHelp(["quarantine", "--help"]));
+        verb.Subcommands.Add(help);
+        return verb;
+    }
+
+    private static DateTimeOffset? ParseSince(ArgumentResult result)
+    {
+        var value = result.Tokens[0].Value;
+        if (!DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeLocal, out var since))
         {
-            return UsageError($"quarantine {verb}: {problem}");
+            result.AddError($"--since \"{value}\": expected a date such as 2024-01-31 or 2024-01-31T12:00");
+            return null;
         }
 
+        return since;
+    }
+
+    private static string[] ParseAddresses(ArgumentResult result)
+    {
+        var addresses = new List<string>();
+        foreach (var token in result.Tokens)
+        {
+            foreach (var address in ConfigValues.SplitList(token.Value))
+            {
+                if (!ConfigValues.IsMailAddress(address.Trim('<', '>')))
+                {
+                    result.AddError($"--to \"{address}\": expected a mail address such as user@example.com");
+                    return [];
+                }
+
+                addresses.Add(address.Trim('<', '>'));
+            }
+        }
+
+        return [.. addresses];
+    }
+
+    private static int? ParseDays(ArgumentResult result)
+    {
+        var value = result.Tokens[0].Value;
+        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var days) || days > 36500)
+        {
+            result.AddError($"--older-than \"{value}\": expected a number of days from 0 to 36500");
+            return null;
+        }
+
+        return days;
+    }
+
+    internal static async Task<int> RunAsync(string verb, Options options)
+    {
         GatewayConfig config;
         try
         {
@@ -56,19 +155,23 @@ internal static class QuarantineCommands
             return CommandLine.ExitConfig;
         }
 
+        if (FolderProblem(config.Quarantine.Folder) is { } problem)
+        {
+            Console.Error.WriteLine($"portcullis: {problem}");
+            return ExitFailed;
+        }
+
         var store = new QuarantineStore(config.Quarantine.Folder);
         try
         {
             return verb switch
             {
-                "list" when options.Ids.Count == 0 => List(store, options),
-                "show" when options.Ids.Count == 1 => Show(store, options.Ids[0]),
-                "release" when options.Ids.Count == 1 => await ReleaseAsync(store, config, options.Ids[0], options.To),
-                "delete" when options.Ids.Count == 1 => Delete(store, options.Ids[0]),
-                "purge" when options.Ids.Count == 0 => Purge(store, config, options.OlderThan),
-                "list" or "purge" => UsageError($"quarantine {verb}: unexpected argument \"{options.Ids[0]}\""),
-                "show" or "release" or "delete" => UsageError($"quarantine {verb}: expected one ID"),
-                _ => UsageError($"unknown quarantine verb \"{verb}\""),
+                "list" => List(store, options),
+                "show" => Show(store, options.Ids[0]),
+                "release" => await ReleaseAsync(store, config, options.Ids[0], options.To),
+                "delete" => Delete(store, options.Ids[0]),
+                "purge" => Purge(store, config, options.OlderThan),
+                _ => throw new ArgumentOutOfRangeException(nameof(verb), verb, "not a quarantine verb"),
             };
         }
         catch (QuarantineException e)
@@ -83,11 +186,28 @@ internal static class QuarantineCommands
         }
     }
 
-    private static int UsageError(string problem)
+    // A folder this user may not look into reads as missing to Directory.Exists, and so as an empty
+    // quarantine: say so instead. A folder that does not exist yet is an empty quarantine.
+    internal static string? FolderProblem(string folder)
     {
-        Console.Error.WriteLine($"portcullis: {problem}");
-        Console.Error.Write(Usage);
-        return CommandLine.ExitUsage;
+        try
+        {
+            using var entries = Directory.EnumerateFileSystemEntries(folder).GetEnumerator();
+            entries.MoveNext();
+            return null;
+        }
+        catch (DirectoryNotFoundException)
+        {
+            return File.Exists(folder) ? $"quarantine {folder} is a file, not a folder" : null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return $"quarantine {folder}: permission denied (run as root or as the gateway's user, portcullis)";
+        }
+        catch (IOException e)
+        {
+            return $"quarantine {folder}: {e.Message}";
+        }
     }
 
     private static int List(QuarantineStore store, Options options)
@@ -232,101 +352,16 @@ internal static class QuarantineCommands
 
     private static string Quote(string text) => "\"" + text.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\"";
 
-    // --config FILE, --since DATE, --virus PATTERN, --json, --to ADDRESS (repeatable, or a comma list), --older-than DAYS.
+    // The arguments of one quarantine verb, as the command line gave them.
     internal sealed class Options
     {
-        public string? Config { get; private set; }
-        public DateTimeOffset? Since { get; private set; }
-        public Regex? Virus { get; private set; }
-        public bool Json { get; private set; }
-        public List<string> To { get; } = [];
-        public int? OlderThan { get; private set; }
-        public List<string> Ids { get; } = [];
-
-        public static bool TryParse(ReadOnlySpan<string> args, out Options options, out string problem)
-        {
-            options = new Options();
-            problem = "";
-            for (var i = 0; i < args.Length; i++)
-            {
-                var arg = args[i];
-                var (name, inline) = arg.StartsWith("--", StringComparison.Ordinal) && arg.IndexOf('=') is var eq and > 0
-                    ? (arg[..eq], arg[(eq + 1)..])
-                    : (arg, null);
-                if (!name.StartsWith('-'))
-                {
-                    options.Ids.Add(arg);
-                    continue;
-                }
-
-                if (name == "--json")
-                {
-                    options.Json = true;
-                    continue;
-                }
-
-                if (name is not ("--config" or "-c" or "--since" or "--virus" or "--to" or "--older-than"))
-                {
-                    problem = $"unknown option \"{arg}\"";
-                    return false;
-                }
-
-                var value = inline;
-                if (value is null)
-                {
-                    if (i + 1 >= args.Length)
-                    {
-                        problem = $"{name} needs a value";
-                        return false;
-                    }
-
-                    value = args[++i];
-                }
-
-                switch (name)
-                {
-                    case "--config" or "-c":
-                        options.Config = value;
-                        break;
-                    case "--since":
-                        if (!DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeLocal, out var since))
-                        {
-                            problem = $"--since \"{value}\": expected a date such as 2024-01-31 or 2024-01-31T12:00";
-                            return false;
-                        }
-
-                        options.Since = since;
-                        break;
-                    case "--virus":
-                        options.Virus = Pattern(value);
-                        break;
-                    case "--to":
-                        foreach (var address in ConfigValues.SplitList(value))
-                        {
-                            if (!ConfigValues.IsMailAddress(address.Trim('<', '>')))
-                            {
-                                problem = $"--to \"{address}\": expected a mail address such as user@example.com";
-                                return false;
-                            }
-
-                            options.To.Add(address.Trim('<', '>'));
-                        }
-
-                        break;
-                    case "--older-than":
-                        if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var days) || days > 36500)
-                        {
-                            problem = $"--older-than \"{value}\": expected a number of days from 0 to 36500";
-                            return false;
-                        }
-
-                        options.OlderThan = days;
-                        break;
-                }
-            }
-
-            return true;
-        }
+        public string? Config { get; init; }
+        public DateTimeOffset? Since { get; init; }
+        public Regex? Virus { get; init; }
+        public bool Json { get; init; }
+        public List<string> To { get; init; } = [];
+        public int? OlderThan { get; init; }
+        public List<string> Ids { get; init; } = [];
 
         // A glob (* and ?) matches the whole name; plain text matches anywhere in it. Case-insensitive.
         internal static Regex Pattern(string text)

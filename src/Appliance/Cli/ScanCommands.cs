@@ -1,21 +1,23 @@
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Scanning;
 using Portcullis.NativeScan;
 
 namespace Portcullis.Appliance.Cli;
 
 // `portcullis scan` and `portcullis version`: libclamav used directly, outside the gateway.
-// scan prints clamscan-like lines (FILE: OK / FILE: Name FOUND / FILE: ERROR text) and exits
-// 0 when everything is clean, 1 when anything is infected, 2 when anything could not be scanned.
+// scan prints clamscan-like lines (FILE: OK and FILE: Name FOUND on stdout, FILE: ERROR text on
+// stderr) and exits 0 when everything is clean, 1 when anything is infected, 2 when anything
+// could not be scanned.
 internal static class ScanCommands
 {
     public const int ExitClean = 0;
     public const int ExitInfected = 1;
     public const int ExitError = 2;
 
-    public static int Scan(string? configPath, IReadOnlyList<string> paths)
+    public static int Scan(ScanRequest request)
     {
-        if (!TryLoadConfig(configPath, out var config, out var configErrors))
+        if (!TryLoadConfig(request.ConfigPath, out var config, out var configErrors))
         {
             foreach (var error in configErrors)
             {
@@ -28,7 +30,7 @@ internal static class ScanCommands
         ScanEngine engine;
         try
         {
-            engine = ScanEngine.Load(EngineOptionsFor(config));
+            engine = ScanEngine.Load(ScanSettings.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or DllNotFoundException or EntryPointNotFoundException or IOException or UnauthorizedAccessException)
         {
@@ -38,34 +40,41 @@ internal static class ScanCommands
 
         using (engine)
         {
-            var exit = ExitClean;
-            foreach (var path in paths)
+            var report = new ScanReport(Console.Out, Console.Error);
+            foreach (var path in request.Paths)
             {
-                var (name, result) = path == "-" ? ("stdin", ScanStdin(engine, config)) : (path, ScanPath(engine, path));
-                switch (result.Outcome)
+                if (path == "-")
                 {
-                    case ScanOutcome.Clean:
-                        Console.Out.WriteLine($"{name}: OK");
-                        break;
-                    case ScanOutcome.Infected:
-                        Console.Out.WriteLine($"{name}: {result.VirusName} FOUND");
-                        exit = Math.Max(exit, ExitInfected);
-                        break;
-                    default:
-                        Console.Out.WriteLine($"{name}: ERROR {result.ErrorText}");
-                        exit = ExitError;
-                        break;
+                    report.Add("stdin", ScanStdin(engine, config));
+                }
+                else if (Directory.Exists(path))
+                {
+                    if (request.Recursive)
+                    {
+                        ScanTree.Scan(engine, path, report);
+                    }
+                    else
+                    {
+                        report.Add(path, ScanResult.Error(0, "is a directory (use -r to scan the files under it)"));
+                    }
+                }
+                else
+                {
+                    report.Add(path, ScanPath(engine, path));
                 }
             }
 
-            return exit;
+            return report.ExitCode;
         }
     }
 
+    // The first line of `portcullis version`, and all of `portcullis --version`.
+    public static string ProgramVersionLine() =>
+        $"portcullis {typeof(ScanCommands).Assembly.GetName().Version?.ToString(3) ?? "unknown"}";
+
     public static int Version(string? configPath)
     {
-        var version = typeof(ScanCommands).Assembly.GetName().Version;
-        Console.Out.WriteLine($"portcullis {version?.ToString(3) ?? "unknown"}");
+        Console.Out.WriteLine(ProgramVersionLine());
         try
         {
             Console.Out.WriteLine($"libclamav {ClamAV.Version}");
@@ -86,7 +95,7 @@ internal static class ScanCommands
         {
             // The exception already carries libclamav's error line; don't print it twice.
             ClamAV.MessageSink = static (_, _) => { };
-            using var engine = ScanEngine.Load(EngineOptionsFor(config));
+            using var engine = ScanEngine.Load(ScanSettings.EngineOptionsFor(config));
             Console.Out.WriteLine($"signatures {engine.SignatureCount} (database {engine.DatabaseVersion})");
         }
         catch (Exception e) when (e is ClamAVException or IOException or UnauthorizedAccessException)
@@ -96,22 +105,6 @@ internal static class ScanCommands
 
         return ExitClean;
     }
-
-    internal static EngineOptions EngineOptionsFor(GatewayConfig config) => new(config.Scan.DatabaseFolder)
-    {
-        MaxScanSize = config.Scan.MaxScanSize,
-        MaxFileSize = config.Scan.MaxFileSize,
-        MaxRecursion = config.Scan.MaxRecursion,
-        MaxFiles = config.Scan.MaxFiles,
-        AlertExceedsMax = config.Scan.AlertExceedsMax,
-        ScanTimeout = config.Scan.Timeout,
-
-        // A workstation running `scan` may not have the appliance's folders; libclamav then uses $TMPDIR.
-        TempFolder = Directory.Exists(ScratchFolder(config)) ? ScratchFolder(config) : null,
-    };
-
-    internal static string ScratchFolder(GatewayConfig config) =>
-        config.Scan.ScratchFolder.Length > 0 ? config.Scan.ScratchFolder : config.General.TempFolder;
 
     // An explicit --config must load; without one the default file is used when it exists, else the defaults.
     private static bool TryLoadConfig(string? configPath, out GatewayConfig config, out IReadOnlyList<string> errors)
@@ -134,11 +127,6 @@ internal static class ScanCommands
 
     private static ScanResult ScanPath(ScanEngine engine, string path)
     {
-        if (Directory.Exists(path))
-        {
-            return ScanResult.Error(0, "is a directory (not scanned)");
-        }
-
         try
         {
             return engine.ScanFile(path);
@@ -174,5 +162,32 @@ internal static class ScanCommands
         }
 
         return engine.Scan(message, "stdin");
+    }
+}
+
+// What `portcullis scan` was asked to do: the options of the verb, one member each.
+internal sealed record ScanRequest(string? ConfigPath, IReadOnlyList<string> Paths, bool Recursive);
+
+// The lines of one scan run and its exit code: an error outranks an infection, an infection a clean file.
+internal sealed class ScanReport(TextWriter output, TextWriter errors)
+{
+    public int ExitCode { get; private set; } = ScanCommands.ExitClean;
+
+    public void Add(string name, ScanResult result)
+    {
+        switch (result.Outcome)
+        {
+            case ScanOutcome.Clean:
+                output.WriteLine($"{name}: OK");
+                break;
+            case ScanOutcome.Infected:
+                output.WriteLine($"{name}: {result.VirusName} FOUND");
+                ExitCode = Math.Max(ExitCode, ScanCommands.ExitInfected);
+                break;
+            default:
+                errors.WriteLine($"{name}: ERROR {result.ErrorText}");
+                ExitCode = ScanCommands.ExitError;
+                break;
+        }
     }
 }

@@ -317,7 +317,10 @@ public static class ConfigLoader
         };
     }
 
-    private static TlsSection ConvertTls(RawTls raw, SectionReader r) => new()
+    // Neither key, or exactly Debian's snakeoil pair: that pair when readable, else no TLS (no error).
+    private static TlsSection ConvertTls(RawTls raw, SectionReader r) =>
+        (raw.Certificate is null && raw.Key is null) || (raw.Certificate?.Trim() == TlsSection.SnakeoilCertificate && raw.Key?.Trim() == TlsSection.SnakeoilKey)
+        ? TlsSection.DebianDefault() : new()
     {
         Certificate = r.FilePath("certificate", raw.Certificate, "/etc/portcullis/tls/cert.pem"),
         Key = r.FilePath("key", raw.Key, "/etc/portcullis/tls/key.pem"),

@@ -293,11 +293,37 @@ public sealed record AuthSection
 
 public sealed record TlsSection
 {
+    public const string SnakeoilCertificate = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    public const string SnakeoilKey = "/etc/ssl/private/ssl-cert-snakeoil.key";
+
     // PEM files; both empty: no STARTTLS and no /tls listeners.
     public string Certificate { get; init; } = "";
     public string Key { get; init; } = "";
 
+    // Neither key was in the file: the built-in default (DebianDefault) decided.
+    public bool FromDefault { get; init; }
+
     public bool Enabled => Certificate.Length > 0;
+
+    // The default when the file sets neither key: Debian's snakeoil pair (package ssl-cert) when
+    // this process can read both files, otherwise no TLS, without an error.
+    public static TlsSection DebianDefault(string certificate = SnakeoilCertificate, string key = SnakeoilKey) =>
+        CanRead(certificate) && CanRead(key)
+            ? new TlsSection { Certificate = certificate, Key = key, FromDefault = true }
+            : new TlsSection { FromDefault = true };
+
+    private static bool CanRead(string path)
+    {
+        try
+        {
+            using var file = File.OpenRead(path);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 }
 
 public sealed record LogSection

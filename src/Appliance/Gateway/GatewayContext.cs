@@ -1,9 +1,11 @@
 using System.Runtime.CompilerServices;
+using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Notifications;
 using Portcullis.Appliance.Policy;
 using Portcullis.Appliance.Quarantine;
+using Portcullis.Appliance.Scanning;
 using Portcullis.Appliance.Status;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
@@ -11,21 +13,29 @@ using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
 
-// What every session shares: configuration, the engine and scanner pool, the log, the
-// relay policy, the counters, and what the downstream last told us about itself. A
-// configuration reload makes a new context (WithConfig) that shares everything but the
-// configuration; each session keeps the context it started with.
+// What every session shares: configuration, the scanner (engine and scanner pool), the way to
+// the downstream, the log, the relay policy, the counters, and what the downstream last told
+// us about itself. A configuration reload makes a new context (WithConfig) that shares
+// everything but the configuration; each session keeps the context it started with.
 internal sealed class GatewayContext
 {
     private static long s_sessionCounter = Random.Shared.NextInt64(1, 1L << 40);
 
     private StrongBox<DownstreamCapabilities?> _downstreamCapabilities = new(null);
 
+    private readonly PooledScanner? _pooled;
+
     public GatewayContext(GatewayConfig config, EngineHolder engines, ScannerPool scanners, MessageLog log, IRelayPolicy relay)
+        : this(config, new PooledScanner(engines, scanners, ProductVersion), log, relay)
+    {
+    }
+
+    // scanner: PooledScanner in the product; a test's own verdicts otherwise (no engine, no pool).
+    public GatewayContext(GatewayConfig config, IMessageScanner scanner, MessageLog log, IRelayPolicy relay)
     {
         Config = config;
-        Engines = engines;
-        Scanners = scanners;
+        Scanner = scanner;
+        _pooled = scanner as PooledScanner;
         Log = log;
         Relay = relay;
         ServerOptions = new SmtpServerOptions
@@ -70,8 +80,12 @@ internal sealed class GatewayContext
     public ConnectionLimiter? Connections { get; init; }
 
     public GatewayConfig Config { get; }
-    public EngineHolder Engines { get; }
-    public ScannerPool Scanners { get; }
+    public IMessageScanner Scanner { get; }
+    public EngineHolder Engines => _pooled?.Engines ?? throw new InvalidOperationException(NoPool);
+    public ScannerPool Scanners => _pooled?.Pool ?? throw new InvalidOperationException(NoPool);
+
+    // How sessions connect to the downstream (DownstreamOptions says where).
+    public IDownstreamConnector Downstream { get; init; } = DownstreamConnector.Instance;
     public MessageLog Log { get; }
     public IRelayPolicy Relay { get; }
     public SmtpServerOptions ServerOptions { get; }
@@ -95,8 +109,9 @@ internal sealed class GatewayContext
     // The same gateway with a reloaded configuration.
     // access: relay rules, certificate and password file loaded afresh for `next` (a reload).
     public GatewayContext WithConfig(GatewayConfig next, GatewayAccess? access = null) =>
-        new(next, Engines, Scanners, Log, access?.Relay ?? Relay)
+        new(next, Scanner, Log, access?.Relay ?? Relay)
         {
+            Downstream = Downstream,
             Metrics = Metrics,
             Templates = Templates,
             Notifier = Notifier,
@@ -111,15 +126,7 @@ internal sealed class GatewayContext
 
     public static string ProductVersion => typeof(GatewayContext).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 
-    public string ScannedHeaderValue
-    {
-        get
-        {
-            return Engines.TryGetCurrent(out var engine)
-                ? $"portcullis {ProductVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}"
-                : $"portcullis {ProductVersion}, ClamAV {ClamAV.Version}/no signatures";
-        }
-    }
+    public string ScannedHeaderValue => Scanner.Description;
 
     // Short, unique, log-friendly ids like Postfix queue ids.
     public static string NewSessionId()
@@ -134,6 +141,8 @@ internal sealed class GatewayContext
         }
         return new string(buffer);
     }
+
+    private const string NoPool = "this gateway context scans without an engine of its own (a test scanner)";
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 }

@@ -2,9 +2,9 @@
 // protocol names from RFC 3848) and X-Virus-Scanned / X-Virus-Status. They are written in
 // front of the untouched content, so the rest of the message reaches the downstream
 // byte-identical.
-using System.Globalization;
 using System.Net;
 using System.Text;
+using Portcullis.Appliance.Messages;
 
 namespace Portcullis.Appliance.Gateway;
 
@@ -28,14 +28,7 @@ internal static class MessageHeaders
         return Encoding.UTF8.GetBytes(sb.ToString());
     }
 
-    // e.g. "Mon, 23 Nov 2026 18:39:33 +0000"
-    public static string Rfc5322Date(DateTimeOffset time)
-    {
-        string zone = time.Offset < TimeSpan.Zero ? "-" : "+";
-        var offset = time.Offset.Duration();
-        return time.ToString("ddd, dd MMM yyyy HH:mm:ss ", CultureInfo.InvariantCulture)
-            + zone + offset.Hours.ToString("00", CultureInfo.InvariantCulture) + offset.Minutes.ToString("00", CultureInfo.InvariantCulture);
-    }
+    public static string Rfc5322Date(DateTimeOffset time) => MessageDate.Rfc5322(time);
 
     // A header value from a signature name or the configuration: one line, whatever it holds.
     private static string NoControls(string text)

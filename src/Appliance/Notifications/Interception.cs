@@ -1,4 +1,4 @@
-using Portcullis.Appliance.Gateway;
+using Portcullis.Appliance.Messages;
 
 namespace Portcullis.Appliance.Notifications;
 
@@ -34,7 +34,7 @@ public sealed record Interception
         ["helo"] = Helo,
         ["quarantine_id"] = QuarantineId.Length > 0 ? QuarantineId : "(none)",
         ["action"] = Action,
-        ["date"] = MessageHeaders.Rfc5322Date(Date),
+        ["date"] = MessageDate.Rfc5322(Date),
         ["hostname"] = Hostname,
         ["filename"] = fileName,
     };

@@ -1,5 +1,4 @@
 using System.Threading.Channels;
-using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
 using Portcullis.SmtpCore.Downstream;

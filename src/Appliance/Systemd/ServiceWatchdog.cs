@@ -11,7 +11,6 @@
 // as long as FILE exists, which is what a scanner thread stuck in libclamav looks like. Only
 // the canary reads it; real messages are never affected.
 using System.Diagnostics;
-using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Logging;
 using Portcullis.NativeScan;
 
@@ -21,7 +20,7 @@ internal sealed class ServiceWatchdog
 {
     public const string WedgeVariable = "PORTCULLIS_TEST_WEDGE_SCANNER";
 
-    private readonly GatewayRuntime runtime;
+    private readonly IWatchedService runtime;
     private readonly TimeSpan interval;
     private readonly string? wedgeFile = Environment.GetEnvironmentVariable(WedgeVariable);
     private ScanTicket? canary;
@@ -30,7 +29,7 @@ internal sealed class ServiceWatchdog
     private long finishedWhenQueued;
     private bool withholding;
 
-    public ServiceWatchdog(GatewayRuntime runtime, TimeSpan interval)
+    public ServiceWatchdog(IWatchedService runtime, TimeSpan interval)
     {
         this.runtime = runtime;
         this.interval = interval;
@@ -77,11 +76,11 @@ internal sealed class ServiceWatchdog
             StartCanary(pool, now);
         }
 
-        var staleAfter = (long)(interval + runtime.Context.Config.Scan.Timeout).TotalMilliseconds;
+        var staleAfter = (long)(interval + runtime.ScanTimeout).TotalMilliseconds;
         var fresh = now - Interlocked.Read(ref canaryDone) <= staleAfter;
         var queuedBehindWork = canary is not null && pool.FinishedCount > finishedWhenQueued
                                                   && now - pool.LastFinishedTicks <= staleAfter;
-        var reloading = runtime.Reloader.IsReloading;
+        var reloading = runtime.IsReloading;
         var accepting = runtime.AcceptLoopsAlive();
 
         if (accepting && (fresh || queuedBehindWork || reloading))
@@ -111,7 +110,7 @@ internal sealed class ServiceWatchdog
     private void StartCanary(ScannerPool pool, long now)
     {
         var source = new CanarySource(wedgeFile);
-        if (!pool.TryEnqueue(source, "portcullis-canary", runtime.Context.Config.Scan.Timeout, out var ticket))
+        if (!pool.TryEnqueue(source, "portcullis-canary", runtime.ScanTimeout, out var ticket))
         {
             // Queue full: the pool is busy; the progress check above decides.
             return;
@@ -152,4 +151,16 @@ internal sealed class ServiceWatchdog
             return n;
         }
     }
+}
+
+// What the watchdog vouches for to systemd: the gateway's scanner pool, its accept loops and its
+// reloads, read afresh on every tick (a configuration reload may change the scan timeout).
+internal interface IWatchedService
+{
+    ScannerPool Scanners { get; }
+    TimeSpan ScanTimeout { get; }
+    bool IsReloading { get; }
+    bool AcceptLoopsAlive();
+    string StatusLine();
+    SystemdNotifier Notifier { get; }
 }

@@ -511,7 +511,9 @@ public sealed class AccessConfigTests
         Assert.False(config.Relay.TrustedNetworks.Contains(IPAddress.Parse("10.0.0.1")));
         Assert.Empty(config.Relay.LocalDomains);
         Assert.False(config.Auth.Enabled);
-        Assert.False(config.Tls.Enabled);
+        // TLS by default only where Debian's snakeoil pair is readable (ConfigChecksTests).
+        Assert.Equal(TlsSection.DebianDefault(), config.Tls);
+        Assert.False(Load("[tls]\ncertificate =\nkey =").Tls.Enabled);
         Assert.Equal(SmtpServerTlsMode.None, config.General.SmtpServerTls);
         Assert.Equal(500, config.Limits.MaxConnections);
         Assert.Equal(20, config.Limits.MaxConnectionsPerIp);
@@ -568,7 +570,7 @@ public sealed class AccessConfigTests
     [InlineData("[general]\nsmtp_server_tls = maybe", "[general] smtp_server_tls")]
     [InlineData("[auth]\nfailure_delay = 5m", "[auth] failure_delay")]
     [InlineData("[tls]\ncertificate = /etc/cert.pem", "[tls] certificate and key")]
-    [InlineData("[auth]\npasswd_file = /etc/passwd.portcullis", "[auth] is enabled but AUTH is offered only after TLS")]
+    [InlineData("[auth]\npasswd_file = /etc/passwd.portcullis\n[tls]\ncertificate =\nkey =", "[auth] is enabled but AUTH is offered only after TLS")]
     [InlineData("[auth]\npasswd_file = /etc/p\ndownstream = yes\nallow_plaintext = yes", "[auth] passwd_file and downstream")]
     public void BadAccessValuesNameTheKey(string ini, string expected)
     {

@@ -1,7 +1,7 @@
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
 
-namespace Portcullis.Appliance.Gateway;
+namespace Portcullis.Appliance.Notifications;
 
 // One message sent on its own connection to a mail server, outside any client session: a
 // notification from the outbox, a message released from quarantine. The message goes to the

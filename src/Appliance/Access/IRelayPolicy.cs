@@ -1,9 +1,8 @@
 using System.Net;
-using Portcullis.Appliance.Access;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Protocol;
 
-namespace Portcullis.Appliance.Gateway;
+namespace Portcullis.Appliance.Access;
 
 // Who may send through the gateway: decided at connect and at each RCPT before the
 // downstream sees the command. Access/RelayPolicy is the product's; tests may plug in others.

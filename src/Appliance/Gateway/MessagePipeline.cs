@@ -1,0 +1,104 @@
+// What happens to a message once its content has arrived: one scan job on the scanner (after
+// checking the scratch folder has room for libclamav to unpack it), then the verdict decides its
+// disposition: clean (and no banned attachment) → delivery; a virus or banned attachment → the
+// detection handler; a scanner error or timeout → [scan] on_error (451 4.7.0, or delivery
+// marked Unscanned). The buffer is freed only when the scanner has let go of it.
+using System.Diagnostics;
+using Portcullis.Appliance.Configuration;
+using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Policy;
+using Portcullis.Appliance.Scanning;
+using Portcullis.NativeScan;
+using Portcullis.SmtpCore;
+using Portcullis.SmtpCore.Server;
+
+namespace Portcullis.Appliance.Gateway;
+
+internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease, TransactionLog log,
+    MessageDelivery delivery, DetectionHandler detections)
+{
+    public MessageBuffer OpenContent(GatewayTransaction state)
+    {
+        state.Buffer = new MessageBuffer(ctx.Config.Limits.MemoryThreshold, ctx.Config.General.TempFolder);
+        return state.Buffer;
+    }
+
+    public async ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        var state = GatewayTransaction.Of(tx);
+        state.Finished = true;
+        var buffer = state.Buffer!;
+        var scanFinished = Task.CompletedTask;
+        var entry = log.NewEntry(session, tx, buffer.Length);
+        try
+        {
+            string scratch = ScanSettings.ScratchFolder(ctx.Config);
+            if (!ScanSpace.HasRoomToScan(scratch, buffer.Length))
+            {
+                Log.Warn($"session={entry.Session} scratch folder {scratch} has no room to scan {buffer.Length} bytes");
+                await lease.ResetAsync().ConfigureAwait(false);
+                return log.Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
+            }
+
+            if (!ctx.Scanner.TryScan(buffer, ctx.Config.Scan.Timeout, out var job))
+            {
+                await lease.ResetAsync().ConfigureAwait(false);
+                return log.Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
+                    new SmtpReply(451, "4.3.2", "All virus scanners are busy, try again later"));
+            }
+            scanFinished = job.Finished;
+            long scanStarted = Stopwatch.GetTimestamp();
+            ScanResult result = await job.Verdict.ConfigureAwait(false);
+            if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
+                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
+            ctx.Metrics.ScanSeconds.Observe(Stopwatch.GetElapsedTime(scanStarted).TotalSeconds);
+
+            switch (result.Outcome)
+            {
+                case ScanOutcome.Clean:
+                    MessageStructure? structure = null;
+                    if (!ctx.Banned.IsEmpty)
+                    {
+                        structure = MessageStructure.Parse(buffer);
+                        var banned = structure?.FindBanned(ctx.Banned, ctx.Config.Scan.MaxFileSize) ?? [];
+                        if (banned.Count > 0)
+                            return await detections.HandleAsync(session, tx, entry, state, buffer, banned[0].Name, structure, ct).ConfigureAwait(false);
+                    }
+                    return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, buffer, null, ct).ConfigureAwait(false);
+
+                case ScanOutcome.Infected:
+                    return await detections.HandleAsync(session, tx, entry, state, buffer, result.VirusName ?? "unnamed", null, ct).ConfigureAwait(false);
+
+                default:
+                    Log.Warn($"session={entry.Session} scan failed: {result.ErrorText}");
+                    if (ctx.Config.Scan.OnError == ScanErrorAction.Pass)
+                        return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Error, buffer, new Delivery("Unscanned", MessageAction.PassedUnscanned), ct).ConfigureAwait(false);
+                    await lease.ResetAsync().ConfigureAwait(false);
+                    return log.Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
+                        new SmtpReply(451, "4.7.0", result.IsTimeout ? "Virus scan not finished within the scan timeout, try again later" : "Temporary failure while scanning the message, try again later"));
+            }
+        }
+        finally
+        {
+            // A scan that timed out may still be reading the buffer: free it when the scanner lets go.
+            state.Buffer = null;
+            _ = scanFinished.ContinueWith(static (_, b) => ((MessageBuffer)b!).Dispose(), buffer,
+                CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    // The transaction ended without a verdict (RSET, QUIT, a broken connection, refused content).
+    public async ValueTask AbortAsync(SmtpSession session, SmtpTransaction tx)
+    {
+        if (tx.HandlerState is not GatewayTransaction state) return;
+        if (!state.Finished && state.Buffer is { } buffer)
+        {
+            log.Aborted(session, tx, state, buffer.Length);
+            buffer.Dispose();
+            state.Buffer = null;
+        }
+        if (state.MailSent) await lease.ResetAsync().ConfigureAwait(false);
+    }
+}
