@@ -390,8 +390,8 @@ def main():
                 print(f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s, portcullis {sent / g:7.1f} msg/s, ratio {d / g:.2f}")
             peak = gw.peak_rss()
             through = CLIENTS + rounds * (sent + timed)
-            delivered = gw.delivered()
             allocated = gw.stop()
+            delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
             scan = scan_cpu(binary, gw.ini, files[s], tiny, scans)
             rows.append(dict(label=label, direct=rounds * sent / sum(direct_s), gw=rounds * sent / sum(gw_s),
                              ratio=sum(direct_s) / sum(gw_s), rmin=min(ratios), rmax=max(ratios),
@@ -419,9 +419,8 @@ def main():
             procs.append(gw.proc)
             replies, seconds = asyncio.run(burst(gw.port, wire_body(message_text(burst_size)), burst_clients))
             peak = gw.peak_rss()
-            time.sleep(0.5)  # let the last log lines reach the file; not a synchronisation of results
-            delivered = gw.delivered()
             gw.stop()
+            delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
             print()
             print(f"burst: {burst_clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
                   f"{seconds:.1f} s, peak RSS {mib(peak)}; gateway delivered {delivered}")
