@@ -15,6 +15,8 @@ public sealed class ScanTicket
     private IScanSource? source;
     private SafeFileHandle? file;
     private Timer? deadline;
+    // Set when a scanner thread takes the job: a timeout before that was spent waiting for one.
+    private volatile bool leftQueue;
 
     internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
     {
@@ -79,6 +81,10 @@ public sealed class ScanTicket
         finished.TrySetResult();
     }
 
+    internal void LeaveQueue() => leftQueue = true;
+
     private void TimeOut() =>
-        result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
+        result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, leftQueue
+            ? $"scan timed out after {timeout.TotalSeconds:0.###}s"
+            : $"no scanner became free within the scan timeout of {timeout.TotalSeconds:0.###}s"));
 }

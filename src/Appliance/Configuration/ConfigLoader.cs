@@ -284,6 +284,9 @@ public static class ConfigLoader
             BareNewline = r.Choice("bare_newline", raw.BareNewline, d.BareNewline, ("normalize", BareNewlinePolicy.Normalize), ("reject", BareNewlinePolicy.Reject)),
             MaxConnections = (int)r.Integer("max_connections", raw.MaxConnections, d.MaxConnections, 0, 1_000_000, " (0 for no limit)"),
             MaxConnectionsPerIp = (int)r.Integer("max_connections_per_ip", raw.MaxConnectionsPerIp, d.MaxConnectionsPerIp, 0, 1_000_000, " (0 for no limit)"),
+            MemoryBudget = raw.MemoryBudget is null || raw.MemoryBudget.Trim() is "" or "auto"
+                ? d.MemoryBudget
+                : r.Size("memory_budget", raw.MemoryBudget, 0, 0, " (0 for no limit; empty or auto for 1/8 of the memory)"),
         };
     }
 

@@ -86,8 +86,9 @@ public sealed record ScanSection
     public ScanErrorAction OnError { get; init; } = ScanErrorAction.Tempfail;
     public int ScannerThreads { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 256);
 
-    // How many messages may wait for a free scanner thread.
-    public int QueueLength { get; init; } = 64;
+    // Deprecated: a hard cap on messages waiting for a free scanner thread; 0 (default) is none,
+    // and a message then waits up to Timeout (see ScannerPool).
+    public int QueueLength { get; init; }
 
     // libclamav limits; 0 means no limit, as in clamd.conf.
     public long MaxScanSize { get; init; } = 400L << 20;
@@ -251,6 +252,10 @@ public sealed record LimitsSection
     // Open client connections in all and from one address; 0 means no limit.
     public int MaxConnections { get; init; } = 500;
     public int MaxConnectionsPerIp { get; init; } = 20;
+
+    // All message buffers in memory together; past it new messages spill to temp_folder at once.
+    // null (auto): 1/8 of RAM or of the cgroup limit (MessageMemoryBudget.DefaultLimit); 0: no limit.
+    public long? MemoryBudget { get; init; }
 }
 
 public enum SmtpServerTlsMode

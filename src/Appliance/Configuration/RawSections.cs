@@ -73,6 +73,7 @@ internal sealed class RawLimits
     [
         "max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout",
         "data_timeout", "memory_threshold", "bare_newline", "max_connections", "max_connections_per_ip",
+        "memory_budget",
     ];
 
     [ConfigurationKeyName("max_message_size")] public string? MaxMessageSize { get; set; }
@@ -85,6 +86,7 @@ internal sealed class RawLimits
     [ConfigurationKeyName("bare_newline")] public string? BareNewline { get; set; }
     [ConfigurationKeyName("max_connections")] public string? MaxConnections { get; set; }
     [ConfigurationKeyName("max_connections_per_ip")] public string? MaxConnectionsPerIp { get; set; }
+    [ConfigurationKeyName("memory_budget")] public string? MemoryBudget { get; set; }
 }
 
 internal sealed class RawLog

@@ -134,6 +134,7 @@ internal static class GatewayHost
 
         var engines = engine is null ? new EngineHolder() : new EngineHolder(engine);
         var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
+        Messages.MessageMemoryBudget.Shared.Limit = Messages.MessageMemoryBudget.LimitFor(config.Limits.MemoryBudget);
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder, writer: logWriter);
         var notifier = new Notifier(outbox, NotificationServer(config));
         var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)

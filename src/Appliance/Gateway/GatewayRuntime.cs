@@ -110,6 +110,7 @@ internal sealed class GatewayRuntime
 
         // Everything else (limits, scan settings, downstream, hostname, timeouts) applies to new
         // sessions at once; engine settings with the signatures reloaded right after.
+        Messages.MessageMemoryBudget.Shared.Limit = Messages.MessageMemoryBudget.LimitFor(next.Limits.MemoryBudget);
         Volatile.Write(ref context, Context.WithConfig(next, access));
         return restart;
     }
