@@ -15,6 +15,7 @@ internal sealed class GatewayTransaction
     public MessageBuffer? Buffer;
     public bool MailSent;
     public bool Finished;
+    public Logging.MessageLogEntry? Entry;
     public SmtpCore.SmtpReply? RelayRefusal;
     public SmtpCore.SmtpReply? DownstreamRefusal;
     private int _logged;

@@ -16,16 +16,24 @@ internal sealed class TransactionLog(GatewayContext ctx)
 
     private int _messages;
 
-    public MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction? tx, long size) => new()
+    // A transaction keeps the number it got first (GatewayTransaction.Entry), so a failure after
+    // its entry was made logs under the same id.
+    public MessageLogEntry NewEntry(SmtpSession session, SmtpTransaction? tx, long size)
     {
-        Session = $"{session.Id}.{Interlocked.Increment(ref _messages)}",
-        Client = GatewaySession.ClientAddress(session)?.ToString() ?? "",
-        User = session.AuthenticatedUser ?? "",
-        Helo = session.HeloName ?? "",
-        From = tx?.ReversePath.Mailbox ?? "",
-        Recipients = tx?.Recipients.Select(r => r.Path.Mailbox).ToArray() ?? [],
-        Size = size,
-    };
+        var state = tx?.HandlerState as GatewayTransaction;
+        var entry = new MessageLogEntry
+        {
+            Session = state?.Entry?.Session ?? $"{session.Id}.{Interlocked.Increment(ref _messages)}",
+            Client = GatewaySession.ClientAddress(session)?.ToString() ?? "",
+            User = session.AuthenticatedUser ?? "",
+            Helo = session.HeloName ?? "",
+            From = tx?.ReversePath.Mailbox ?? "",
+            Recipients = tx?.Recipients.Select(r => r.Path.Mailbox).ToArray() ?? [],
+            Size = size,
+        };
+        if (state is not null) state.Entry = entry;
+        return entry;
+    }
 
     // Writes the line for a message that reached a verdict and returns the reply the client gets.
     public SmtpReply Finish(MessageLogEntry entry, GatewayTransaction state, MessageVerdict verdict, string virus,
@@ -84,7 +92,7 @@ internal sealed class TransactionLog(GatewayContext ctx)
     public void HandlerFailed(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, string stage, Exception error)
     {
         if (!state.TryClaimLog()) return;
-        long size = state.Buffer is { } buffer ? buffer.Length : 0;
+        long size = state.Buffer?.Length ?? state.Entry?.Size ?? 0;
         Write(NewEntry(session, tx, size) with
         {
             Action = ErrorAction,
