@@ -2,7 +2,10 @@
 // downstream offers (RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN), RCPT
 // with its DSN parameters, XFORWARD ahead of MAIL, and the downstream's replies mapped back to
 // the client. Commands are pipelined when the downstream offers PIPELINING; the client's own
-// pipelining group decides when they are flushed.
+// pipelining group decides when they are flushed. DSN is decided per connection: when the
+// session's own downstream lacks it, the DSN parameters are dropped (RFC 3461 §4 lets a relay
+// do so), never refused. Before the message goes out, a connection that sat idle through a slow
+// DATA and the scan is checked, and replaced with the envelope replayed if it died.
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -13,7 +16,7 @@ using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
 
-internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
+internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
 {
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
@@ -33,46 +36,131 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
         {
             Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
             ctx.Metrics.DownstreamError();
+            log.MailRefused(session, tx, state, DownstreamReplies.Unavailable, "unavailable: " + e.Message);
             return DownstreamReplies.Unavailable;
         }
-        if (identity.Refusal is { } refused) return refused;
+        if (identity.Refusal is { } refused)
+        {
+            log.MailRefused(session, tx, state, refused, refused.ToString());
+            return refused;
+        }
 
-        var caps = downstream.Capabilities;
-        var parameters = new List<string>();
+        if (!TryMailParameters(tx, downstream.Capabilities, out string? parameters, out SmtpReply? refusal))
+        {
+            log.MailRefused(session, tx, state, refusal, "refused by gateway: " + refusal);
+            return refusal;
+        }
+        state.MailSent = true;
+        if (!identity.ByXClient) SendXForward(session, downstream, ct);
+        Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct));
+        return new SmtpResponse(MapMailAsync(session, tx, state, reply));
+    }
+
+    // The client's MAIL parameters as this downstream connection can take them: false with the
+    // refusal when it cannot carry the message at all (8BITMIME, SMTPUTF8).
+    private static bool TryMailParameters(SmtpTransaction tx, DownstreamCapabilities caps, out string? parameters,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out SmtpReply? refusal)
+    {
+        parameters = null;
+        refusal = null;
+        var list = new List<string>();
         if (tx.DeclaredSize is long size && caps.MaxSize is not null)
-            parameters.Add($"SIZE={size + 1024}"); // room for the trace headers we add
+            list.Add($"SIZE={size + 1024}"); // room for the trace headers we add
         if (tx.Body == BodyType.EightBitMime)
         {
-            if (!caps.EightBitMime) return new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
-            parameters.Add("BODY=8BITMIME");
+            if (!caps.EightBitMime) refusal = new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
+            list.Add("BODY=8BITMIME");
         }
         if (tx.SmtpUtf8)
         {
-            if (!caps.SmtpUtf8) return new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
-            parameters.Add("SMTPUTF8");
+            if (!caps.SmtpUtf8) refusal ??= new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
+            list.Add("SMTPUTF8");
         }
-        if (tx.DsnRet is not null || tx.DsnEnvId is not null)
+        // RFC 3461 §4: a relay to a server without DSN drops RET and ENVID rather than refusing.
+        if (caps.Dsn)
         {
-            if (!caps.Dsn) return new SmtpReply(555, "5.5.4", "DSN is not accepted by the mail server behind this gateway");
-            if (tx.DsnRet is not null) parameters.Add("RET=" + tx.DsnRet);
-            if (tx.DsnEnvId is not null) parameters.Add("ENVID=" + tx.DsnEnvId);
+            if (tx.DsnRet is not null) list.Add("RET=" + tx.DsnRet);
+            if (tx.DsnEnvId is not null) list.Add("ENVID=" + tx.DsnEnvId);
         }
-
-        state.MailSent = true;
-        if (!identity.ByXClient) SendXForward(session, downstream, ct);
-        Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), Join(parameters), ct));
-        return new SmtpResponse(MapAsync(session, reply));
+        parameters = Join(list);
+        return refusal is null;
     }
 
+    // RFC 3461 §4: NOTIFY and ORCPT go only to a downstream connection that has DSN.
+    private static string? RcptParameters(SmtpRecipient recipient, DownstreamCapabilities caps) =>
+        Join(recipient.Parameters
+            .Where(p => caps.Dsn || p.Key is not ("NOTIFY" or "ORCPT"))
+            .Select(p => p.Value is null ? p.Key : p.Key + "=" + p.Value));
+
     // A recipient the relay policy let through: its RCPT goes downstream, the downstream's reply back.
-    public SmtpResponse Rcpt(SmtpSession session, SmtpRecipient recipient, CancellationToken ct)
+    public SmtpResponse Rcpt(SmtpSession session, GatewayTransaction state, SmtpRecipient recipient, CancellationToken ct)
     {
         if (lease.Usable is not { } downstream) return DownstreamReplies.Unavailable;
 
-        // NOTIFY and ORCPT only reach here when DSN was offered, i.e. the downstream has it.
-        var parameters = recipient.Parameters.Select(p => p.Value is null ? p.Key : p.Key + "=" + p.Value);
-        Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), Join(parameters), ct));
-        return new SmtpResponse(MapAsync(session, reply));
+        Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct));
+        return new SmtpResponse(MapRcptAsync(session, state, reply));
+    }
+
+    // The message is in and scanned; the downstream connection holding its envelope has sat idle
+    // all that time. Of the two ways out (open the downstream transaction only once the
+    // message is in, as Postfix's speed_adjust, or keep it and replay it) this keeps the in-line
+    // envelope, so unknown users are still refused at RCPT time with the downstream's own reply,
+    // and replays it on a fresh connection when the old one died (the server's idle timeout) or
+    // does not answer a NOOP after DownstreamTimings.ProbeAfter idle. The client gets 451 only
+    // when the replayed replies differ from the 2xx it was given. Returns the connection to send
+    // the message on, or null and why not.
+    public async Task<(DownstreamClient? Downstream, string Problem)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        if (lease.Usable is { } current
+            && (lease.Idle < ctx.DownstreamTimings.ProbeAfter || await lease.ProbeAsync().ConfigureAwait(false)))
+            return (current, "");
+
+        Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
+        DownstreamClient fresh;
+        try
+        {
+            fresh = await lease.ReplaceAsync(ct).ConfigureAwait(false);
+        }
+        catch (DownstreamException e)
+        {
+            ctx.Metrics.DownstreamError();
+            return (null, "unavailable: " + e.Message);
+        }
+        if (!TryMailParameters(tx, fresh.Capabilities, out string? parameters, out SmtpReply? refusal))
+        {
+            await lease.ResetAsync().ConfigureAwait(false);
+            return (null, "replayed on a new connection: " + refusal);
+        }
+        try
+        {
+            var identity = await ClientIdentity.PresentAsync(ctx, session, fresh, () => lease.ReplaceAsync(ct), ct).ConfigureAwait(false);
+            fresh = identity.Downstream;
+            if (identity.Refusal is { } refused)
+            {
+                await lease.ResetAsync().ConfigureAwait(false);
+                return (null, "replayed on a new connection: XCLIENT: " + refused);
+            }
+            if (!identity.ByXClient) SendXForward(session, fresh, ct);
+            var mail = Send(() => fresh.MailAsync(tx.ReversePath.ToString(), parameters, ct));
+            var rcpts = tx.Recipients
+                .Select(r => (r.Path, Reply: Send(() => fresh.RcptAsync(r.Path.ToString(), RcptParameters(r, fresh.Capabilities), ct))))
+                .ToList();
+            await fresh.FlushAsync(ct).ConfigureAwait(false);
+            string? differs = await mail.ConfigureAwait(false) is { IsPositiveCompletion: false } mailReply ? "MAIL: " + mailReply : null;
+            foreach (var (path, reply) in rcpts)
+                if (await reply.ConfigureAwait(false) is { IsPositiveCompletion: false } rcptReply)
+                    differs ??= $"RCPT {path}: {rcptReply}";
+            lease.Touch();
+            if (differs is null) return (fresh, "");
+            await lease.ResetAsync().ConfigureAwait(false);
+            return (null, "replayed on a new connection: " + differs);
+        }
+        catch (DownstreamException e)
+        {
+            ctx.Metrics.DownstreamError();
+            await lease.DropAsync().ConfigureAwait(false);
+            return (null, "replayed on a new connection: " + e.Message);
+        }
     }
 
     // Postfix's XFORWARD (XFORWARD_README): the downstream logs and decides on the real client.
@@ -109,17 +197,35 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
         catch (DownstreamException e) { return Task.FromException<SmtpReply>(e); }
     }
 
-    private async Task<SmtpReply> MapAsync(SmtpSession session, Task<SmtpReply> pending)
+    // MAIL refused ends the transaction: its log line is written here.
+    private async Task<SmtpReply> MapMailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, Task<SmtpReply> pending)
+    {
+        var (reply, reason) = await MapAsync(session, pending).ConfigureAwait(false);
+        if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, reason);
+        return reply;
+    }
+
+    // A refused recipient is the reason in the log if the transaction ends without delivery.
+    private async Task<SmtpReply> MapRcptAsync(SmtpSession session, GatewayTransaction state, Task<SmtpReply> pending)
+    {
+        var (reply, _) = await MapAsync(session, pending).ConfigureAwait(false);
+        if (!reply.IsPositiveCompletion) state.DownstreamRefusal = reply;
+        return reply;
+    }
+
+    // The reply for the client, and what the downstream said (or why it said nothing) for the log.
+    private async Task<(SmtpReply, string)> MapAsync(SmtpSession session, Task<SmtpReply> pending)
     {
         try
         {
-            return DownstreamReplies.MapFinal(await pending.ConfigureAwait(false));
+            var reply = await pending.ConfigureAwait(false);
+            return (DownstreamReplies.MapFinal(reply), reply.ToString());
         }
         catch (DownstreamException e)
         {
             Log.Warn($"session={session.Id} downstream failed: {e.Message}");
             ctx.Metrics.DownstreamError();
-            return DownstreamReplies.Unavailable;
+            return (DownstreamReplies.Unavailable, "unavailable: " + e.Message);
         }
     }
 

@@ -87,6 +87,7 @@ internal sealed class GatewayContext
 
     // How sessions connect to the downstream (DownstreamOptions says where).
     public IDownstreamConnector Downstream { get; init; } = DownstreamConnector.Instance;
+    public DownstreamTimings DownstreamTimings { get; init; } = DownstreamTimings.Default;
     public MessageLog Log { get; }
     public IRelayPolicy Relay { get; }
     public SmtpServerOptions ServerOptions { get; }
@@ -113,6 +114,7 @@ internal sealed class GatewayContext
         new(next, Scanner, Log, access?.Relay ?? Relay)
         {
             Downstream = Downstream,
+            DownstreamTimings = DownstreamTimings,
             Metrics = Metrics,
             AuthThrottle = AuthThrottle.WithLimits(next.Auth.MaxFailures, next.Auth.FailureWindow),
             Templates = Templates,

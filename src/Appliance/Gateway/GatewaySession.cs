@@ -7,7 +7,8 @@
 //   MessagePipeline    content → scan job → verdict → disposition
 //   DetectionHandler   actions, quarantine, notifications for a virus or banned attachment
 //   MessageDelivery    trace headers and the message to the downstream, its final reply back
-//   TransactionLog     the message log line for each transaction
+//   TransactionLog     the message log line for each transaction, delivered or not
+// It is also the session's observer: handler failures and TLS failures are logged here.
 // Nothing is acknowledged to the client that the downstream has not accepted.
 using System.Net;
 using System.Net.Security;
@@ -18,23 +19,24 @@ using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
 
-internal sealed class GatewaySession : ISmtpSessionHandler
+internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
 {
     private readonly GatewayContext _ctx;
     private readonly DownstreamLease _downstream;
     private readonly EnvelopeRelay _envelope;
     private readonly SmtpAuthenticator _auth;
     private readonly MessagePipeline _pipeline;
+    private readonly TransactionLog _log;
     private ClientAccess _access = new(null, false, null);
 
     public GatewaySession(GatewayContext ctx)
     {
         _ctx = ctx;
         _downstream = new DownstreamLease(ctx);
-        _envelope = new EnvelopeRelay(ctx, _downstream);
-        _auth = new SmtpAuthenticator(ctx, _downstream);
-        var log = new TransactionLog(ctx);
-        var delivery = new MessageDelivery(ctx, _downstream, log);
+        var log = _log = new TransactionLog(ctx);
+        _envelope = new EnvelopeRelay(ctx, _downstream, log);
+        _auth = new SmtpAuthenticator(ctx, _downstream, log);
+        var delivery = new MessageDelivery(ctx, _downstream, log, _envelope);
         _pipeline = new MessagePipeline(ctx, _downstream, log, delivery, new DetectionHandler(ctx, _downstream, log, delivery));
     }
 
@@ -59,6 +61,9 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     public ValueTask<SmtpReply> OnAuthenticateAsync(SmtpSession session, SaslCredentials credentials, CancellationToken ct) =>
         _auth.AuthenticateAsync(session, credentials, ct);
 
+    // EHLO is answered before this session has a downstream connection: DSN is offered when the
+    // last connection any session made had it (a hint). MAIL and RCPT never fail for it: when this
+    // session's own connection lacks DSN, EnvelopeRelay drops the parameters (RFC 3461 §4).
     public void AddExtensions(SmtpSession session, List<string> lines)
     {
         if (_ctx.DownstreamCapabilities?.Dsn == true) lines.Add("DSN");
@@ -81,9 +86,10 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         {
             Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
             _ctx.Metrics.RelayRefused();
+            GatewayTransaction.Of(tx).RelayRefusal = refusal;
             return ValueTask.FromResult<SmtpResponse>(refusal);
         }
-        return ValueTask.FromResult(_envelope.Rcpt(session, recipient, ct));
+        return ValueTask.FromResult(_envelope.Rcpt(session, GatewayTransaction.Of(tx), recipient, ct));
     }
 
     public ValueTask FlushAsync(SmtpSession session, CancellationToken ct) => _downstream.FlushAsync(ct);
@@ -94,8 +100,27 @@ internal sealed class GatewaySession : ISmtpSessionHandler
     public ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) =>
         _pipeline.OnMessageAsync(session, tx, ct);
 
-    public ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) =>
-        _pipeline.AbortAsync(session, tx);
+    public async ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        await _pipeline.AbortAsync(session, tx).ConfigureAwait(false);
+        // Without content (the pipeline logs those) the transaction still gets its one line.
+        if (tx.HandlerState is GatewayTransaction { Finished: false } state) _log.Aborted(session, tx, state, 0);
+    }
 
     public async ValueTask OnCloseAsync(SmtpSession session) => await _downstream.DropAsync().ConfigureAwait(false);
+
+    // RFC 3207 §4.2: the client's AUTH is forgotten, so is a downstream login made with it.
+    public async ValueTask OnTlsStartedAsync(SmtpSession session, CancellationToken ct) =>
+        await _downstream.ForgetLoginAsync().ConfigureAwait(false);
+
+    public ISmtpSessionObserver Observer => this;
+
+    public void OnHandlerFailure(SmtpSession session, SmtpTransaction? tx, string stage, Exception error)
+    {
+        Log.Error($"session={session.Id} client={ClientAddress(session)} gateway error at {stage}: {error}");
+        if (tx?.HandlerState is GatewayTransaction state) _log.HandlerFailed(session, tx, state, stage, error);
+    }
+
+    public void OnTlsFailure(SmtpSession session, Exception error) =>
+        Log.Warn($"session={session.Id} client={ClientAddress(session)} TLS handshake failed: {error.Message}");
 }

@@ -6,13 +6,22 @@ namespace Portcullis.Appliance.Gateway;
 
 // What the gateway keeps about one SMTP transaction (SmtpTransaction.HandlerState): when it
 // began, the message buffer while it is being received and scanned, whether MAIL went to the
-// downstream (so an abort must RSET it), and whether a verdict was reached.
+// downstream (so an abort must RSET it), whether a verdict was reached, the last recipient
+// refusal (the reason in the log when the transaction ends without delivery), and whether its
+// log line was written.
 internal sealed class GatewayTransaction
 {
     public long Started = Stopwatch.GetTimestamp();
     public MessageBuffer? Buffer;
     public bool MailSent;
     public bool Finished;
+    public Logging.MessageLogEntry? Entry;
+    public SmtpCore.SmtpReply? RelayRefusal;
+    public SmtpCore.SmtpReply? DownstreamRefusal;
+    private int _logged;
+
+    // True once: the caller writes the transaction's one message log line.
+    public bool TryClaimLog() => Interlocked.Exchange(ref _logged, 1) == 0;
 
     public static GatewayTransaction Of(SmtpTransaction tx) =>
         tx.HandlerState as GatewayTransaction ?? throw new InvalidOperationException("transaction without gateway state");

@@ -14,17 +14,17 @@ namespace Portcullis.Appliance.Gateway;
 // detection, and the Subject field to add when tagging a message that has none.
 internal sealed record Delivery(string Status, string Action, string Virus = "", string? AddedSubject = null, string Quarantine = "");
 
-internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
+internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease, TransactionLog log, EnvelopeRelay envelope)
 {
     public async Task<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
         GatewayTransaction state, MessageVerdict verdict, IMessageContent content, Delivery? delivery, CancellationToken ct)
     {
-        var downstream = lease.Usable;
+        var (downstream, problem) = await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);
         string action = delivery?.Action ?? MessageAction.Delivered;
         entry = entry with { Quarantine = delivery?.Quarantine ?? "" };
         var virus = delivery?.Virus ?? "";
         if (downstream is null)
-            return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, "", DownstreamReplies.Unavailable);
+            return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, problem, DownstreamReplies.Unavailable);
 
         byte[] headers = MessageHeaders.Build(ctx.Config.General.Hostname, session.HeloName,
             session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,

@@ -10,7 +10,7 @@ using Portcullis.SmtpCore.Server;
 
 namespace Portcullis.Appliance.Gateway;
 
-internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease lease)
+internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
 {
     public SaslOffer Offer =>
         ctx.Config.Auth.Enabled ? new SaslOffer(["PLAIN", "LOGIN"], !ctx.Config.Auth.AllowPlaintext) : SaslOffer.None;
@@ -33,7 +33,12 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
         else
         {
             ok = await DownstreamAuthenticateAsync(session, credentials, ct).ConfigureAwait(false);
-            if (ok is null) return new SmtpReply(454, "4.7.0", "Temporary authentication failure, try again later");
+            if (ok is null)
+            {
+                var unavailable = new SmtpReply(454, "4.7.0", "Temporary authentication failure, try again later");
+                log.AuthRefused(session, unavailable);
+                return unavailable;
+            }
         }
         if (ok == true)
         {
@@ -45,9 +50,11 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
         Log.Warn($"session={session.Id} client={client} authentication failed user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism} failures={failures}");
         if (ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
             await Task.Delay(ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
-        return failures >= ctx.Config.Auth.MaxFailures
+        var refusal = failures >= ctx.Config.Auth.MaxFailures
             ? new SmtpReply(421, "4.7.0", $"{ctx.Config.General.Hostname} Too many failed authentication attempts, closing connection")
             : new SmtpReply(535, "5.7.8", "Authentication credentials invalid");
+        log.AuthRefused(session, refusal);
+        return refusal;
     }
 
     // [auth] downstream = yes: the credentials go to the downstream over this session's own
@@ -77,7 +84,11 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
                 Log.Warn($"session={session.Id} [auth] downstream = yes but the downstream offers neither AUTH PLAIN nor LOGIN");
                 return null;
             }
-            if (reply.Code == 235) return true;
+            if (reply.Code == 235)
+            {
+                lease.MarkLoggedIn();
+                return true;
+            }
             if (reply.IsPermanent) return false;
             Log.Warn($"session={session.Id} downstream AUTH answered {reply}");
             if (reply.Code == 334) await lease.DropAsync().ConfigureAwait(false); // out of step: start afresh

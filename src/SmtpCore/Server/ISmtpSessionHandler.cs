@@ -39,6 +39,13 @@ public interface ISmtpSessionHandler
     // The session is over (QUIT, timeout, disconnect, shutdown).
     ValueTask OnCloseAsync(SmtpSession session);
 
+    // Told about handler failures and TLS failures; null: they are only answered, not reported.
+    ISmtpSessionObserver? Observer => null;
+
+    // The STARTTLS handshake succeeded and the session forgot its EHLO, transaction and AUTH
+    // (RFC 3207 §4.2): whatever the handler keeps for the old state must be forgotten too.
+    ValueTask OnTlsStartedAsync(SmtpSession session, CancellationToken ct) => ValueTask.CompletedTask;
+
     // STARTTLS (RFC 3207): the server side of the handshake, or null when TLS is not offered.
     SslServerAuthenticationOptions? GetTlsOptions(SmtpSession session) => null;
 

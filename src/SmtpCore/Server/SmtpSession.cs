@@ -80,7 +80,11 @@ public sealed class SmtpSession
         {
             SmtpReply? refusal;
             try { refusal = await _handler.OnConnectAsync(this, shutdown).ConfigureAwait(false); }
-            catch (Exception e) when (HandlerFailed(e)) { refusal = new SmtpReply(421, "4.3.0", $"{_options.HostName} Local error, try again later"); }
+            catch (Exception e) when (HandlerFailed(e))
+            {
+                Report(null, "connect", e);
+                refusal = new SmtpReply(421, "4.3.0", $"{_options.HostName} Local error, try again later");
+            }
             if (refusal is not null)
             {
                 Write(refusal);
@@ -97,7 +101,8 @@ public sealed class SmtpSession
         finally
         {
             await AbortTransactionAsync().ConfigureAwait(false);
-            try { await _handler.OnCloseAsync(this).ConfigureAwait(false); } catch { /* handler cleanup is best effort at close */ }
+            try { await _handler.OnCloseAsync(this).ConfigureAwait(false); }
+            catch (Exception e) { Report(null, "close", e); }   // the session is over either way; the observer hears why
             await _input.CompleteAsync().ConfigureAwait(false);
             try { await _output.CompleteAsync().ConfigureAwait(false); } catch (IOException) { }
             // An SslStream we started wraps the caller's stream (left open): end it, send close_notify.
@@ -295,6 +300,7 @@ public sealed class SmtpSession
         }
         catch (Exception e) when (HandlerFailed(e))
         {
+            Report(Transaction, command.VerbText.ToUpperInvariant(), e);
             await AbortTransactionAsync().ConfigureAwait(false);
             if (!Queue(Replies.LocalError)) Write(Replies.LocalError);
         }
@@ -432,6 +438,7 @@ public sealed class SmtpSession
         if (tx.Recipients.Count + tx.InFlightRecipients >= _options.MaxRecipients)
         {
             var full = new SmtpReply(452, "4.5.3", "Too many recipients");
+            tx.LimitRefusal = full;
             if (!Queue(full)) Write(full);
             return;
         }
@@ -513,6 +520,7 @@ public sealed class SmtpSession
             (_input, _output) = CreatePipes(Stream.Null);
             _closing = true;
             TlsFailure = e.Message;
+            _handler.Observer?.OnTlsFailure(this, e);
             return false;
         }
         _transport = ssl;
@@ -525,6 +533,14 @@ public sealed class SmtpSession
         Extended = false;
         AuthenticatedUser = null;
         _advertised.Clear();
+        try { await _handler.OnTlsStartedAsync(this, _shutdown).ConfigureAwait(false); }
+        catch (Exception e) when (HandlerFailed(e))
+        {
+            // The handler could not forget what it held for the old state: nothing may go on.
+            Report(null, "STARTTLS", e);
+            _closing = true;
+            return false;
+        }
         return true;
     }
 
@@ -551,7 +567,14 @@ public sealed class SmtpSession
             Write(new SmtpReply(538, "5.7.11", "Encryption required for requested authentication mechanism"));
             return;
         }
-        var start = await _handler.OnAuthStartAsync(this, mechanism, _shutdown).ConfigureAwait(false);
+        SmtpReply? start;
+        try { start = await _handler.OnAuthStartAsync(this, mechanism, _shutdown).ConfigureAwait(false); }
+        catch (Exception e) when (HandlerFailed(e))
+        {
+            Report(null, "AUTH", e);
+            Write(Replies.LocalError);
+            return;
+        }
         if (start is not null)
         {
             Write(start);
@@ -582,7 +605,14 @@ public sealed class SmtpSession
         if (_closing) return;
         if (problem is not null) { ClientError(problem); return; }
 
-        var verdict = await _handler.OnAuthenticateAsync(this, credentials!, _shutdown).ConfigureAwait(false);
+        SmtpReply verdict;
+        try { verdict = await _handler.OnAuthenticateAsync(this, credentials!, _shutdown).ConfigureAwait(false); }
+        catch (Exception e) when (HandlerFailed(e))
+        {
+            Report(null, "AUTH", e);
+            Write(Replies.LocalError);
+            return;
+        }
         if (verdict.Code == 235) AuthenticatedUser = credentials!.UserName;
         Write(verdict);
         if (verdict.Code == 421) _closing = true;
@@ -781,6 +811,7 @@ public sealed class SmtpSession
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
+            Report(tx, "content", e);
             Write(Replies.LocalError);
             return null;
         }
@@ -802,6 +833,7 @@ public sealed class SmtpSession
         }
         catch (Exception e) when (HandlerFailed(e))
         {
+            Report(tx, "message", e);
             await AbortTransactionAsync().ConfigureAwait(false);
             Write(Replies.LocalError);
             return;
@@ -826,7 +858,7 @@ public sealed class SmtpSession
         if (tx is null) return;
         // Outstanding pipelined replies for it are still read so the downstream stays in step.
         try { await _handler.OnTransactionAbortedAsync(this, tx, CancellationToken.None).ConfigureAwait(false); }
-        catch (Exception e) when (HandlerFailed(e) || e is OperationCanceledException) { }
+        catch (Exception e) when (HandlerFailed(e) || e is OperationCanceledException) { Report(tx, "abort", e); }
     }
 
     private void Track(SmtpResponse response, Func<SmtpReply, SmtpReply> apply)
@@ -843,7 +875,8 @@ public sealed class SmtpSession
         }
         catch (Exception e) when (HandlerFailed(e))
         {
-            // Each pending reply reports the failure itself.
+            // Each pending reply reports the failure to the client itself.
+            Report(Transaction, "flush", e);
         }
         var pending = _pending.ToArray();
         _pending.Clear();
@@ -852,7 +885,11 @@ public sealed class SmtpSession
             if (_closing) break; // nothing after a 421
             SmtpReply reply;
             try { reply = await task.ConfigureAwait(false); }
-            catch (Exception e) when (HandlerFailed(e)) { reply = Replies.LocalError; }
+            catch (Exception e) when (HandlerFailed(e))
+            {
+                Report(Transaction, "pipelined reply", e);
+                reply = Replies.LocalError;
+            }
             reply = apply(reply);
             if (reply.IsPermanent) ClientError(reply); else Write(reply);
         }
@@ -871,20 +908,27 @@ public sealed class SmtpSession
     private bool HandlerFailed(Exception e) => e is not OperationCanceledException || !_shutdown.IsCancellationRequested;
 
     // A 5xx the client earned; too many and the session ends (RFC 5321 §4.3.2 leaves it to us).
+    // Every 5xx counts, a refused recipient (relay denied, unknown user) included, as Postfix's
+    // smtpd_hard_error_limit does: otherwise a client could probe recipients for ever.
     private void ClientError(SmtpReply reply)
     {
         if (Queue(reply)) return; // counted when its turn comes
         Write(reply);
-        if (reply.Code is >= 500 and < 600 && reply.Code is 500 or 501 or 502 or 503 or 504 or 555)
+        if (reply.IsPermanent)
         {
             ErrorCount++;
             if (ErrorCount >= _options.MaxErrors && !_closing)
             {
-                Write(new SmtpReply(421, "4.7.0", $"{_options.HostName} Too many errors, closing connection"));
+                var limit = new SmtpReply(421, "4.7.0", $"{_options.HostName} Too many errors, closing connection");
+                if (Transaction is { } tx) tx.LimitRefusal = limit;
+                Write(limit);
                 _closing = true;
             }
         }
     }
+
+    private void Report(SmtpTransaction? tx, string stage, Exception e) =>
+        _handler.Observer?.OnHandlerFailure(this, tx, stage, e);
 
     private void Write(SmtpReply reply)
     {

@@ -30,6 +30,10 @@ public sealed class SmtpTransaction
     // The session's own refusal of the content (552 size, 550 bare newline), for the handler's log.
     public SmtpReply? ContentRefusal { get; internal set; }
 
+    // The session's own refusal of a command in this transaction because a limit was hit (452 too
+    // many recipients, 421 too many errors), for the handler's log when the transaction ends.
+    public SmtpReply? LimitRefusal { get; internal set; }
+
     // Set while MAIL's own reply is still outstanding (pipelined to the downstream).
     internal bool MailPending { get; set; }
     internal bool Failed { get; set; }

@@ -20,24 +20,28 @@ namespace Portcullis.Appliance.Tests.Gateway;
 // loopback), with the mail server behind it and the virus scanner scripted in the same file
 // (tests/Appliance.Tests/Gateway/transcripts/*.smtp). Lines run in order, one at a time:
 //   # config: [section] key = value   a configuration line on top of the test defaults
+//   # timing: reset_timeout | probe_after = SECONDS   the gateway's DownstreamTimings
 //   C: text       the client sends text + CRLF; consecutive C lines go out in one write
 //   C+: text      the client sends text with no CRLF added
 //   S: text       the next line the client reads, exactly; "text..." matches a prefix
 //   S: <closed>   the gateway closes the client connection here
+//   C: <starttls> the client starts TLS (after the gateway's 220 to STARTTLS); a script with
+//                 this step runs with a self-signed certificate in [tls]
 //   D: <connect>  the gateway opens a new downstream connection here (the scripted server accepts it)
 //   D: text       the next line the downstream receives, exactly; "text..." matches a prefix
 //   D: <closed>   the gateway closes the downstream connection here
 //   R: text       the downstream answers text + CRLF; consecutive R lines go out in one write
 //   R: <close>    the downstream drops the connection
-//   V: clean | infected NAME | error TEXT   the scanner's verdict for the next message it is
-//                 given; the gateway must ask for exactly as many verdicts as there are V lines
+//   V: clean | infected NAME | error TEXT | throw TEXT   the scanner's verdict for the next
+//                 message it is given (throw: the scanner fails with an exception); the gateway
+//                 must ask for exactly as many verdicts as there are V lines
 //   L: text       the next message log line, whole; "..." stands for any run of characters
 //   # ...         a comment
 // C, C+, D and R take escapes: \r \n \t \\ \xHH. When the script ends the client half-closes;
 // the gateway must then close without saying more, a downstream connection still open may only
 // receive QUIT (answered 221) before it is closed, and every message log line must be matched.
 // The test defaults: [general] hostname mx.test, the scratch, temp and quarantine folders in a
-// temporary folder; the downstream's HELO name is therefore mx.test.
+// temporary folder, no TLS; the downstream's HELO name is therefore mx.test.
 internal sealed class GatewayTranscript
 {
     public static readonly TimeSpan Patience = TimeSpan.FromSeconds(10); // a hung step fails, never hangs
@@ -51,11 +55,13 @@ internal sealed class GatewayTranscript
     private sealed record DownstreamClosed(int Line) : Step(Line);
     private sealed record DownstreamSends(int Line, byte[] Bytes) : Step(Line);
     private sealed record DownstreamDrops(int Line) : Step(Line);
+    private sealed record ClientStartsTls(int Line) : Step(Line);
 
     private readonly string _name;
     private readonly List<Step> _steps = [];
     private readonly List<(string Section, string Key, string Value)> _config = [];
-    private readonly Queue<ScanResult> _verdicts = new();
+    private readonly Queue<Func<ScanResult>> _verdicts = new();
+    private DownstreamTimings _timings = DownstreamTimings.Default;
     private readonly List<(int Line, string Text)> _logLines = [];
 
     private GatewayTranscript(string name) => _name = name;
@@ -69,6 +75,8 @@ internal sealed class GatewayTranscript
             string line = lines[i];
             int n = i + 1;
             if (line.StartsWith("# config:", StringComparison.Ordinal)) t._config.Add(ConfigLine(line["# config:".Length..], t.Where(n)));
+            else if (line.StartsWith("# timing:", StringComparison.Ordinal)) t._timings = Timing(t._timings, line["# timing:".Length..], t.Where(n));
+            else if (line == "C: <starttls>") t._steps.Add(new ClientStartsTls(n));
             else if (line.Length == 0 || line[0] == '#') { }
             else if (TryBody(line, "C+:", out string body)) t._steps.Add(new ClientSends(n, Unescape(body, t.Where(n))));
             else if (TryBody(line, "C:", out body)) t._steps.Add(new ClientSends(n, [.. Unescape(body, t.Where(n)), (byte)'\r', (byte)'\n']));
@@ -112,16 +120,44 @@ internal sealed class GatewayTranscript
         return (text[1..close], text[(close + 1)..equals].Trim(), text[(equals + 1)..].Trim());
     }
 
-    private static ScanResult Verdict(string text, string where)
+    private static Func<ScanResult> Verdict(string text, string where)
     {
         var (word, rest) = text.IndexOf(' ', StringComparison.Ordinal) is var space and > 0 ? (text[..space], text[(space + 1)..]) : (text, "");
         return word switch
         {
-            "clean" when rest.Length == 0 => ScanResult.Clean,
-            "infected" when rest.Length > 0 => ScanResult.Infected(rest),
-            "error" when rest.Length > 0 => ScanResult.Error(-1, rest),
-            _ => throw new FormatException($"{where}: expected 'V: clean', 'V: infected NAME' or 'V: error TEXT'"),
+            "clean" when rest.Length == 0 => () => ScanResult.Clean,
+            "infected" when rest.Length > 0 => () => ScanResult.Infected(rest),
+            "error" when rest.Length > 0 => () => ScanResult.Error(-1, rest),
+            "throw" when rest.Length > 0 => () => throw new InvalidOperationException(rest),
+            _ => throw new FormatException($"{where}: expected 'V: clean', 'V: infected NAME', 'V: error TEXT' or 'V: throw TEXT'"),
         };
+    }
+
+    private static DownstreamTimings Timing(DownstreamTimings timings, string text, string where)
+    {
+        var parts = text.Split('=', 2, StringSplitOptions.TrimEntries);
+        if (parts.Length != 2 || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double seconds))
+            throw new FormatException($"{where}: expected '# timing: name = seconds'");
+        var value = TimeSpan.FromSeconds(seconds);
+        return parts[0] switch
+        {
+            "reset_timeout" => timings with { ResetTimeout = value },
+            "probe_after" => timings with { ProbeAfter = value },
+            _ => throw new FormatException($"{where}: unknown timing '{parts[0]}'"),
+        };
+    }
+
+    // A self-signed certificate for mx.test, as PEM files in the test's folder.
+    private static (string Certificate, string Key) WriteCertificate(string folder)
+    {
+        using var key = System.Security.Cryptography.ECDsa.Create(System.Security.Cryptography.ECCurve.NamedCurves.nistP256);
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=mx.test", key,
+            System.Security.Cryptography.HashAlgorithmName.SHA256);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        string certPath = Path.Combine(folder, "cert.pem"), keyPath = Path.Combine(folder, "key.pem");
+        File.WriteAllText(certPath, certificate.ExportCertificatePem());
+        File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
+        return (certPath, keyPath);
     }
 
     private static byte[] Unescape(string text, string where)
@@ -160,7 +196,16 @@ internal sealed class GatewayTranscript
             [("general", "smtp_server_address")] = "127.0.0.1",
             [("general", "smtp_server_port")] = downstreamPort.ToString(CultureInfo.InvariantCulture),
             [("quarantine", "folder")] = Path.Combine(folder, "quarantine"),
+            // No TLS unless a step asks for it: the default would take Debian's snakeoil pair when present.
+            [("tls", "certificate")] = "",
+            [("tls", "key")] = "",
         };
+        if (_steps.Any(s => s is ClientStartsTls))
+        {
+            var (certificate, key) = WriteCertificate(folder);
+            values[("tls", "certificate")] = certificate;
+            values[("tls", "key")] = key;
+        }
         foreach (var (section, key, value) in _config) values[(section, key)] = value;
         var ini = new StringBuilder();
         foreach (var section in values.Keys.Select(k => k.Item1).Distinct())
@@ -196,7 +241,12 @@ internal sealed class GatewayTranscript
         var connector = new CountingConnector();
         var logOutput = new MemoryStream();
         using var log = new MessageLog(logOutput);
-        var ctx = new GatewayContext(config, scanner, log, new RelayPolicy(config.Relay)) { Downstream = connector };
+        var ctx = new GatewayContext(config, scanner, log, new RelayPolicy(config.Relay))
+        {
+            Downstream = connector,
+            DownstreamTimings = _timings,
+            Tls = config.Tls.Enabled ? new TlsCertificates(config.Tls) : null,
+        };
         var handler = new GatewaySession(ctx);
 
         await using var client = await LoopbackPeer.StartSessionAsync(ctx.ServerOptions, handler);
@@ -240,6 +290,9 @@ internal sealed class GatewayTranscript
                             string rest = await client.ReadToEndAsync();
                             Assert.True(rest.Length == 0, $"{Where(step.Line)}: expected the gateway to close, got '{rest}'");
                             clientClosed = true;
+                            break;
+                        case ClientStartsTls:
+                            await client.StartTlsAsync();
                             break;
                         case DownstreamConnects:
                             Socket accepted;
@@ -320,7 +373,7 @@ internal sealed class GatewayTranscript
     }
 
     // Verdicts in script order; each scan finishes at once.
-    private sealed class ScriptedScanner(Queue<ScanResult> verdicts) : IMessageScanner
+    private sealed class ScriptedScanner(Queue<Func<ScanResult>> verdicts) : IMessageScanner
     {
         public int Unscripted;
 
@@ -342,7 +395,7 @@ internal sealed class GatewayTranscript
         {
             lock (verdicts)
             {
-                if (verdicts.TryDequeue(out var verdict)) return verdict;
+                if (verdicts.TryDequeue(out var verdict)) return verdict();
                 Interlocked.Increment(ref Unscripted);
                 return ScanResult.Error(-1, "no verdict scripted");
             }

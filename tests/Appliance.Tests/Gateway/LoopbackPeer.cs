@@ -11,7 +11,7 @@ namespace Portcullis.Appliance.Tests.Gateway;
 internal sealed class LoopbackPeer : IDisposable, IAsyncDisposable
 {
     private readonly Socket _socket;
-    private readonly NetworkStream _stream;
+    private Stream _stream;
     private readonly List<byte> _pending = [];
     private readonly byte[] _buffer = new byte[16 * 1024];
     private bool _eof;
@@ -60,6 +60,16 @@ internal sealed class LoopbackPeer : IDisposable, IAsyncDisposable
     }
 
     public void ShutdownSend() => _socket.Shutdown(SocketShutdown.Send);
+
+    // The client's side of STARTTLS: everything after this goes over TLS (any certificate).
+    public async Task StartTlsAsync()
+    {
+        Assert.True(_pending.Count == 0, "bytes left over in clear before the TLS handshake");
+        var tls = new System.Net.Security.SslStream(_stream, leaveInnerStreamOpen: false, (_, _, _, _) => true);
+        using var cts = new CancellationTokenSource(GatewayTranscript.Patience);
+        await tls.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions { TargetHost = "mx.test" }, cts.Token);
+        _stream = tls;
+    }
 
     public void Close()
     {

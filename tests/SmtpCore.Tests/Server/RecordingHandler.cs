@@ -5,7 +5,7 @@ using Portcullis.SmtpCore.Server;
 namespace Portcullis.SmtpCore.Tests.Server;
 
 // Accepts everything and records what happened; tests override single steps with the knobs.
-internal sealed class RecordingHandler : ISmtpSessionHandler
+internal sealed class RecordingHandler : ISmtpSessionHandler, ISmtpSessionObserver
 {
     private readonly object _gate = new();
     private readonly List<byte[]> _messages = [];
@@ -83,6 +83,20 @@ internal sealed class RecordingHandler : ISmtpSessionHandler
     }
 
     public SslServerAuthenticationOptions? GetTlsOptions(SmtpSession session) => Tls;
+
+    // The observer: handler and TLS failures, and the end of a STARTTLS, become events too.
+    public ISmtpSessionObserver Observer => this;
+
+    public void OnHandlerFailure(SmtpSession session, SmtpTransaction? tx, string stage, Exception error) =>
+        Record($"handler failed at {stage}{(tx is null ? "" : " in a transaction")}: {error.Message}");
+
+    public void OnTlsFailure(SmtpSession session, Exception error) => Record("tls failed");
+
+    public ValueTask OnTlsStartedAsync(SmtpSession session, CancellationToken ct)
+    {
+        Record("tls started");
+        return ValueTask.CompletedTask;
+    }
 
     public SaslOffer GetAuthOffer(SmtpSession session) => AuthOffer;
 

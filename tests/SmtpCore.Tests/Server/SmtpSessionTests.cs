@@ -281,6 +281,8 @@ public class SmtpSessionTests
         await conn.SendAsync("hi\r\n.\r\nNOOP\r\n");
         Assert.Equal(["451 4.3.0 Local error in processing, try again later", "250 2.0.0 OK"], await ReadLinesAsync(conn, 2));
         Assert.Equal(3, handler.Events.Count(e => e == "aborted"));
+        // Issue 11.13: the failure reaches the handler's observer, with the transaction it broke.
+        Assert.Contains("handler failed at message in a transaction: scanner bug", handler.Events);
         await conn.SendAsync("QUIT\r\n");
         Assert.Equal("221 2.0.0 mx.test closing connection", await conn.ReadLineAsync());
     }

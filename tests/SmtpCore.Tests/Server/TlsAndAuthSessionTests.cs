@@ -149,6 +149,40 @@ public sealed class TlsAndAuthSessionTests
         Assert.DoesNotContain(handler.Events, e => e.Contains("evil"));
     }
 
+    // Issue 11.13: a failed handshake is told to the handler's observer, not only kept in a property.
+    [Fact]
+    public async Task A_failed_TLS_handshake_is_reported_to_the_observer()
+    {
+        var handler = new RecordingHandler { Tls = ServerTls() };
+        await using var client = await Client.StartAsync(handler);
+        await client.SendAsync("EHLO client.test\r\n");
+        await client.ReplyAsync();
+        await client.SendAsync("STARTTLS\r\n");
+        Assert.Equal("220 2.0.0 Ready to start TLS", await client.LineAsync());
+        await client.SendAsync("this is no TLS ClientHello\r\n\r\n");
+        await client.Run.WaitAsync(LoopbackSession.Patience);
+        Assert.Contains("tls failed", handler.Events);
+        Assert.DoesNotContain("tls started", handler.Events);
+    }
+
+    // Issue 11.4: the handler hears that the session forgot its AUTH, so it can forget what it
+    // holds for it (the gateway's logged-in downstream connection).
+    [Fact]
+    public async Task The_handler_is_told_when_STARTTLS_has_reset_the_session()
+    {
+        var handler = new RecordingHandler { Tls = ServerTls() };
+        await using var client = await Client.StartAsync(handler);
+        await client.SendAsync("EHLO client.test\r\n");
+        await client.ReplyAsync();
+        await client.SendAsync("STARTTLS\r\n");
+        Assert.Equal("220 2.0.0 Ready to start TLS", await client.LineAsync());
+        await client.StartTlsAsync();
+        await client.SendAsync("QUIT\r\n");
+        Assert.StartsWith("221", (await client.ReplyAsync())[0]);
+        await client.Run.WaitAsync(LoopbackSession.Patience);
+        Assert.Contains("tls started", handler.Events);
+    }
+
     [Fact]
     public async Task STARTTLS_is_not_offered_without_a_certificate()
     {
