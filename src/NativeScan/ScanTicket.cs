@@ -15,6 +15,8 @@ public sealed class ScanTicket
     private IScanSource? source;
     private SafeFileHandle? file;
     private Timer? deadline;
+    private Func<ScanEngine, CancellationToken, ScanResult>? job;
+    private CancellationTokenSource? expired;
 
     internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
     {
@@ -22,6 +24,13 @@ public sealed class ScanTicket
         this.file = file;
         this.name = name;
         this.timeout = timeout;
+    }
+
+    internal ScanTicket(Func<ScanEngine, CancellationToken, ScanResult> job, TimeSpan timeout)
+    {
+        this.job = job;
+        this.timeout = timeout;
+        expired = new CancellationTokenSource();
     }
 
     public Task<ScanResult> Result => result.Task;
@@ -47,7 +56,8 @@ public sealed class ScanTicket
                 var engine = holder.Retain();
                 try
                 {
-                    verdict = file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
+                    verdict = job is not null ? job(engine, expired!.Token)
+                        : file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
                 }
                 finally
                 {
@@ -76,9 +86,19 @@ public sealed class ScanTicket
         deadline?.Dispose();
         source = null;
         file = null;
+        job = null;
         finished.TrySetResult();
     }
 
-    private void TimeOut() =>
+    private void TimeOut()
+    {
         result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
+        try
+        {
+            expired?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
 }
