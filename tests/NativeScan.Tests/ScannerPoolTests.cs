@@ -29,6 +29,35 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
     }
 
     [Fact]
+    public async Task A_job_of_several_scans_holds_one_thread_and_ends_at_one_deadline()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 0);
+        using var release = new ManualResetEventSlim();
+        var tokenCancelled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        Assert.True(pool.TryEnqueue((engine, deadline) =>
+        {
+            var first = engine.Scan(SignatureFixture.Eicar);
+            entered.SetResult();
+            release.Wait();
+            tokenCancelled.SetResult(deadline.IsCancellationRequested);
+            return first;
+        }, TimeSpan.FromMilliseconds(200), out var ticket));
+        await entered.Task.WaitAsync(Generous);
+
+        // The job holds the only thread; its verdict is the deadline's, and it has not let go yet.
+        Assert.False(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out _));
+        var verdict = await ticket.Result.WaitAsync(Generous);
+        Assert.True(verdict.IsTimeout);
+        Assert.False(ticket.Finished.IsCompleted);
+
+        release.Set();
+        await ticket.Finished.WaitAsync(Generous);
+        Assert.True(await tokenCancelled.Task, "the job saw its deadline pass");
+    }
+
+    [Fact]
     public async Task Full_queue_refuses_instead_of_waiting()
     {
         using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
