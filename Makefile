@@ -2,9 +2,15 @@
 #   make run      install what is missing, build, run the gateway on 127.0.0.1:2525 -> 127.0.0.1:25
 #   make test     install what is missing, build, run every test (end-to-end against the AOT binary)
 #   make publish  the Native-AOT linux-x64 binary in artifacts/publish/linux-x64/portcullis
-#   make bench    throughput ratio through the gateway vs. straight to smtp-sink, plus BenchmarkDotNet
+#   make bench    2 KB/100 KB/5 MB through the gateway vs. straight to smtp-sink (ratio, latency, CPU and
+#                 memory per message next to libclamav's own), a 200-client burst, plus BenchmarkDotNet;
+#                 BENCH_QUICK=1 make bench-load for a 1-2 minute smoke (docs/PERFORMANCE.md)
+#   make bench-profile  perf record -g of the gateway under the 2 KB load (binary with symbols)
 #   make publish-arm64  cross-build the linux-arm64 binary (Raspberry Pi 4/5, 64-bit OS)
-#   make package  .deb packages for amd64 and arm64 in artifacts/packages
+#   make package  .deb packages for amd64 and arm64 in artifacts/packages (dpkg-buildpackage, lintian;
+#                 Maintainer from DEB_MAINTAINER="Name <address>", default git user.name/user.email)
+#   make package-test  apt install/remove/install/purge of the amd64 .deb in a throw-away root
+#   make man      portcullis(8) and portcullis.ini(5) from docs/man/*.md in artifacts/man
 #   make install DESTDIR=...  the binary and rootfs/ laid out under DESTDIR
 #   make bench-reload  mail keeps flowing during signature reloads (concurrent vs. low memory)
 #   make load     1,000 connections (idle and trickling ones among them), then 100,000 messages (docs/RELIABILITY.md)
@@ -20,7 +26,7 @@ DOTNET ?= dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 
-.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package install bench bench-load bench-micro bench-reload clean check-config load load-connections load-soak fuzz
+.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package package-test man install bench bench-load bench-micro bench-reload bench-profile clean check-config load load-connections load-soak fuzz
 
 all: publish
 
@@ -71,11 +77,26 @@ package: publish publish-arm64
 	build/package.sh amd64 $(BIN) artifacts/packages
 	build/package.sh arm64 $(ARM64_BIN) artifacts/packages
 
+package-test: $(BIN)
+	build/deps.sh package
+	build/package.sh amd64 $(BIN) artifacts/packages
+	build/package-test.sh artifacts/packages/portcullis_$$(sed -nE 's|.*<Version>([^<]+)</Version>.*|\1|p' Directory.Build.props | head -1)_amd64.deb
+
+man:
+	build/deps.sh package
+	build/man.sh artifacts/man
+
 bench: bench-load bench-micro
 
 bench-load: publish
 	build/deps.sh bench
 	build/bench-load.sh $(BIN)
+
+# A binary of its own with symbols kept, so perf names the managed frames.
+bench-profile:
+	build/deps.sh profile
+	$(DOTNET) publish src/Appliance/Appliance.csproj -c Release -r $(RID) -o artifacts/publish-symbols/$(RID) --nologo -v q -p:StripSymbols=false
+	build/bench-profile.sh artifacts/publish-symbols/$(RID)/portcullis $(or $(PROFILE_SECONDS),20)
 
 bench-reload: publish
 	build/deps.sh bench

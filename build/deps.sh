@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Portcullis builds, runs and tests with, if any is missing.
-# Usage: build/deps.sh [run|test|bench|arm64|package]   (default: test)
+# Usage: build/deps.sh [run|test|bench|profile|arm64|package]   (default: test)
 #   arm64    the linux-arm64 cross toolchain and sysroot (adds the arm64 dpkg architecture) and
 #            qemu-aarch64-static for the smoke test
-#   package  dpkg-deb and systemd-analyze for `make package` and the unit checks
+#   package  dpkg-buildpackage with debhelper, lintian, pandoc (manual pages), systemd-analyze, and what
+#            build/package-test.sh installs the .deb against (apparmor_parser checks the freshclam rules)
 set -euo pipefail
 
-run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3)
-bench_pkgs=("${test_pkgs[@]}" postfix bc python3)
-arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64)
-package_pkgs=(dpkg-dev systemd)
+run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev libcrypt1)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3 whois)
+test_pkgs+=(postfix dovecot-pop3d)   # private instances in the Postfix XCLIENT and Dovecot POP-before-SMTP tests
+bench_pkgs=("${test_pkgs[@]}" bc python3)
+profile_pkgs=("${bench_pkgs[@]}" linux-perf)
+arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64 libcrypt1:arm64)
+package_pkgs=(dpkg-dev build-essential debhelper lintian pandoc man-db debconf logrotate apparmor systemd ssl-cert adduser)
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
@@ -19,6 +22,7 @@ case "${1:-test}" in
   run) want=("${run_pkgs[@]}") ;;
   test) want=("${test_pkgs[@]}") ;;
   bench) want=("${bench_pkgs[@]}") ;;
+  profile) want=("${profile_pkgs[@]}") ;;
   arm64)
     want=("${arm64_pkgs[@]}")
     # Cross packages come from the same Debian mirror, as a foreign architecture.
@@ -26,7 +30,7 @@ case "${1:-test}" in
       $sudo dpkg --add-architecture arm64
     fi ;;
   package) want=("${package_pkgs[@]}") ;;
-  *) echo "usage: $0 [run|test|bench|arm64|package]" >&2; exit 64 ;;
+  *) echo "usage: $0 [run|test|bench|profile|arm64|package]" >&2; exit 64 ;;
 esac
 
 missing=()

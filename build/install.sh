@@ -18,4 +18,8 @@ install -D -m 0644 "$r/lib/systemd/system/portcullis.service" "$dest/lib/systemd
 install -D -m 0644 "$r/lib/systemd/system/portcullis.socket" "$dest/lib/systemd/system/portcullis.socket"
 install -D -m 0644 "$r/usr/lib/sysusers.d/portcullis.conf" "$dest/usr/lib/sysusers.d/portcullis.conf"
 install -D -m 0644 "$r/usr/lib/tmpfiles.d/portcullis.conf" "$dest/usr/lib/tmpfiles.d/portcullis.conf"
+install -D -m 0755 "$r/usr/lib/portcullis/dovecot-pop-before-smtp" "$dest/usr/lib/portcullis/dovecot-pop-before-smtp"
+install -D -m 0644 "$r/etc/logrotate.d/portcullis" "$dest/etc/logrotate.d/portcullis"
+install -D -m 0644 "$r/etc/apparmor.d/local/portcullis-freshclam-hook" "$dest/etc/apparmor.d/local/portcullis-freshclam-hook"
+install -D -m 0644 "$r/usr/share/bash-completion/completions/portcullis" "$dest/usr/share/bash-completion/completions/portcullis"
 install -D -m 0644 "$root/README.md" "$dest/usr/share/doc/portcullis/README.md"

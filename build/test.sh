@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test project (unit, then end-to-end against the published binary), then
-# systemd-analyze verify on the units and, when PORTCULLIS_ARM64_BIN is set, the arm64 smoke
+# systemd-analyze verify on the units, the .deb's build/lintian/install-remove-purge cycle and, when PORTCULLIS_ARM64_BIN is set, the arm64 smoke
 # test under qemu; prints one closing line: "tests: N passed, N failed, N skipped".
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,6 +24,19 @@ for project in tests/SmtpCore.Tests tests/NativeScan.Tests tests/Appliance.Tests
 done
 echo "=== systemd units"
 if build/verify-units.sh "$PORTCULLIS_BIN"; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
+
+echo "=== package: dpkg-buildpackage + lintian --pedantic, apt install/remove/install/purge (build/package-test.sh)"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "skipped: the throw-away root needs root (unshare, mount)"; skipped=$((skipped + 1))
+else
+  pkgdir=$(mktemp -d)
+  if build/package.sh amd64 "$PORTCULLIS_BIN" "$pkgdir" && build/package-test.sh "$pkgdir"/portcullis_*_amd64.deb; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)); status=1
+  fi
+  rm -rf "$pkgdir"
+fi
 
 if [ -n "${PORTCULLIS_ARM64_BIN:-}" ]; then
   echo "=== arm64 smoke test (qemu-aarch64-static)"

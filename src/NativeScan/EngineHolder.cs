@@ -9,6 +9,11 @@ public sealed class EngineHolder : IDisposable
     private ScanEngine? current;
     private volatile bool disposed;
 
+    // No engine yet (the first start before freshclam): scans fail until Swap loads one.
+    public EngineHolder()
+    {
+    }
+
     public EngineHolder(ScanEngine initial)
     {
         ArgumentNullException.ThrowIfNull(initial);

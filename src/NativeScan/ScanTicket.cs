@@ -17,6 +17,8 @@ public sealed class ScanTicket
     private Timer? deadline;
     private Func<ScanEngine, CancellationToken, ScanResult>? job;
     private CancellationTokenSource? expired;
+    // Set when a scanner thread takes the job: a timeout before that was spent waiting for one.
+    private volatile bool leftQueue;
 
     internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
     {
@@ -90,15 +92,13 @@ public sealed class ScanTicket
         finished.TrySetResult();
     }
 
+    internal void LeaveQueue() => leftQueue = true;
+
     private void TimeOut()
     {
-        result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, $"scan timed out after {timeout.TotalSeconds:0.###}s"));
-        try
-        {
-            expired?.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-        }
+        result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, leftQueue
+            ? $"scan timed out after {timeout.TotalSeconds:0.###}s"
+            : $"no scanner became free within the scan timeout of {timeout.TotalSeconds:0.###}s"));
+        expired?.Cancel();
     }
 }

@@ -2,14 +2,20 @@ using Microsoft.Win32.SafeHandles;
 
 namespace Portcullis.NativeScan;
 
-// A fixed set of dedicated scanner threads fed by a bounded queue. TryEnqueue never waits: when
-// every thread is busy and the queue is full it returns false and the gateway answers 451 4.3.2.
+// A fixed set of dedicated scanner threads fed by a FIFO queue. Admission: a job waits for a
+// thread for at most its own timeout, which runs from TryEnqueue (the wait counts against it);
+// one that times out while queued is answered then and skipped, never scanned. The queue has no
+// bound of its own: what feeds it is bounded already (one message per SMTP session, sessions by
+// max_connections, message memory by the gateway's budget), and refusing a message that has been
+// received in full saves nothing. queueCapacity > 0 is an optional hard cap on waiting jobs
+// (past it TryEnqueue returns false and the gateway answers 451 4.3.2); 0 means none.
 // Each job scans with the holder's engine as of the moment the job starts. Hold stops the
 // threads from starting queued jobs (a low-memory reload frees the engine meanwhile); queued
-// jobs wait, and TryEnqueue keeps refusing past the same bound.
+// jobs wait, their timeouts still running.
 public sealed class ScannerPool : IDisposable
 {
     private readonly EngineHolder holder;
+    // 0: no cap (see above).
     private readonly int capacity;
     private readonly Queue<ScanTicket> queue = new();
     // A plain monitor, not System.Threading.Lock: scanner threads Monitor.Wait on it.
@@ -162,10 +168,10 @@ public sealed class ScannerPool : IDisposable
     {
         lock (gate)
         {
-            // Idle threads take queued jobs at once, so they add to the room the queue has.
-            // While held they do not, but the bound stays the same: a short hold only queues.
+            // Under a cap, idle threads take queued jobs at once, so they add to the room the
+            // queue has. While held they do not, but the bound stays the same.
             var idle = threads.Length - busy;
-            if (stopping || queue.Count >= capacity + idle)
+            if (stopping || (capacity > 0 && queue.Count >= capacity + idle))
             {
                 ticket = null!;
                 return false;
@@ -208,6 +214,8 @@ public sealed class ScannerPool : IDisposable
                 ticket = queue.Dequeue();
                 busy++;
             }
+
+            ticket.LeaveQueue();
 
             try
             {

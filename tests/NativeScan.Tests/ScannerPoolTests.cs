@@ -46,8 +46,12 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
         }, TimeSpan.FromMilliseconds(200), out var ticket));
         await entered.Task.WaitAsync(Generous);
 
-        // The job holds the only thread; its verdict is the deadline's, and it has not let go yet.
-        Assert.False(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out _));
+        // The job holds the only thread: the next scan waits for it; the job's verdict is the
+        // deadline's, and it has not let go of the thread yet.
+        var next = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(next, null, Generous, out var waiting));
+        Assert.Equal(1, pool.Busy);
+        Assert.Equal(1, pool.QueueDepth);
         var verdict = await ticket.Result.WaitAsync(Generous);
         Assert.True(verdict.IsTimeout);
         Assert.False(ticket.Finished.IsCompleted);
@@ -55,10 +59,60 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
         release.Set();
         await ticket.Finished.WaitAsync(Generous);
         Assert.True(await tokenCancelled.Task, "the job saw its deadline pass");
+        next.Open();
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await waiting.Result.WaitAsync(Generous));
     }
 
     [Fact]
-    public async Task Full_queue_refuses_instead_of_waiting()
+    public async Task Without_a_cap_a_burst_waits_for_the_scanners_and_every_message_is_scanned()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 2, queueCapacity: 0);
+        var running = new[] { Gate(SignatureFixture.Eicar), Gate(SignatureFixture.Eicar) };
+        var tickets = new List<ScanTicket>();
+        foreach (var source in running)
+        {
+            Assert.True(pool.TryEnqueue(source, null, Generous, out var ticket));
+            tickets.Add(ticket);
+        }
+
+        await Task.WhenAll(running.Select(r => r.Entered));
+
+        // 200 more than the threads can take: all admitted, none answered until a scanner frees up.
+        for (var i = 0; i < 200; i++)
+        {
+            var waiting = Gate(SignatureFixture.Eicar);
+            waiting.Open();
+            Assert.True(pool.TryEnqueue(waiting, null, Generous, out var ticket), $"message {i} refused");
+            tickets.Add(ticket);
+        }
+
+        Assert.Equal(2, pool.Busy);
+        Assert.Equal(200, pool.QueueDepth);
+        Assert.All(tickets, t => Assert.False(t.Result.IsCompleted));
+
+        foreach (var source in running)
+        {
+            source.Open();
+        }
+
+        foreach (var ticket in tickets)
+        {
+            ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await ticket.Result);
+            await ticket.Finished;
+        }
+
+        Assert.Equal(0, pool.QueueDepth);
+        Assert.Equal(202, pool.FinishedCount);
+    }
+
+    [Fact]
+    public void Negative_queue_capacity_is_refused()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ScannerPool(holder, threadCount: 1, queueCapacity: -1));
+    }
+
+    [Fact]
+    public async Task A_queue_capacity_above_zero_is_a_hard_cap()
     {
         using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 1);
         var running = Gate(SignatureFixture.Eicar);
@@ -110,10 +164,32 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
         await running.Entered;
 
         Assert.True(pool.TryEnqueue(waiting, null, TimeSpan.FromMilliseconds(50), out var second));
-        Assert.True((await second.Result).IsTimeout);
+        var result = await second.Result;
+        Assert.True(result.IsTimeout);
+        // The whole timeout went on waiting for a scanner, and the reason says so.
+        Assert.Equal("no scanner became free within the scan timeout of 0.05s", result.ErrorText);
+        Assert.False(second.Finished.IsCompleted);  // still queued: the scanner has not let go of it
 
         running.Open();
         await Task.WhenAll(first.Finished, second.Finished);
+        Assert.False(waiting.Entered.IsCompleted);
+    }
+
+    [Fact]
+    public async Task Held_pool_lets_queued_messages_time_out_as_waiting_for_a_scanner()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 0);
+        pool.Hold();
+        var waiting = Gate(SignatureFixture.Eicar);
+        waiting.Open();
+
+        Assert.True(pool.TryEnqueue(waiting, null, TimeSpan.FromMilliseconds(50), out var ticket));
+        var result = await ticket.Result;
+
+        Assert.True(result.IsTimeout);
+        Assert.StartsWith("no scanner became free", result.ErrorText, StringComparison.Ordinal);
+        pool.Resume();
+        await ticket.Finished;
         Assert.False(waiting.Entered.IsCompleted);
     }
 

@@ -9,9 +9,10 @@ namespace Portcullis.Appliance.Access;
 internal static class MailDomain
 {
     // "Example.ORG." → "example.org". Domain comparison in SMTP is case-insensitive (RFC 5321 §2.4).
+    // Nothing else: no trimming, so "example.org\u00A0" never compares equal to a local domain.
     public static string Normalize(string domain)
     {
-        var d = domain.Trim();
+        var d = domain;
         if (d.EndsWith('.')) d = d[..^1];
         return d.ToLowerInvariant();
     }

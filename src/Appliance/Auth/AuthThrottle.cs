@@ -5,11 +5,25 @@ using System.Net;
 
 namespace Portcullis.Appliance.Auth;
 
+// One per process: a configuration reload changes the limits, never the counters.
 internal sealed class AuthThrottle(int maxFailures, TimeSpan window, TimeProvider? time = null)
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private int maxFailures = maxFailures;
+    private TimeSpan window = window;
     private readonly Dictionary<IPAddress, Queue<DateTimeOffset>> _failures = [];
     private readonly Lock _lock = new();
+
+    // The same throttle, counters kept, with the limits of a reloaded configuration.
+    public AuthThrottle WithLimits(int maxFailures, TimeSpan window)
+    {
+        lock (_lock)
+        {
+            this.maxFailures = maxFailures;
+            this.window = window;
+        }
+        return this;
+    }
 
     public bool IsBlocked(IPAddress? client)
     {

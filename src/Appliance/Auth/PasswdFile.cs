@@ -1,6 +1,9 @@
-// [auth] passwd_file: "user:hash" lines as htpasswd and chpasswd-style tools write them
-// (further ":"-separated fields are ignored; '#' starts a comment). Hashes: SHA-512-crypt ($6$)
-// and bcrypt ($2y$, $2b$, $2a$). Other kinds are reported when the file is read and never match.
+// [auth] passwd_file: "user:hash" lines as mkpasswd, chpasswd-style tools and htpasswd -B write
+// them (further ":"-separated fields are ignored; '#' starts a comment). Hashes are checked by the
+// system's libcrypt (LibCrypt): yescrypt $y$, gost-yescrypt $gy$, scrypt $7$, SHA-512/256-crypt
+// $6$/$5$, bcrypt $2b$/$2y$. A line libcrypt cannot use is reported and that user cannot log in;
+// a file in which no line is usable is an error (InvalidDataException), so check-config and the
+// start refuse it and a reload keeps the previous version.
 using Portcullis.Appliance.Access;
 using Portcullis.Appliance.Logging;
 
@@ -8,8 +11,9 @@ namespace Portcullis.Appliance.Auth;
 
 internal sealed class PasswdFile
 {
-    // Checked for unknown users too, so a wrong name costs the same time as a wrong password.
-    private const string DummyHash = "$6$portcullisdummy$vMhNYqCdZmVUHsvOKYRPqz5oKm5mLJ5Wn6zFk6Y1BTxrjV3nd1RRLq0xZdbPD3cHSySHqIhzjwEmcCcC/zVFX/";
+    // Checked for unknown users too, so a wrong name costs the same time as a wrong password
+    // (mkpasswd -m yescrypt, libcrypt's default cost).
+    private const string DummyHash = "$y$j9T$.mHIms.hGprnCcg524sS7.$BCRTEqrAgT/cnAuNaCT27hhTKfsvMI.bcn8/0BUb0wB";
     private readonly Dictionary<string, string> _users;
 
     private PasswdFile(Dictionary<string, string> users) => _users = users;
@@ -19,6 +23,7 @@ internal sealed class PasswdFile
     public static PasswdFile Parse(string text, string source)
     {
         var users = new Dictionary<string, string>(StringComparer.Ordinal);
+        var problems = new List<string>();
         int lineNumber = 0;
         foreach (var rawLine in text.Split('\n'))
         {
@@ -28,13 +33,22 @@ internal sealed class PasswdFile
             var fields = line.Split(':');
             if (fields.Length < 2 || fields[0].Length == 0)
             {
-                Log.Warn($"{source} line {lineNumber}: expected user:hash; skipped");
+                problems.Add($"line {lineNumber}: expected user:hash");
                 continue;
             }
-            if (!ShaCrypt.IsShaCrypt(fields[1]) && !BCrypt.IsBCrypt(fields[1]))
-                Log.Warn($"{source} line {lineNumber}: user {fields[0]} has a hash that is neither $6$ (SHA-512-crypt) nor $2y$/$2b$ (bcrypt); that user cannot log in");
+            if (LibCrypt.Unusable(fields[1]) is { } why)
+            {
+                problems.Add($"line {lineNumber}: user {fields[0]} cannot log in: {why}");
+                continue;
+            }
             users.TryAdd(fields[0], fields[1]);
         }
+        if (users.Count == 0)
+        {
+            var reasons = problems.Count == 0 ? "the file has no user:hash lines" : string.Join("; ", problems);
+            throw new InvalidDataException($"no usable user:hash line, so nobody can log in ({reasons})");
+        }
+        foreach (var problem in problems) Log.Warn($"{source} {problem}; skipped");
         return new PasswdFile(users);
     }
 
@@ -45,10 +59,9 @@ internal sealed class PasswdFile
     {
         if (!_users.TryGetValue(user, out var hash))
         {
-            ShaCrypt.Verify(password, DummyHash);
+            LibCrypt.Verify(password, DummyHash);
             return false;
         }
-        return ShaCrypt.IsShaCrypt(hash) ? ShaCrypt.Verify(password, hash)
-            : BCrypt.IsBCrypt(hash) && BCrypt.Verify(password, hash);
+        return LibCrypt.Verify(password, hash);
     }
 }

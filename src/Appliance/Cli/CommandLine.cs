@@ -337,7 +337,7 @@ internal static class CommandLine
             : $"{general.SmtpServerAddress}:{general.SmtpServerPort}";
 
     // Everything check-config warns about (on stderr, "warning: " first); a warning never changes the exit code.
-    internal static IEnumerable<string> Warnings(GatewayConfig config) => FolderWarnings(config);
+    internal static IEnumerable<string> Warnings(GatewayConfig config) => FolderWarnings(config).Concat(ConfigChecks.Warnings(config));
 
     // Not errors: check-config may run on a machine other than the one the file is for.
     private static IEnumerable<string> FolderWarnings(GatewayConfig config)

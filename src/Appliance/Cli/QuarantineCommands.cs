@@ -227,14 +227,14 @@ internal static class QuarantineCommands
             {
                 if (listing.Entry is { } e)
                 {
-                    Console.Out.WriteLine($"{e.Id}  {e.Time.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {e.Action,-9}  {e.Virus}  from=<{e.Sender}>  subject={Quote(e.Subject)}");
+                    Console.Out.WriteLine(TerminalText.Escape($"{e.Id}  {e.Time.ToLocalTime():yyyy-MM-dd HH:mm:ss}  {e.Action,-9}  {e.Virus}  from=<{e.Sender}>  subject={Quote(e.Subject)}"));
                 }
             }
         }
 
         foreach (var broken in selected.Where(l => l.Entry is null))
         {
-            Console.Error.WriteLine($"portcullis: {broken.Problem}");
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: {broken.Problem}"));
         }
 
         return 0;
@@ -244,24 +244,26 @@ internal static class QuarantineCommands
     {
         var entry = store.Get(id);
         var text = new StringBuilder();
-        text.Append("id:             ").Append(entry.Id).Append('\n');
-        text.Append("time:           ").Append(entry.Time.ToString("yyyy-MM-dd HH:mm:ss zzz", CultureInfo.InvariantCulture)).Append('\n');
-        text.Append("virus:          ").Append(entry.Virus).Append('\n');
-        text.Append("action:         ").Append(entry.Action).Append('\n');
-        text.Append("client address: ").Append(entry.ClientAddress).Append('\n');
-        text.Append("helo:           ").Append(entry.Helo).Append('\n');
-        text.Append("sender:         <").Append(entry.Sender).Append(">\n");
-        text.Append("recipients:     ").Append(string.Join(", ", entry.Recipients.Select(r => "<" + r + ">"))).Append('\n');
-        text.Append("size:           ").Append(entry.Size.ToString(CultureInfo.InvariantCulture)).Append('\n');
-        text.Append("subject:        ").Append(entry.Subject).Append('\n');
-        text.Append("message-id:     ").Append(entry.MessageId).Append('\n');
+        // Every value came from the mail or the client: escaped, one line each.
+        void Field(string name, string? value) => text.Append(name).Append(TerminalText.Escape(value)).Append('\n');
+        Field("id:             ", entry.Id);
+        Field("time:           ", entry.Time.ToString("yyyy-MM-dd HH:mm:ss zzz", CultureInfo.InvariantCulture));
+        Field("virus:          ", entry.Virus);
+        Field("action:         ", entry.Action);
+        Field("client address: ", entry.ClientAddress);
+        Field("helo:           ", entry.Helo);
+        Field("sender:         ", "<" + entry.Sender + ">");
+        Field("recipients:     ", string.Join(", ", entry.Recipients.Select(r => "<" + r + ">")));
+        Field("size:           ", entry.Size.ToString(CultureInfo.InvariantCulture));
+        Field("subject:        ", entry.Subject);
+        Field("message-id:     ", entry.MessageId);
         text.Append('\n');
         using (var message = store.OpenMessage(id))
         using (var reader = new StreamReader(message, Encoding.UTF8))
         {
             while (reader.ReadLine() is { } line && line.Length > 0)
             {
-                text.Append(line).Append('\n');
+                text.Append(TerminalText.Escape(line)).Append('\n');
             }
         }
 
@@ -275,7 +277,7 @@ internal static class QuarantineCommands
         var recipients = to.Count > 0 ? to : entry.Recipients;
         if (recipients.Count == 0)
         {
-            Console.Error.WriteLine($"portcullis: quarantine entry {id} has no recipients; give them with --to");
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: quarantine entry {id} has no recipients; give them with --to"));
             return ExitFailed;
         }
 
@@ -304,23 +306,29 @@ internal static class QuarantineCommands
         }
         catch (DownstreamException e)
         {
-            Console.Error.WriteLine($"portcullis: release of {id} failed: {e.Message}");
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: release of {id} failed: {e.Message}"));
+            return ExitFailed;
+        }
+        catch (ArgumentException e)
+        {
+            // A recipient or sender the SMTP client will not put on the wire (CR, LF, NUL).
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: release of {id} failed: {e.Message}"));
             return ExitFailed;
         }
 
         foreach (var (recipient, reply) in result.Refused)
         {
-            Console.Error.WriteLine($"portcullis: release of {id}: <{recipient}> refused by {server.Host}:{server.Port}: {reply}");
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: release of {id}: <{recipient}> refused by {server.Host}:{server.Port}: {reply}"));
         }
 
         if (!result.Delivered)
         {
-            Console.Error.WriteLine($"portcullis: release of {id} refused by {server.Host}:{server.Port}: {result.Reply}");
+            Console.Error.WriteLine(TerminalText.Escape($"portcullis: release of {id} refused by {server.Host}:{server.Port}: {result.Reply}"));
             return ExitFailed;
         }
 
         var delivered = recipients.Except(result.Refused.Select(r => r.Recipient)).ToList();
-        Console.Out.WriteLine($"released {id} to {string.Join(", ", delivered.Select(r => "<" + r + ">"))}: {result.Reply}");
+        Console.Out.WriteLine(TerminalText.Escape($"released {id} to {string.Join(", ", delivered.Select(r => "<" + r + ">"))}: {result.Reply}"));
         return result.Refused.Count == 0 ? 0 : ExitFailed;
     }
 

@@ -229,6 +229,7 @@ public static class ConfigLoader
             SmtpServerCaFile = r.FilePath("smtp_server_ca_file", raw.SmtpServerCaFile, "/etc/portcullis/downstream-ca.pem"),
             ShutdownTimeout = r.Time("shutdown_timeout", raw.ShutdownTimeout, d.ShutdownTimeout),
             ControlSocket = r.SocketPath("control_socket", raw.ControlSocket, d.ControlSocket),
+            SmtpServerXClient = r.Choice("smtp_server_xclient", raw.SmtpServerXClient, d.SmtpServerXClient, ("auto", true), ("no", false)),
         };
     }
 
@@ -283,6 +284,9 @@ public static class ConfigLoader
             BareNewline = r.Choice("bare_newline", raw.BareNewline, d.BareNewline, ("normalize", BareNewlinePolicy.Normalize), ("reject", BareNewlinePolicy.Reject)),
             MaxConnections = (int)r.Integer("max_connections", raw.MaxConnections, d.MaxConnections, 0, 1_000_000, " (0 for no limit)"),
             MaxConnectionsPerIp = (int)r.Integer("max_connections_per_ip", raw.MaxConnectionsPerIp, d.MaxConnectionsPerIp, 0, 1_000_000, " (0 for no limit)"),
+            MemoryBudget = raw.MemoryBudget is null || raw.MemoryBudget.Trim() is "" or "auto"
+                ? d.MemoryBudget
+                : r.Size("memory_budget", raw.MemoryBudget, 0, 0, " (0 for no limit; empty or auto for 1/8 of the memory)"),
         };
     }
 
@@ -314,7 +318,10 @@ public static class ConfigLoader
         };
     }
 
-    private static TlsSection ConvertTls(RawTls raw, SectionReader r) => new()
+    // Neither key, or exactly Debian's snakeoil pair: that pair when readable, else no TLS (no error).
+    private static TlsSection ConvertTls(RawTls raw, SectionReader r) =>
+        (raw.Certificate is null && raw.Key is null) || (raw.Certificate?.Trim() == TlsSection.SnakeoilCertificate && raw.Key?.Trim() == TlsSection.SnakeoilKey)
+        ? TlsSection.DebianDefault() : new()
     {
         Certificate = r.FilePath("certificate", raw.Certificate, "/etc/portcullis/tls/cert.pem"),
         Key = r.FilePath("key", raw.Key, "/etc/portcullis/tls/key.pem"),

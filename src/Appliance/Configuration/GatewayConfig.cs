@@ -62,6 +62,9 @@ public sealed record GeneralSection
     // Empty: the system's trusted CAs.
     public string SmtpServerCaFile { get; init; } = "";
 
+    // auto: XCLIENT when the mail server offers it (it then judges the real client), else XFORWARD.
+    public bool SmtpServerXClient { get; init; } = true;
+
     internal static string DefaultHostname()
     {
         try
@@ -83,8 +86,9 @@ public sealed record ScanSection
     public ScanErrorAction OnError { get; init; } = ScanErrorAction.Tempfail;
     public int ScannerThreads { get; init; } = Math.Clamp(Environment.ProcessorCount, 1, 256);
 
-    // How many messages may wait for a free scanner thread.
-    public int QueueLength { get; init; } = 64;
+    // Deprecated: a hard cap on messages waiting for a free scanner thread; 0 (default) is none,
+    // and a message then waits up to Timeout (see ScannerPool).
+    public int QueueLength { get; init; }
 
     // libclamav limits; 0 means no limit, as in clamd.conf.
     public long MaxScanSize { get; init; } = 400L << 20;
@@ -248,6 +252,10 @@ public sealed record LimitsSection
     // Open client connections in all and from one address; 0 means no limit.
     public int MaxConnections { get; init; } = 500;
     public int MaxConnectionsPerIp { get; init; } = 20;
+
+    // All message buffers in memory together; past it new messages spill to temp_folder at once.
+    // null (auto): 1/8 of RAM or of the cgroup limit (MessageMemoryBudget.DefaultLimit); 0: no limit.
+    public long? MemoryBudget { get; init; }
 }
 
 public enum SmtpServerTlsMode
@@ -288,11 +296,37 @@ public sealed record AuthSection
 
 public sealed record TlsSection
 {
+    public const string SnakeoilCertificate = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    public const string SnakeoilKey = "/etc/ssl/private/ssl-cert-snakeoil.key";
+
     // PEM files; both empty: no STARTTLS and no /tls listeners.
     public string Certificate { get; init; } = "";
     public string Key { get; init; } = "";
 
+    // Neither key was in the file: the built-in default (DebianDefault) decided.
+    public bool FromDefault { get; init; }
+
     public bool Enabled => Certificate.Length > 0;
+
+    // The default when the file sets neither key: Debian's snakeoil pair (package ssl-cert) when
+    // this process can read both files, otherwise no TLS, without an error.
+    public static TlsSection DebianDefault(string certificate = SnakeoilCertificate, string key = SnakeoilKey) =>
+        CanRead(certificate) && CanRead(key)
+            ? new TlsSection { Certificate = certificate, Key = key, FromDefault = true }
+            : new TlsSection { FromDefault = true };
+
+    private static bool CanRead(string path)
+    {
+        try
+        {
+            using var file = File.OpenRead(path);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 }
 
 public sealed record LogSection

@@ -11,6 +11,7 @@ internal sealed class RawGeneral
         [
             "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
             "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket",
+            "smtp_server_xclient",
         ];
 
     [ConfigurationKeyName("interfaces")] public string? Interfaces { get; set; }
@@ -26,6 +27,7 @@ internal sealed class RawGeneral
     [ConfigurationKeyName("smtp_server_ca_file")] public string? SmtpServerCaFile { get; set; }
     [ConfigurationKeyName("shutdown_timeout")] public string? ShutdownTimeout { get; set; }
     [ConfigurationKeyName("control_socket")] public string? ControlSocket { get; set; }
+    [ConfigurationKeyName("smtp_server_xclient")] public string? SmtpServerXClient { get; set; }
 }
 
 internal sealed class RawScan
@@ -71,6 +73,7 @@ internal sealed class RawLimits
     [
         "max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout",
         "data_timeout", "memory_threshold", "bare_newline", "max_connections", "max_connections_per_ip",
+        "memory_budget",
     ];
 
     [ConfigurationKeyName("max_message_size")] public string? MaxMessageSize { get; set; }
@@ -83,6 +86,7 @@ internal sealed class RawLimits
     [ConfigurationKeyName("bare_newline")] public string? BareNewline { get; set; }
     [ConfigurationKeyName("max_connections")] public string? MaxConnections { get; set; }
     [ConfigurationKeyName("max_connections_per_ip")] public string? MaxConnectionsPerIp { get; set; }
+    [ConfigurationKeyName("memory_budget")] public string? MemoryBudget { get; set; }
 }
 
 internal sealed class RawLog

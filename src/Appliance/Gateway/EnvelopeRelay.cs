@@ -18,9 +18,16 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
         DownstreamClient downstream;
+        ClientIdentity.Presented identity;
         try
         {
             downstream = await lease.AcquireAsync(ct).ConfigureAwait(false);
+            identity = await ClientIdentity.PresentAsync(ctx, session, downstream, async () =>
+            {
+                await lease.DropAsync().ConfigureAwait(false);
+                return await lease.AcquireAsync(ct).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
+            downstream = identity.Downstream;
         }
         catch (DownstreamException e)
         {
@@ -28,6 +35,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
             ctx.Metrics.DownstreamError();
             return DownstreamReplies.Unavailable;
         }
+        if (identity.Refusal is { } refused) return refused;
 
         var caps = downstream.Capabilities;
         var parameters = new List<string>();
@@ -51,7 +59,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease)
         }
 
         state.MailSent = true;
-        SendXForward(session, downstream, ct);
+        if (!identity.ByXClient) SendXForward(session, downstream, ct);
         Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), Join(parameters), ct));
         return new SmtpResponse(MapAsync(session, reply));
     }

@@ -75,7 +75,8 @@ internal sealed class GatewayContext
     // [auth] passwd_file, re-read when it changes; null when not configured.
     public Access.WatchedFile<Auth.PasswdFile>? Passwords { get; init; }
 
-    public Auth.AuthThrottle AuthThrottle { get; }
+    // The process's, not the configuration's: a reload (every signature update) keeps the counters.
+    public Auth.AuthThrottle AuthThrottle { get; private init; }
 
     public ConnectionLimiter? Connections { get; init; }
 
@@ -116,6 +117,7 @@ internal sealed class GatewayContext
         {
             Downstream = Downstream,
             Metrics = Metrics,
+            AuthThrottle = AuthThrottle.WithLimits(next.Auth.MaxFailures, next.Auth.FailureWindow),
             Templates = Templates,
             Notifier = Notifier,
             Tls = access is null ? Tls : access.Tls,

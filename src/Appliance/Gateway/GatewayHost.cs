@@ -30,11 +30,28 @@ internal static class GatewayHost
 {
     private static readonly TimeSpan HousekeepingInterval = TimeSpan.FromSeconds(5);
 
+    // Log lines go through one writer thread from here on; whatever is queued at the end is
+    // written before the process exits.
     public static async Task<int> RunAsync(GatewayConfig config, string configPath, CancellationToken stop)
+    {
+        var logWriter = LogWriter.Start();
+        try
+        {
+            return await RunLoggedAsync(config, configPath, logWriter, stop).ConfigureAwait(false);
+        }
+        finally
+        {
+            logWriter.Complete(TimeSpan.FromSeconds(10));
+        }
+    }
+
+    private static async Task<int> RunLoggedAsync(GatewayConfig config, string configPath, LogWriter logWriter, CancellationToken stop)
     {
         try
         {
             Directory.CreateDirectory(config.General.TempFolder);
+            if (Messages.MessageBuffer.RemoveStaleSpillFiles(config.General.TempFolder) is > 0 and var stale)
+                Log.Info($"removed {stale} spill file(s) a previous run left in {config.General.TempFolder}");
             Directory.CreateDirectory(Scanning.ScanSettings.ScratchFolder(config));
             RemoveStaleScratch(Scanning.ScanSettings.ScratchFolder(config));
         }
@@ -59,7 +76,7 @@ internal static class GatewayHost
 
         var quarantine = new QuarantineStore(config.Quarantine.Folder);
         var outbox = new Outbox(config.General.OutboxFolder);
-        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.EnsureFolder), ("[general] queue_folder", outbox.EnsureFolder) })
+        foreach (var (key, create) in new (string, Action)[] { ("[quarantine] folder", quarantine.PrepareFolder), ("[general] queue_folder", outbox.EnsureFolder) })
         {
             try
             {
@@ -80,11 +97,14 @@ internal static class GatewayHost
         }
 
         using var systemd = SystemdNotifier.FromEnvironment();
-        ScanEngine engine;
+        // No database file at all is the first start before freshclam: run, defer mail, wait for
+        // them. Files that do not load are an error as before.
+        ScanEngine? engine = null;
         try
         {
             ClamAV.Initialize();
-            engine = ScanEngine.Load(Scanning.ScanSettings.EngineOptionsFor(config));
+            if (SignatureDatabases.Present(config.Scan.DatabaseFolder))
+                engine = ScanEngine.Load(Scanning.ScanSettings.EngineOptionsFor(config));
         }
         catch (Exception e) when (e is ClamAVException or IOException or DirectoryNotFoundException or InvalidOperationException or DllNotFoundException)
         {
@@ -92,7 +112,13 @@ internal static class GatewayHost
             foreach (var p in passed) p.Socket.Dispose();
             return 69; // EX_UNAVAILABLE
         }
-        Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
+        if (engine is not null)
+            Log.Info($"libclamav {ClamAV.Version}, {engine.SignatureCount} signatures (database {engine.DatabaseVersion}) from {config.Scan.DatabaseFolder}");
+        else
+            Log.Warn(SignatureDatabases.FirstStartAdvice(config.Scan.DatabaseFolder));
+        if (config.Tls.FromDefault && !config.Tls.Enabled && File.Exists(TlsSection.SnakeoilCertificate))
+            Log.Warn($"no STARTTLS: Debian's snakeoil certificate is there but {TlsSection.SnakeoilKey} is not readable by this process; " +
+                     "add SupplementaryGroups=ssl-cert to the unit (or the user to group ssl-cert), or set [tls] certificate and key");
 
         GatewayAccess access;
         try
@@ -102,13 +128,14 @@ internal static class GatewayHost
         catch (InvalidDataException e)
         {
             Log.Error($"{config.SourcePath}: {e.Message}");
-            engine.Dispose();
+            engine?.Dispose();
             return 78; // EX_CONFIG
         }
 
-        var engines = new EngineHolder(engine);
+        var engines = engine is null ? new EngineHolder() : new EngineHolder(engine);
         var scanners = new ScannerPool(engines, config.Scan.ScannerThreads, config.Scan.QueueLength);
-        using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder);
+        Messages.MessageMemoryBudget.Shared.Limit = Messages.MessageMemoryBudget.LimitFor(config.Limits.MemoryBudget);
+        using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder, writer: logWriter);
         var notifier = new Notifier(outbox, NotificationServer(config));
         var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
         {
@@ -179,15 +206,10 @@ internal static class GatewayHost
         };
         if (status is not null) services.Add(status.RunAsync(background.Token));
         if (control is not null) services.Add(control.RunAsync(background.Token));
-        if (systemd.WatchdogInterval is { } watchdog)
-        {
-            services.Add(new ServiceWatchdog(new WatchedGateway(runtime), watchdog).RunAsync(background.Token));
-            Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
-        }
-
         Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.Endpoint))}, " +
                  $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
-        systemd.Ready(runtime.StatusLine());
+        // READY=1 (and the watchdog, which systemd only arms after it) once signatures are loaded.
+        services.Add(ReadyWhenSignaturesLoadedAsync(runtime, systemd, background.Token));
 
         try
         {
@@ -439,12 +461,16 @@ internal static class GatewayHost
             // Trusted networks (the MTAs and hosts that relay through us) count towards
             // max_connections but not towards the per-address limit, as Postfix exempts mynetworks.
             bool exempt = address is not null && ctx.Config.Relay.TrustedNetworks.Contains(address);
-            lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal);
+            string limit = "";
+            lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal, out limit);
             if (lease is null && ctx.Connections is not null)
             {
-                Log.Warn($"session={id} client={address} refused: {refusal}");
+                var reply = $"421 4.7.0 {hostname} {refusal}, try again later";
+                Log.Warn($"session={id} client={address} refused: {refusal}", ("limit", limit));
+                ctx.Metrics.ConnectionLimitRefused(limit);
+                ctx.Log.NotDelivered(new MessageLogEntry { Session = id, Client = address?.ToString() ?? "" }, NotDeliveredReason.ConnectionLimit, reply);
                 // On an implicit-TLS listener a reply in clear means nothing to the client: just close.
-                if (!listener.Tls) await WriteLineAsync(stream, $"421 4.7.0 {hostname} {refusal}, try again later", stop).ConfigureAwait(false);
+                if (!listener.Tls) await WriteLineAsync(stream, reply, stop).ConfigureAwait(false);
                 return;
             }
 
@@ -463,7 +489,7 @@ internal static class GatewayHost
                 stream = tls;
             }
 
-            var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new GatewaySession(ctx), id);
+            var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new SignaturesPending(ctx, new GatewaySession(ctx)), id);
             await session.RunAsync(drain, abort).ConfigureAwait(false);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
@@ -538,6 +564,66 @@ internal static class GatewayHost
             }
         }
         catch (OperationCanceledException) { }
+    }
+
+    // Tells systemd READY=1 when an engine is loaded: at once normally; on a first start as soon
+    // as database files appear in database_folder (checked every second, loaded through the
+    // reloader) or a reload (SIGHUP, `portcullis reload`, the folder poll) loads them. Until then
+    // each tick sends EXTEND_TIMEOUT_USEC, and only while the accept loops run, so a gateway that
+    // waits is not killed by TimeoutStartSec= but one that has stopped working is.
+    private static async Task ReadyWhenSignaturesLoadedAsync(GatewayRuntime runtime, SystemdNotifier systemd, CancellationToken stop)
+    {
+        var tick = TimeSpan.FromSeconds(1);
+        string? tried = null;
+        try
+        {
+            while (!runtime.Engines.IsLoaded)
+            {
+                if (runtime.AcceptLoopsAlive())
+                {
+                    systemd.Send($"EXTEND_TIMEOUT_USEC={(long)TimeSpan.FromSeconds(30).TotalMicroseconds}\nSTATUS=waiting for virus signatures in {runtime.Context.Config.Scan.DatabaseFolder}; mail gets 451 4.3.0");
+                }
+
+                var folder = runtime.Context.Config.Scan.DatabaseFolder;
+                var listing = SignatureDatabases.Present(folder) ? FolderListing(folder) : null;
+                if (listing is not null && listing != tried && !runtime.Reloader.IsReloading)
+                {
+                    tried = listing;
+                    var outcome = await runtime.Reloader.RequestAsync($"signature databases appeared in {folder}", withConfig: false).ConfigureAwait(false);
+                    if (!outcome.Ok) Log.Warn($"still no signatures ({outcome.Text}); trying again when {folder} changes");
+                    continue;
+                }
+
+                await Task.Delay(tick, stop).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            return;
+        }
+
+        runtime.MarkReady();
+        Log.Info($"ready: {runtime.StatusLine()}");
+        systemd.Ready(runtime.StatusLine());
+        if (systemd.WatchdogInterval is { } watchdog)
+        {
+            Log.Info($"systemd watchdog: WATCHDOG=1 every {(watchdog / 2).TotalSeconds:0.###}s while the scanner pool answers canary scans");
+            await new ServiceWatchdog(new WatchedGateway(runtime), watchdog).RunAsync(stop).ConfigureAwait(false);
+        }
+    }
+
+    // Names, sizes and times of the folder's files: a new attempt only when something changed.
+    private static string FolderListing(string folder)
+    {
+        try
+        {
+            return string.Join('\n', new DirectoryInfo(folder).EnumerateFiles().OrderBy(f => f.Name, StringComparer.Ordinal)
+                .Select(f => $"{f.Name} {f.Length} {f.LastWriteTimeUtc.Ticks}"));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return "";
+        }
     }
 
     private sealed class SessionTracker

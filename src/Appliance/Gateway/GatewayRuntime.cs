@@ -35,6 +35,14 @@ internal sealed class GatewayRuntime
 
     public SignatureReloader Reloader { get; }
 
+    // True once READY=1 went to systemd (signatures loaded); before that a reload sends neither
+    // RELOADING=1 nor READY=1, only STATUS=.
+    public bool IsReady => Volatile.Read(ref ready);
+
+    private bool ready;
+
+    public void MarkReady() => Volatile.Write(ref ready, true);
+
     // Set by the host: false once an accept loop has ended while the gateway was not stopping.
     public Func<bool> AcceptLoopsAlive { get; set; } = static () => true;
 
@@ -102,6 +110,7 @@ internal sealed class GatewayRuntime
 
         // Everything else (limits, scan settings, downstream, hostname, timeouts) applies to new
         // sessions at once; engine settings with the signatures reloaded right after.
+        Messages.MessageMemoryBudget.Shared.Limit = Messages.MessageMemoryBudget.LimitFor(next.Limits.MemoryBudget);
         Volatile.Write(ref context, Context.WithConfig(next, access));
         return restart;
     }
@@ -153,7 +162,7 @@ internal sealed class GatewayRuntime
         var quarantine = QuarantineSize(config);
         if (quarantine is { } q)
         {
-            lines.Add($"quarantine: {q.Files} files, {q.Bytes} bytes");
+            lines.Add($"quarantine: {q.Entries} entries, {q.Bytes} bytes");
         }
 
         foreach (var d in m.LastDetections().Take(5))
@@ -164,8 +173,9 @@ internal sealed class GatewayRuntime
         return string.Join("\n", lines) + "\n";
     }
 
-    // The quarantine folder's content, if the folder exists.
-    public static (int Files, long Bytes)? QuarantineSize(GatewayConfig config)
+    // The quarantine folder's content, if the folder exists: entries (an id with its .eml and
+    // .json counts once, as `portcullis quarantine list` shows it) and the bytes of all files.
+    public static (int Entries, long Bytes)? QuarantineSize(GatewayConfig config)
     {
         var folder = config.Quarantine.Folder;
         try
@@ -175,8 +185,20 @@ internal sealed class GatewayRuntime
                 return null;
             }
 
-            var files = new DirectoryInfo(folder).EnumerateFiles("*", SearchOption.AllDirectories).ToArray();
-            return (files.Length, files.Sum(f => f.Length));
+            var ids = new HashSet<string>(StringComparer.Ordinal);
+            long bytes = 0;
+            foreach (var file in new DirectoryInfo(folder).EnumerateFiles("*", SearchOption.AllDirectories))
+            {
+                bytes += file.Length;
+                var id = Path.GetFileNameWithoutExtension(file.Name);
+                if (!file.Name.StartsWith('.') && file.Extension is Quarantine.QuarantineStore.MessageExtension or Quarantine.QuarantineStore.MetadataExtension
+                    && Quarantine.QuarantineStore.IsValidId(id))
+                {
+                    ids.Add(id);
+                }
+            }
+
+            return (ids.Count, bytes);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -80,6 +80,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
         if (refusal is not null)
         {
             Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
+            _ctx.Metrics.RelayRefused();
             return ValueTask.FromResult<SmtpResponse>(refusal);
         }
         return ValueTask.FromResult(_envelope.Rcpt(session, recipient, ct));

@@ -72,7 +72,7 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
                         return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Error, buffer, new Delivery("Unscanned", MessageAction.PassedUnscanned), ct).ConfigureAwait(false);
                     await lease.ResetAsync().ConfigureAwait(false);
                     return log.Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
-                        new SmtpReply(451, "4.7.0", "Temporary failure while scanning the message, try again later"));
+                        new SmtpReply(451, "4.7.0", result.Scan.IsTimeout ? "Virus scan not finished within the scan timeout, try again later" : "Temporary failure while scanning the message, try again later"));
             }
         }
         finally

@@ -168,7 +168,7 @@ internal sealed class SignatureReloader : IDisposable
             {
                 outcome = new ReloadOutcome(false, "reload failed: " + e.Message);
                 Log.Error($"reload failed with an internal error: {e}");
-                runtime.Notifier.Ready(runtime.StatusLine());
+                NotifyDone();
             }
 
             current.TrySetResult(outcome);
@@ -179,7 +179,8 @@ internal sealed class SignatureReloader : IDisposable
     {
         var started = Stopwatch.GetTimestamp();
         Volatile.Write(ref reloadStartedTicks, Environment.TickCount64);
-        runtime.Notifier.Reloading(withConfig ? "reloading configuration and signatures" : "reloading signatures");
+        var what = withConfig ? "reloading configuration and signatures" : "reloading signatures";
+        if (runtime.IsReady) runtime.Notifier.Reloading(what); else runtime.Notifier.Status(what);
         var notes = new List<string>();
         var configOk = true;
         try
@@ -223,8 +224,15 @@ internal sealed class SignatureReloader : IDisposable
         finally
         {
             Volatile.Write(ref reloadStartedTicks, 0);
-            runtime.Notifier.Ready(runtime.StatusLine());
+            NotifyDone();
         }
+    }
+
+    // READY=1 ends RELOADING=1; before the first READY=1 (no signatures yet) it would claim
+    // readiness too early, so then only the status changes.
+    private void NotifyDone()
+    {
+        if (runtime.IsReady) runtime.Notifier.Ready(runtime.StatusLine()); else runtime.Notifier.Status(runtime.StatusLine());
     }
 
     // An invalid file keeps the running configuration; what needs a restart is logged.

@@ -27,7 +27,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
         if (ctx.Passwords is { } passwords)
         {
             var file = passwords.Current;
-            // Hashing is deliberately slow (bcrypt): keep it off the I/O threads.
+            // Hashing is deliberately slow (yescrypt, bcrypt): keep it off the I/O threads.
             ok = await Task.Run(() => file.Verify(credentials.UserName, credentials.Password), ct).ConfigureAwait(false);
         }
         else
@@ -41,6 +41,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
             return new SmtpReply(235, "2.7.0", "Authentication successful");
         }
         int failures = ctx.AuthThrottle.RecordFailure(client);
+        ctx.Metrics.AuthFailed();
         Log.Warn($"session={session.Id} client={client} authentication failed user={LogValue(credentials.UserName)} mechanism={credentials.Mechanism} failures={failures}");
         if (ctx.Config.Auth.FailureDelay > TimeSpan.Zero)
             await Task.Delay(ctx.Config.Auth.FailureDelay, ct).ConfigureAwait(false);
@@ -102,7 +103,7 @@ internal sealed class SmtpAuthenticator(GatewayContext ctx, DownstreamLease leas
     // A SASL response line is not a command the client knows to flush: push it out explicitly.
     private static async Task<SmtpReply> SendSaslLineAsync(DownstreamClient downstream, string text, CancellationToken ct)
     {
-        var reply = downstream.SendCommandAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
+        var reply = downstream.SendSaslResponseAsync(Convert.ToBase64String(Encoding.UTF8.GetBytes(text)), ct);
         await downstream.FlushAsync(ct).ConfigureAwait(false);
         return await reply.ConfigureAwait(false);
     }

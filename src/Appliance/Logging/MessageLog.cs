@@ -4,29 +4,40 @@ using System.Text;
 namespace Portcullis.Appliance.Logging;
 
 // One key=value line per message, for journald (stdout) and log processors. Fields always appear
-// in the same order: session client helo from rcpt size verdict virus action downstream ms, then
-// quarantine when a copy was kept.
+// in the same order: session client helo [user] from rcpt size verdict virus action [reason]
+// [reply] downstream ms, then quarantine when a copy was kept (bracketed fields only when set).
 // A value with a space, quote, '=', backslash or control character is double-quoted with \" and \\
 // escapes and control characters as \xNN; an empty value is "". Each line reaches the output in a
 // single write, so lines from concurrent sessions never interleave.
 //
+// A transaction that ends without delivery before any content arrived (relay refused, downstream
+// down at MAIL, AUTH failed, a limit hit, no signatures yet) gets its line from NotDelivered, with
+// a reason word from NotDeliveredReason and the reply the client got.
+//
 // With a folder ([log] folder) every line also goes to portcullis-YYYY-MM-DD.log there (local date),
-// a new file each day; a file that cannot be written is reported once and retried with each line.
-public sealed class MessageLog : IDisposable
+// a new file each day, each line starting with its RFC 3339 time (local, with offset; stdout has
+// none: journald stamps its own). A file that cannot be written is reported once and retried with
+// each line.
+//
+// With a LogWriter (the daemon), Write only enqueues: the writer thread does the writes and the
+// flushes (see LogWriter for a full channel and shutdown). Without one, Write writes at once.
+public sealed class MessageLog : IDisposable, ILogTarget
 {
     private readonly Stream _output;
     private readonly string? _folder;
     private readonly Func<DateTime> _now;
+    private readonly LogWriter? _writer;
     private readonly Lock _lock = new();
     private FileStream? _file;
     private DateOnly _fileDate;
     private bool _fileFailed;
 
-    public MessageLog(Stream output, string? folder = null, Func<DateTime>? now = null)
+    public MessageLog(Stream output, string? folder = null, Func<DateTime>? now = null, LogWriter? writer = null)
     {
         _output = output;
         _folder = string.IsNullOrEmpty(folder) ? null : folder;
         _now = now ?? (() => DateTime.Now);
+        _writer = writer;
     }
 
     public static MessageLog Stdout { get; } = new(Console.OpenStandardOutput());
@@ -35,17 +46,25 @@ public sealed class MessageLog : IDisposable
 
     public void Write(MessageLogEntry entry)
     {
-        var bytes = Encoding.UTF8.GetBytes(Format(entry) + "\n");
-        lock (_lock)
+        var text = Format(entry) + "\n";
+        var time = new DateTimeOffset(_now());
+        if (_writer is null || !_writer.Enqueue(this, text, time))
         {
-            _output.Write(bytes);
-            _output.Flush();
-            if (_folder is not null)
-            {
-                WriteFile(bytes);
-            }
+            ((ILogTarget)this).WriteLine(text, time);
+            ((ILogTarget)this).Flush();
         }
     }
+
+    // The line for a transaction that ended before any content was scanned: verdict=none, action
+    // tempfail (a 4xx reply) or refused (5xx), the reason word and the reply the client got.
+    public void NotDelivered(MessageLogEntry entry, string reason, string reply) =>
+        Write(entry with
+        {
+            Verdict = MessageVerdict.None,
+            Action = reply.StartsWith('4') ? MessageAction.Tempfail : MessageAction.Refused,
+            Reason = reason,
+            Reply = reply,
+        });
 
     public void Dispose()
     {
@@ -56,11 +75,43 @@ public sealed class MessageLog : IDisposable
         }
     }
 
-    private void WriteFile(byte[] bytes)
+    void ILogTarget.WriteLine(string text, DateTimeOffset time)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        lock (_lock)
+        {
+            _output.Write(bytes);
+            if (_folder is not null)
+            {
+                WriteFile(Encoding.UTF8.GetBytes(Timestamp(time) + " " + text), DateOnly.FromDateTime(time.DateTime));
+            }
+        }
+    }
+
+    void ILogTarget.Flush()
+    {
+        lock (_lock)
+        {
+            _output.Flush();
+            try
+            {
+                _file?.Flush();
+            }
+            catch (IOException)
+            {
+                // Reported by the next WriteFile, which reopens the file.
+            }
+        }
+    }
+
+    // RFC 3339 with milliseconds and the local offset: 2026-12-06T03:04:05.678+01:00.
+    public static string Timestamp(DateTimeOffset time) =>
+        time.ToString("yyyy-MM-dd'T'HH:mm:ss.fffzzz", CultureInfo.InvariantCulture);
+
+    private void WriteFile(byte[] bytes, DateOnly today)
     {
         try
         {
-            var today = DateOnly.FromDateTime(_now());
             if (_file is null || _fileDate != today)
             {
                 _file?.Dispose();
@@ -71,7 +122,6 @@ public sealed class MessageLog : IDisposable
             }
 
             _file.Write(bytes);
-            _file.Flush();
             _fileFailed = false;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -100,6 +150,8 @@ public sealed class MessageLog : IDisposable
         Field(line, "verdict", VerdictText(entry.Verdict));
         Field(line, "virus", entry.Virus);
         Field(line, "action", entry.Action);
+        if (entry.Reason.Length > 0) Field(line, "reason", entry.Reason);
+        if (entry.Reply.Length > 0) Field(line, "reply", entry.Reply);
         Field(line, "downstream", entry.Downstream);
         Field(line, "ms", entry.Milliseconds.ToString(CultureInfo.InvariantCulture));
         if (entry.Quarantine.Length > 0)
@@ -208,6 +260,23 @@ public sealed record MessageLogEntry
 
     // The quarantine id of the copy kept, if any (the field is left out when empty).
     public string Quarantine { get; init; } = "";
+
+    // Why a transaction ended without delivery (a NotDeliveredReason word); left out when empty.
+    public string Reason { get; init; } = "";
+
+    // The gateway's own reply to the client when it refused the transaction; left out when empty.
+    public string Reply { get; init; } = "";
+}
+
+// The reason words of transactions that end without delivery (MessageLog.NotDelivered).
+public static class NotDeliveredReason
+{
+    public const string RelayRefused = "relay-refused";
+    public const string DownstreamUnavailable = "downstream-unavailable";
+    public const string AuthFailed = "auth-failed";
+    public const string ConnectionLimit = "connection-limit";
+    public const string RecipientLimit = "recipient-limit";
+    public const string SignaturesNotLoaded = "signatures-not-loaded";
 }
 
 // The words used for `action=`; the list grows with the gateway's policies.
@@ -221,4 +290,5 @@ public static class MessageAction
     public const string Stripped = "stripped";
     public const string Tagged = "tagged";
     public const string Aborted = "aborted";
+    public const string Refused = "refused";
 }

@@ -9,9 +9,12 @@ namespace Portcullis.Appliance.Messages;
 // One message body, written once (IBufferWriter) and then read at random offsets by the scanner
 // and the downstream client. Small messages live in 64 KiB segments rented from ArrayPool; once
 // the length passes memoryThreshold everything moves to a spill file in tempFolder. The spill
-// file is unlinked right after it is opened, so only the open handle keeps it: nothing is left
-// behind even after kill -9. Writes to the file go through a 64 KiB staging segment, flushed when
-// full and before the first Read or SpillHandle access.
+// file is made with O_TMPFILE, so it never has a name and nothing is left behind even after
+// kill -9; where the file system cannot do that it is created and unlinked at once, and a name
+// left by a kill in between is removed at the next start (RemoveStaleSpillFiles). Writes to the file go through a 64 KiB staging segment, flushed when
+// full and before the first Read or SpillHandle access. Every in-memory segment is reserved from a
+// process-wide MessageMemoryBudget first; when the budget has no room the message spills at once,
+// whatever its length, and the reservation goes back when it spills or is disposed.
 //
 // Threading: one writer; Read may be called from other threads once writing has finished (the
 // hand-off between threads supplies the memory barrier). After an I/O failure every further
@@ -22,6 +25,8 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
     private readonly long _memoryThreshold;
     private readonly string _tempFolder;
+    private readonly MessageMemoryBudget _budget;
+    private long _reserved;
     private readonly List<byte[]> _segments = [];
     private readonly Lock _flushLock = new();
 
@@ -42,11 +47,18 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
     private bool _disposed;
 
     public MessageBuffer(long memoryThreshold, string tempFolder)
+        : this(memoryThreshold, tempFolder, MessageMemoryBudget.Shared)
+    {
+    }
+
+    public MessageBuffer(long memoryThreshold, string tempFolder, MessageMemoryBudget budget)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(memoryThreshold);
         ArgumentException.ThrowIfNullOrEmpty(tempFolder);
+        ArgumentNullException.ThrowIfNull(budget);
         _memoryThreshold = memoryThreshold;
         _tempFolder = tempFolder;
+        _budget = budget;
     }
 
     public long Length => _length;
@@ -85,7 +97,19 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
             if (used == 0 && _segments.Count * (long)SegmentSize == _length)
             {
                 // Rent lazily: the previous segment is exactly full (or there is none yet).
-                memory = wanted <= SegmentSize ? RentSegment().AsMemory(0, SegmentSize) : Scratch(wanted);
+                if (wanted > SegmentSize)
+                {
+                    memory = Scratch(wanted);
+                }
+                else if (TryRentSegment() is { } segment)
+                {
+                    memory = segment.AsMemory(0, SegmentSize);
+                }
+                else
+                {
+                    SpillPastBudget();
+                    memory = StagingMemory(wanted);
+                }
             }
             else
             {
@@ -94,12 +118,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         }
         else
         {
-            if (_staging!.Length - _staged < wanted)
-            {
-                FlushStaging();
-            }
-
-            memory = _staging.Length - _staged >= wanted ? _staging.AsMemory(_staged) : Scratch(wanted);
+            memory = StagingMemory(wanted);
         }
 
         _spanLength = memory.Length;
@@ -182,12 +201,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         }
 
         _disposed = true;
-        foreach (var segment in _segments)
-        {
-            ArrayPool<byte>.Shared.Return(segment);
-        }
-
-        _segments.Clear();
+        ReturnSegments();
         if (_staging is not null)
         {
             ArrayPool<byte>.Shared.Return(_staging);
@@ -213,11 +227,64 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         }
     }
 
-    private byte[] RentSegment()
+    // A new in-memory segment, or null when the memory budget has no room for it.
+    private byte[]? TryRentSegment()
     {
+        if (!_budget.TryReserve(SegmentSize))
+        {
+            return null;
+        }
+
+        _reserved += SegmentSize;
         var segment = ArrayPool<byte>.Shared.Rent(SegmentSize);
         _segments.Add(segment);
         return segment;
+    }
+
+    private void ReturnSegments()
+    {
+        foreach (var segment in _segments)
+        {
+            ArrayPool<byte>.Shared.Return(segment);
+        }
+
+        _segments.Clear();
+        _budget.Release(_reserved);
+        _reserved = 0;
+    }
+
+    // The memory budget is used up: the message goes to temp_folder now, if that has room for it
+    // to start there. If not, the write fails while DATA is still arriving, so the client hears
+    // 452 4.3.1 then rather than a failed flush after the end of data.
+    private void SpillPastBudget()
+    {
+        long free;
+        try
+        {
+            free = new DriveInfo(_tempFolder).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            free = 0; // unknown counts as full
+        }
+
+        if (free < SegmentSize)
+        {
+            throw Fail($"the memory budget for messages is used up and {_tempFolder} has no room to spill to",
+                new IOException($"{free} bytes free in {_tempFolder}"));
+        }
+
+        Spill();
+    }
+
+    private Memory<byte> StagingMemory(int wanted)
+    {
+        if (_staging!.Length - _staged < wanted)
+        {
+            FlushStaging();
+        }
+
+        return _staging.Length - _staged >= wanted ? _staging.AsMemory(_staged) : Scratch(wanted);
     }
 
     private Memory<byte> Scratch(int size)
@@ -244,7 +311,13 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
             if (_spill is null)
             {
                 var used = (int)(_length % SegmentSize);
-                var segment = used == 0 && _segments.Count * (long)SegmentSize == _length ? RentSegment() : _segments[^1];
+                var segment = used == 0 && _segments.Count * (long)SegmentSize == _length ? TryRentSegment() : _segments[^1];
+                if (segment is null)
+                {
+                    SpillPastBudget();
+                    continue;
+                }
+
                 var n = Math.Min(SegmentSize - used, data.Length);
                 data[..n].CopyTo(segment.AsSpan(used));
                 _length += n;
@@ -284,27 +357,36 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         }
     }
 
-    // Moves everything written so far into a fresh, already unlinked file; later writes go there too.
+    public const string SpillPrefix = "portcullis-", SpillSuffix = ".spill";
+
+    // At start-up: spill files a kill left named in tempFolder (fallback path only). Returns how many.
+    public static int RemoveStaleSpillFiles(string tempFolder)
+    {
+        var removed = 0;
+        foreach (var path in Directory.EnumerateFiles(tempFolder, SpillPrefix + "*" + SpillSuffix))
+        {
+            TryDelete(path);
+            if (!File.Exists(path)) removed++;
+        }
+
+        return removed;
+    }
+
+    // Moves everything written so far into a fresh file that has no name; later writes go there too.
     private void Spill()
     {
-        var path = Path.Combine(_tempFolder, "portcullis-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)) + ".spill");
+        var path = "";
         try
         {
-            // CreateNew (O_EXCL) never follows a planted symlink; 0600 keeps mail private.
-            var options = new FileStreamOptions
+            if (!OperatingSystem.IsWindows() && Storage.UnixFile.TryCreateUnnamed(_tempFolder) is { } unnamed)
             {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.ReadWrite,
-                Share = FileShare.None,
-                BufferSize = 0,
-            };
-            if (!OperatingSystem.IsWindows())
-            {
-                options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+                _spill = new FileStream(unnamed, FileAccess.ReadWrite, bufferSize: 0);
             }
-
-            _spill = new FileStream(path, options);
-            File.Delete(path);
+            else
+            {
+                path = Path.Combine(_tempFolder, SpillPrefix + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)) + SpillSuffix);
+                _spill = CreateAndUnlink(path);
+            }
 
             long position = 0;
             foreach (var segment in _segments)
@@ -322,20 +404,40 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
             {
                 _spill.Dispose();
                 _spill = null;
+            }
+
+            if (path.Length > 0)
+            {
                 TryDelete(path);
             }
 
             throw Fail($"cannot spill the message to {_tempFolder}: {e.Message}", e);
         }
 
-        foreach (var segment in _segments)
-        {
-            ArrayPool<byte>.Shared.Return(segment);
-        }
-
-        _segments.Clear();
+        ReturnSegments();
         _staging = ArrayPool<byte>.Shared.Rent(SegmentSize);
         _staged = 0;
+    }
+
+    // The fallback where O_TMPFILE is not supported: named for a moment, then only the handle.
+    private static FileStream CreateAndUnlink(string path)
+    {
+        // CreateNew (O_EXCL) never follows a planted symlink; 0600 keeps mail private.
+        var options = new FileStreamOptions
+        {
+            Mode = FileMode.CreateNew,
+            Access = FileAccess.ReadWrite,
+            Share = FileShare.None,
+            BufferSize = 0,
+        };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        var file = new FileStream(path, options);
+        File.Delete(path);
+        return file;
     }
 
     private void FlushStaging()

@@ -11,14 +11,37 @@ namespace Portcullis.Appliance.Quarantine;
 // <id>.json (QuarantineEntry). The .eml is written first and the .json last, each durably
 // (DurableFile), so an entry is listed only once both are complete on disk; a crash in between
 // leaves an .eml without metadata, which `list` reports and purge removes.
+// Root runs the CLI over a folder the service account can write: entries are opened without
+// following symlinks, and only regular files owned by root or the service user are read.
 public sealed partial class QuarantineStore(string folder)
 {
     public const string MessageExtension = ".eml";
     public const string MetadataExtension = ".json";
+    public const string ServiceUser = "portcullis";   // rootfs/usr/lib/sysusers.d/portcullis.conf
 
     public string Folder { get; } = folder;
 
     public void EnsureFolder() => DurableFile.EnsureFolder(Folder);
+
+    // At start: the folder exists and only its owner may enter it (0700), as README promises; an
+    // existing folder with a laxer mode is tightened, or IOException says why it cannot be.
+    public void PrepareFolder()
+    {
+        EnsureFolder();
+        if (OperatingSystem.IsWindows()) return;
+        const UnixFileMode Private = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute;
+        var mode = File.GetUnixFileMode(Folder);
+        if ((mode & ~Private) == 0) return;
+        try
+        {
+            File.SetUnixFileMode(Folder, mode & Private);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"{Folder} has mode {ModeText(mode)} and cannot be made 0700 ({e.Message}); " +
+                                  $"chown it to the {ServiceUser} user or chmod 700 it", e);
+        }
+    }
 
     // Ids sort by time: 20240101-120000-1a2b3c4d (UTC).
     public static string NewId(DateTimeOffset time) =>
@@ -112,7 +135,7 @@ public sealed partial class QuarantineStore(string folder)
         QuarantineEntry? entry;
         try
         {
-            using var file = File.OpenRead(metadata);
+            using var file = UnixFile.OpenOwnedRegularFile(metadata, ServiceUser);
             entry = JsonSerializer.Deserialize(file, QuarantineJson.Default.QuarantineEntry);
         }
         catch (JsonException e)
@@ -129,6 +152,20 @@ public sealed partial class QuarantineStore(string folder)
             throw new QuarantineException($"quarantine entry {id} is corrupt: {metadata} does not describe entry {id}");
         }
 
+        // The envelope goes back on the wire at release: only what an SMTP path can hold.
+        if (!IsPath(entry.Sender, allowNull: true))
+        {
+            throw new QuarantineException($"quarantine entry {id} is corrupt: the sender {entry.Sender} is not a mail address");
+        }
+
+        foreach (var recipient in entry.Recipients)
+        {
+            if (!IsPath(recipient ?? "", allowNull: false))
+            {
+                throw new QuarantineException($"quarantine entry {id} is corrupt: the recipient {recipient} is not a mail address");
+            }
+        }
+
         return entry;
     }
 
@@ -137,13 +174,18 @@ public sealed partial class QuarantineStore(string folder)
         var (_, message) = Paths(id);
         try
         {
-            return File.OpenRead(message);
+            return UnixFile.OpenOwnedRegularFile(message, ServiceUser);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new QuarantineException($"cannot read the message of quarantine entry {id}: {e.Message}");
         }
     }
+
+    private static bool IsPath(string mailbox, bool allowNull) =>
+        SmtpCore.Protocol.SmtpPath.TryParse("<" + mailbox + ">", allowNull, out _, out _);
+
+    private static string ModeText(UnixFileMode mode) => "0" + Convert.ToString((int)mode & 0x1FF, 8);
 
     // Removes both files (whatever state the entry is in); false when there was nothing.
     public bool Delete(string id)
@@ -239,5 +281,6 @@ public sealed partial class QuarantineStore(string folder)
 
 public sealed record QuarantineListing(string Id, QuarantineEntry? Entry, string? Problem);
 
-// A quarantine entry that is missing or broken, or an id that is not one; the message is for operators.
-public sealed class QuarantineException(string message) : Exception(message);
+// A quarantine entry that is missing or broken, or an id that is not one; the message is for
+// operators' terminals, so it carries no control characters of its own.
+public sealed class QuarantineException(string message) : Exception(TerminalText.Escape(message));

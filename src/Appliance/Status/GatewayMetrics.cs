@@ -10,6 +10,8 @@ internal sealed class GatewayMetrics
     private const int DetectionsKept = 20;
 
     private readonly ConcurrentDictionary<(string Verdict, string Action), StrongCounter> messages = new();
+    private readonly ConcurrentDictionary<(string Class, string Action), StrongCounter> detectionsByClass = new();
+    private readonly ConcurrentDictionary<string, StrongCounter> connectionLimitRefusals = new();
     private readonly Queue<Detection> detections = new();
     private readonly Lock detectionsLock = new();
     private long connectionsTotal;
@@ -18,6 +20,8 @@ internal sealed class GatewayMetrics
     private long downstreamErrors;
     private long reloadsOk;
     private long reloadsFailed;
+    private long relayRefusals;
+    private long authFailures;
 
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
 
@@ -49,6 +53,28 @@ internal sealed class GatewayMetrics
 
     public void DownstreamError() => Interlocked.Increment(ref downstreamErrors);
 
+    public long RelayRefusals => Interlocked.Read(ref relayRefusals);
+
+    public long AuthFailures => Interlocked.Read(ref authFailures);
+
+    // A RCPT refused because the client may not relay to that domain.
+    public void RelayRefused() => Interlocked.Increment(ref relayRefusals);
+
+    // An AUTH exchange that ended with wrong credentials.
+    public void AuthFailed() => Interlocked.Increment(ref authFailures);
+
+    // A connection closed at once because of [limits]: limit is "total" or "per_ip".
+    public void ConnectionLimitRefused(string limit) =>
+        connectionLimitRefusals.GetOrAdd(limit, _ => new StrongCounter()).Increment();
+
+    public IReadOnlyList<(string Limit, long Count)> ConnectionLimitRefusals() =>
+        connectionLimitRefusals.Select(p => (p.Key, p.Value.Value)).OrderBy(p => p.Key, StringComparer.Ordinal).ToArray();
+
+    // Detections by class (virus, pua, heuristics, phishing, unofficial, banned) and action.
+    public IReadOnlyList<(string Class, string Action, long Count)> Detections() =>
+        detectionsByClass.Select(p => (p.Key.Class, p.Key.Action, p.Value.Value))
+            .OrderBy(d => d.Class, StringComparer.Ordinal).ThenBy(d => d.Action, StringComparer.Ordinal).ToArray();
+
     public void Reloaded(bool ok, TimeSpan took)
     {
         Interlocked.Increment(ref ok ? ref reloadsOk : ref reloadsFailed);
@@ -63,6 +89,8 @@ internal sealed class GatewayMetrics
         MessageSeconds.Observe(entry.Milliseconds / 1000.0);
         if (entry.Verdict == MessageVerdict.Infected)
         {
+            var detectionClass = Policy.Detection.ClassName(Policy.Detection.Classify(entry.Virus));
+            detectionsByClass.GetOrAdd((detectionClass, entry.Action), _ => new StrongCounter()).Increment();
             lock (detectionsLock)
             {
                 detections.Enqueue(new Detection(DateTimeOffset.UtcNow, entry.Virus, entry.From, entry.Client, entry.Action));

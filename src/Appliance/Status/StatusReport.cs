@@ -1,5 +1,10 @@
 // The two views /metrics and / serve: Prometheus text exposition format 0.0.4, and a small
 // read-only HTML page. Both are built from GatewayRuntime on each request.
+// The format's rules this relies on (tested in StatusReportTests): every family has one HELP and
+// one TYPE line before its samples, and all its samples follow them without another family in
+// between; names match [a-zA-Z_:][a-zA-Z0-9_:]*, label names [a-zA-Z_][a-zA-Z0-9_]*; label values
+// escape \, " and newline; counters end in _total; values are Go-style floats (invariant culture).
+using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
@@ -27,6 +32,25 @@ internal static class StatusReport
         {
             text.Append($"portcullis_messages_total{{verdict=\"{Escape(verdict)}\",action=\"{Escape(action)}\"}} {count}\n");
         }
+
+        text.Append("# HELP portcullis_detections_total Messages with a detection, by class (virus, pua, heuristics, phishing, unofficial, banned) and action.\n");
+        text.Append("# TYPE portcullis_detections_total counter\n");
+        foreach (var (detectionClass, action, count) in m.Detections())
+        {
+            text.Append($"portcullis_detections_total{{class=\"{Escape(detectionClass)}\",action=\"{Escape(action)}\"}} {count}\n");
+        }
+
+        Counter(text, "portcullis_relay_refusals_total", "Recipients refused because the client may not relay to them.", m.RelayRefusals);
+        Counter(text, "portcullis_auth_failures_total", "SMTP AUTH attempts refused for wrong credentials.", m.AuthFailures);
+        text.Append("# HELP portcullis_connection_limit_refusals_total Connections closed at once by [limits] max_connections (total) or max_connections_per_ip (per_ip).\n");
+        text.Append("# TYPE portcullis_connection_limit_refusals_total counter\n");
+        foreach (var limit in new[] { "per_ip", "total" })
+        {
+            var count = m.ConnectionLimitRefusals().FirstOrDefault(r => r.Limit == limit).Count;
+            text.Append($"portcullis_connection_limit_refusals_total{{limit=\"{limit}\"}} {count}\n");
+        }
+
+        Counter(text, "portcullis_log_lines_dropped_total", "Log lines dropped because the log channel was full.", Logging.LogWriter.Current?.DroppedTotal ?? 0);
 
         Counter(text, "portcullis_message_bytes_total", "Bytes of message content received.", m.Bytes);
         m.ScanSeconds.Write(text, "portcullis_scan_duration_seconds", "Time from queueing a message for the scanner to its verdict.");
@@ -58,11 +82,42 @@ internal static class StatusReport
         Gauge(text, "portcullis_database_outdated", "1 when the newest database is older than max_definitions_age.", runtime.DefinitionsOutdated ? 1 : 0);
         if (GatewayRuntime.QuarantineSize(runtime.Context.Config) is { } q)
         {
-            Gauge(text, "portcullis_quarantine_files", "Files in the quarantine folder.", q.Files);
+            Gauge(text, "portcullis_quarantine_entries", "Entries (quarantined messages) in the quarantine folder.", q.Entries);
             Gauge(text, "portcullis_quarantine_bytes", "Bytes in the quarantine folder.", q.Bytes);
         }
 
+        ProcessMetrics(text);
         return text.ToString();
+    }
+
+    // The process_* families every Prometheus client library exports, from /proc via Process.
+    internal static void ProcessMetrics(StringBuilder text)
+    {
+        using var self = Process.GetCurrentProcess();
+        self.Refresh();
+        Gauge(text, "process_resident_memory_bytes", "Resident memory size in bytes.", self.WorkingSet64);
+        text.Append("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n")
+            .Append("process_cpu_seconds_total ").Append(self.TotalProcessorTime.TotalSeconds.ToString("0.###", CultureInfo.InvariantCulture)).Append('\n');
+        if (OpenDescriptors() is { } open)
+        {
+            Gauge(text, "process_open_fds", "Number of open file descriptors.", open);
+        }
+
+        text.Append("# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\n")
+            .Append("process_start_time_seconds ")
+            .Append((new DateTimeOffset(self.StartTime).ToUnixTimeMilliseconds() / 1000.0).ToString("0.###", CultureInfo.InvariantCulture)).Append('\n');
+    }
+
+    private static int? OpenDescriptors()
+    {
+        try
+        {
+            return Directory.EnumerateFileSystemEntries("/proc/self/fd").Count();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     public static string Html(GatewayRuntime runtime)
@@ -97,9 +152,10 @@ internal static class StatusReport
 
         Row(html, "scanners", $"{runtime.Scanners.Busy}/{runtime.Scanners.ThreadCount} busy, {runtime.Scanners.QueueDepth} queued");
         Row(html, "downstream errors", m.DownstreamErrors.ToString(CultureInfo.InvariantCulture));
+        Row(html, "refused", $"{m.RelayRefusals} relay, {m.AuthFailures} AUTH failures, {m.ConnectionLimitRefusals().Sum(r => r.Count)} over connection limits");
         if (GatewayRuntime.QuarantineSize(config) is { } q)
         {
-            Row(html, "quarantine", $"{q.Files} files, {q.Bytes} bytes");
+            Row(html, "quarantine", $"{q.Entries} entries, {q.Bytes} bytes");
         }
 
         html.Append("</table>\n<h2>Last detections</h2>\n");

@@ -1,7 +1,8 @@
 // What the downstream server offered in its EHLO reply (RFC 5321 §4.1.1.1: one keyword and its
 // parameters per line after the greeting line). Keywords: PIPELINING (RFC 2920), CHUNKING
 // (RFC 3030), DSN (RFC 3461), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207),
-// ENHANCEDSTATUSCODES (RFC 2034), SIZE (RFC 1870), AUTH (RFC 4954), XFORWARD (Postfix).
+// ENHANCEDSTATUSCODES (RFC 2034), SIZE (RFC 1870), AUTH (RFC 4954), XFORWARD and XCLIENT (Postfix:
+// the attribute names the server accepts follow the keyword).
 namespace Portcullis.SmtpCore.Downstream;
 
 public sealed class DownstreamCapabilities
@@ -22,6 +23,7 @@ public sealed class DownstreamCapabilities
     public long? MaxSize { get; init; }
 
     public IReadOnlySet<string> XForward { get; init; } = EmptySet;
+    public IReadOnlySet<string> XClient { get; init; } = EmptySet;
     public IReadOnlySet<string> AuthMechanisms { get; init; } = EmptySet;
 
     // Every keyword (upper case) with its parameter text, "" when it has none.
@@ -34,6 +36,7 @@ public sealed class DownstreamCapabilities
 
         var raw = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         var xforward = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        var xclient = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         var auth = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
 
         // Line 0 is "domain greeting"; capabilities start on line 1.
@@ -55,6 +58,7 @@ public sealed class DownstreamCapabilities
             raw[keyword] = raw.TryGetValue(keyword, out var earlier) ? (earlier + " " + parameters).Trim() : parameters;
             if (keyword == "AUTH") AddWords(auth, parameters);
             if (keyword == "XFORWARD") AddWords(xforward, parameters);
+            if (keyword == "XCLIENT") AddWords(xclient, parameters);
         }
 
         long? maxSize = null;
@@ -73,6 +77,7 @@ public sealed class DownstreamCapabilities
             EnhancedStatusCodes = raw.ContainsKey("ENHANCEDSTATUSCODES"),
             MaxSize = maxSize,
             XForward = xforward,
+            XClient = xclient,
             AuthMechanisms = auth,
             Raw = raw,
         };

@@ -28,7 +28,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     internal const int ChunkSize = 256 * 1024;           // BDAT chunk: large enough to amortise a reply
     private const int FlushThreshold = 64 * 1024;         // bounds what the output pipe buffers
     private const int MaxXForwardLine = 512;              // Postfix splits XFORWARD at the RFC 5321 line size
+    private const int MaxXClientValue = 255;              // Postfix refuses a longer XCLIENT value (501)
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(2);
+    internal const string SaslResponseLabel = "AUTH response";
 
     // RFC 2920 §3.1 plus RFC 3030 BDAT; RSET, HELO, STARTTLS and AUTH too, so their replies are never late.
     private static readonly HashSet<string> GroupEnders = new(StringComparer.Ordinal)
@@ -280,6 +282,18 @@ public sealed class DownstreamClient : IAsyncDisposable
         return SendCommandCoreAsync(commandLine, verb, GroupEnders.Contains(verb), ct);
     }
 
+    // A SASL response line (RFC 4954 §4) is a secret, not a command: it is written as given but
+    // named "AUTH response" in every error and log line, never by its text. Sent at once, as it
+    // ends the client's turn in the exchange.
+    public Task<SmtpReply> SendSaslResponseAsync(string response, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(response);
+        if (response.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            throw new ArgumentException("a SASL response must contain no CR, LF or NUL", nameof(response));
+        ThrowIfBroken();
+        return SendCommandCoreAsync(response, SaslResponseLabel, endsGroup: true, ct);
+    }
+
     public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(reversePath);
@@ -327,6 +341,89 @@ public sealed class DownstreamClient : IAsyncDisposable
         var replies = new Task<SmtpReply>[commands.Count];
         for (int i = 0; i < commands.Count; i++) replies[i] = SendCommandAsync(commands[i], ct);
         return FirstFailureOrLastAsync(replies);
+    }
+
+    // The attributes of the last XCLIENT the server accepted on this connection (as passed to
+    // XClientAsync), and its reply when it refused one; both null until XCLIENT was sent.
+    public IReadOnlyList<KeyValuePair<string, string>>? XClientAttributes { get; private set; }
+    public SmtpReply? XClientRefusal { get; private set; }
+
+    // Postfix's XCLIENT (XCLIENT_README): the server takes over the real client's attributes and
+    // starts the session again as if that client had connected, answering 220. The client must
+    // then greet again: EHLO with heloName (the real client's HELO when it is one word, else
+    // ours), whose reply replaces Capabilities. Only attributes the server listed are sent, in
+    // xtext; a value over 255 characters (the server's limit) goes as [UNAVAILABLE]. One command
+    // when it fits in 512 characters, because every XCLIENT resets HELO, PROTO and LOGIN unless it
+    // carries them and once ADDR is sent the server usually stops accepting XCLIENT; otherwise
+    // HELO and PROTO go first and the rest (NAME and ADDR included) last.
+    // Returns null when nothing was sent (not offered), the 2xx that accepted it, or the reply
+    // that refused it: XCLIENT's own (the session goes on as it was, except after 421, which breaks
+    // the client) or the new EHLO's (the session is unusable then: the client is broken).
+    // Must not be called inside a mail transaction (between MAIL and the end of data or RSET).
+    public async Task<SmtpReply?> XClientAsync(IReadOnlyList<KeyValuePair<string, string>> attributes, string? heloName,
+        CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(attributes);
+        ThrowIfBroken();
+        var first = new List<string>();
+        var last = new List<string>();
+        foreach (var (name, value) in attributes)
+        {
+            if (string.IsNullOrEmpty(name) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_' || c == '-'))
+                throw new ArgumentException($"invalid XCLIENT attribute name '{name}'", nameof(attributes));
+            if (!Capabilities.XClient.Contains(name)) continue;
+            string encoded = XText.Encode(value ?? "");
+            if (encoded.Length is 0 or > MaxXClientValue) encoded = "[UNAVAILABLE]";
+            string item = $"{name.ToUpperInvariant()}={encoded}";
+            (name.Equals("HELO", StringComparison.OrdinalIgnoreCase) || name.Equals("PROTO", StringComparison.OrdinalIgnoreCase)
+                ? first : last).Add(item);
+        }
+        if (first.Count + last.Count == 0) return null;
+
+        var commands = new List<string>();
+        string all = "XCLIENT " + string.Join(' ', first.Concat(last));
+        if (all.Length <= MaxXForwardLine - 2 || first.Count == 0 || last.Count == 0) commands.Add(all);
+        else
+        {
+            commands.Add("XCLIENT " + string.Join(' ', first));
+            commands.Add("XCLIENT " + string.Join(' ', last));
+        }
+
+        SmtpReply reply = null!;
+        SmtpReply? refusal = null;
+        bool restarted = false;
+        foreach (var command in commands)
+        {
+            // A group ender: the reply decides whether the session starts again.
+            reply = await SendCommandCoreAsync(command, "XCLIENT", endsGroup: true, ct).ConfigureAwait(false);
+            if (reply.Code == 421)
+            {
+                // The server's own close may have broken the client first: report the 421 either way.
+                var closing = new DownstreamException($"downstream {RemoteDescription} closed the connection after XCLIENT: {reply}", reply);
+                Break(closing);
+                throw closing;
+            }
+            if (!reply.IsPositiveCompletion)
+            {
+                refusal = reply;
+                break;
+            }
+            restarted |= reply.Code == 220;   // before Postfix 2.3 the session simply went on (250)
+        }
+        XClientRefusal = refusal;
+        if (refusal is null) XClientAttributes = attributes.ToArray();
+        if (!restarted) return refusal ?? reply;
+
+        bool clientHelo = heloName is { Length: > 0 and <= MaxXClientValue } && heloName.All(c => c is > ' ' and <= '~');
+        var ehlo = await SendCommandAsync($"EHLO {(clientHelo ? heloName : _options.HeloName)}", ct).ConfigureAwait(false);
+        if (!ehlo.IsPositiveCompletion)
+        {
+            Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO after XCLIENT: {ehlo}", ehlo));
+            return ehlo;
+        }
+        EhloReply = ehlo;
+        Capabilities = DownstreamCapabilities.Parse(ehlo);
+        return refusal ?? reply;
     }
 
     public async Task FlushAsync(CancellationToken ct = default)

@@ -2,6 +2,8 @@
 // (RFC 5321 §4.1.2 Mail-parameters / Rcpt-parameters; values checked by the session).
 // Accepts the common "MAIL FROM: <a@b>" space; source routes are parsed and kept so that
 // policy code can refuse them, and UTF-8 mailboxes are allowed (RFC 6531).
+using System.Globalization;
+
 namespace Portcullis.SmtpCore.Protocol;
 
 public sealed class SmtpPath
@@ -131,7 +133,7 @@ public sealed class SmtpPath
     }
 
     private static bool IsAtext(char c) =>
-        c >= 0x80 // RFC 6531 UTF8-non-ascii
+        (c >= 0x80 && IsVisibleNonAscii(c)) // RFC 6531 UTF8-non-ascii
         || char.IsAsciiLetterOrDigit(c)
         || "!#$%&'*+-/=?^_`{|}~".Contains(c);
 
@@ -146,10 +148,24 @@ public sealed class SmtpPath
             if (label.Length == 0 || label.Length > 63) return false;
             if (label[0] == '-' || label[^1] == '-') return false;
             foreach (char c in label)
-                if (!(char.IsAsciiLetterOrDigit(c) || c == '-' || c >= 0x80)) return false;
+                if (!(char.IsAsciiLetterOrDigit(c) || c == '-' || (c >= 0x80 && IsLabelNonAscii(c)))) return false;
         }
         return true;
     }
+
+    // RFC 6531 admits UTF-8, not the spaces, separators, controls and invisible format characters
+    // that .NET's Trim() or a terminal would make disappear (NBSP, U+3000, U+0085, U+200B, U+202E).
+    private static bool IsVisibleNonAscii(char c) =>
+        char.GetUnicodeCategory(c) is not (UnicodeCategory.Control or UnicodeCategory.Format
+            or UnicodeCategory.SpaceSeparator or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator
+            or UnicodeCategory.OtherNotAssigned or UnicodeCategory.PrivateUse);
+
+    // A U-label (RFC 5890 §2.3.2.1) is letters, marks and digits; surrogates carry the planes above.
+    private static bool IsLabelNonAscii(char c) =>
+        char.GetUnicodeCategory(c) is UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter
+            or UnicodeCategory.TitlecaseLetter or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter
+            or UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark
+            or UnicodeCategory.DecimalDigitNumber or UnicodeCategory.Surrogate;
 
     private static bool IsAddressLiteral(string s)
     {

@@ -31,7 +31,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromMinutes(2), s.Timeout);
         Assert.Equal(ScanErrorAction.Tempfail, s.OnError);
         Assert.Equal(Math.Clamp(Environment.ProcessorCount, 1, 256), s.ScannerThreads);
-        Assert.Equal(64, s.QueueLength);
+        Assert.Equal(0, s.QueueLength);  // no cap: a message waits for a scanner up to timeout
         Assert.Equal(400L << 20, s.MaxScanSize);
         Assert.Equal(100L << 20, s.MaxFileSize);
         Assert.Equal(17, s.MaxRecursion);
@@ -47,6 +47,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromMinutes(3), l.DataTimeout);
         Assert.Equal(8L << 20, l.MemoryThreshold);
         Assert.Equal(BareNewlinePolicy.Normalize, l.BareNewline);
+        Assert.Null(l.MemoryBudget);  // auto
 
         Assert.Equal("", config.Log.Folder);
     }
@@ -96,7 +97,7 @@ public sealed class ConfigLoaderTests
             timeout = 45s
             on_error = pass
             scanner_threads = 3
-            queue_length = 0
+            queue_length = 100
             max_scan_size = 1G
             max_file_size = 0
             max_recursion = 5
@@ -112,6 +113,7 @@ public sealed class ConfigLoaderTests
             data_timeout = 10m
             memory_threshold = 512k
             bare_newline = reject
+            memory_budget = 256M
 
             [log]
             folder = /var/log/portcullis
@@ -134,7 +136,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromSeconds(45), s.Timeout);
         Assert.Equal(ScanErrorAction.Pass, s.OnError);
         Assert.Equal(3, s.ScannerThreads);
-        Assert.Equal(0, s.QueueLength);
+        Assert.Equal(100, s.QueueLength);
         Assert.Equal(1L << 30, s.MaxScanSize);
         Assert.Equal(0, s.MaxFileSize);
         Assert.Equal(5, s.MaxRecursion);
@@ -150,6 +152,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromMinutes(10), l.DataTimeout);
         Assert.Equal(512L << 10, l.MemoryThreshold);
         Assert.Equal(BareNewlinePolicy.Reject, l.BareNewline);
+        Assert.Equal(256L << 20, l.MemoryBudget);
 
         Assert.Equal("/var/log/portcullis", config.Log.Folder);
     }
@@ -248,6 +251,8 @@ public sealed class ConfigLoaderTests
     [InlineData("limits", "data_timeout", "3d", "a time such as 30s, 5m or 1h")]
     [InlineData("limits", "memory_threshold", "-8M", "a size such as 512K, 50M or 1G")]
     [InlineData("limits", "bare_newline", "strip", "one of normalize, reject")]
+    [InlineData("limits", "memory_budget", "lots", "a size such as 512K, 50M or 1G (0 for no limit; empty or auto for 1/8 of the memory)")]
+    [InlineData("limits", "memory_budget", "-1G", "a size such as 512K, 50M or 1G")]
     [InlineData("log", "folder", "logs", "an absolute folder path")]
     public void BadValueIsReportedWithFileSectionKeyValueAndExpectation(string section, string key, string value, string expected)
     {
@@ -257,6 +262,16 @@ public sealed class ConfigLoaderTests
         var expectation = error.IndexOf("expected ", StringComparison.Ordinal);
         Assert.True(expectation > 0, error);
         Assert.Contains(expected, error[expectation..], StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("auto", null)]
+    [InlineData("", null)]
+    [InlineData("0", 0L)]
+    [InlineData("1G", 1L << 30)]
+    public void MemoryBudgetIsAutoASizeOrZeroForNoLimit(string value, long? expected)
+    {
+        Assert.Equal(expected, Load($"[limits]\nmemory_budget = {value}\n").Limits.MemoryBudget);
     }
 
     [Fact]
@@ -496,7 +511,9 @@ public sealed class AccessConfigTests
         Assert.False(config.Relay.TrustedNetworks.Contains(IPAddress.Parse("10.0.0.1")));
         Assert.Empty(config.Relay.LocalDomains);
         Assert.False(config.Auth.Enabled);
-        Assert.False(config.Tls.Enabled);
+        // TLS by default only where Debian's snakeoil pair is readable (ConfigChecksTests).
+        Assert.Equal(TlsSection.DebianDefault(), config.Tls);
+        Assert.False(Load("[tls]\ncertificate =\nkey =").Tls.Enabled);
         Assert.Equal(SmtpServerTlsMode.None, config.General.SmtpServerTls);
         Assert.Equal(500, config.Limits.MaxConnections);
         Assert.Equal(20, config.Limits.MaxConnectionsPerIp);
@@ -553,7 +570,7 @@ public sealed class AccessConfigTests
     [InlineData("[general]\nsmtp_server_tls = maybe", "[general] smtp_server_tls")]
     [InlineData("[auth]\nfailure_delay = 5m", "[auth] failure_delay")]
     [InlineData("[tls]\ncertificate = /etc/cert.pem", "[tls] certificate and key")]
-    [InlineData("[auth]\npasswd_file = /etc/passwd.portcullis", "[auth] is enabled but AUTH is offered only after TLS")]
+    [InlineData("[auth]\npasswd_file = /etc/passwd.portcullis\n[tls]\ncertificate =\nkey =", "[auth] is enabled but AUTH is offered only after TLS")]
     [InlineData("[auth]\npasswd_file = /etc/p\ndownstream = yes\nallow_plaintext = yes", "[auth] passwd_file and downstream")]
     public void BadAccessValuesNameTheKey(string ini, string expected)
     {

@@ -13,7 +13,7 @@ namespace Portcullis.Appliance.Tests.Scanning;
 
 // A message's scan job on the real scanner pool (one thread, no queue, a real engine retained
 // for the job), with the job's scans gated by the test: strip's part scans and rescan hold the
-// pool thread, go through the job's content scanner, and end at the job's one deadline.
+// pool thread (the next job waits), go through the job's content scanner, and end at the job's one deadline.
 public sealed class ScanJobTests : IDisposable
 {
     private const string Message =
@@ -76,18 +76,20 @@ public sealed class ScanJobTests : IDisposable
         Assert.True(scanner.TryStart(StripJob(first), TimeSpan.FromMinutes(5), out var running));
         await _scans.PartEntered.WaitAsync(TimeSpan.FromSeconds(30));
 
-        // The only scanner thread is busy finding the parts to strip: no room for another job.
-        Assert.False(scanner.TryStart(StripJob(second), TimeSpan.FromMinutes(5), out _));
+        // The only scanner thread is busy finding the parts to strip: the next job waits its turn.
+        Assert.True(scanner.TryStart(StripJob(second), TimeSpan.FromMinutes(5), out var next));
         Assert.Equal(1, _pool.Busy);
+        Assert.Equal(1, _pool.QueueDepth);
+        Assert.Equal(1, _scans.MessageScans);
 
         _scans.Release(GatedScans.PartGate);
         _scans.Release(GatedScans.RescanGate);
         var result = await running.Verdict.WaitAsync(TimeSpan.FromSeconds(30));
         await running.Finished.WaitAsync(TimeSpan.FromSeconds(30));
-        await _pool.WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.NotNull(result.Stripped);
-        Assert.True(scanner.TryStart(StripJob(second), TimeSpan.FromMinutes(5), out var again));
-        await again.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.NotNull((await next.Verdict.WaitAsync(TimeSpan.FromSeconds(30))).Stripped);
+        await next.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(2, _scans.MessageScans);
     }
 
     [Fact]
@@ -164,10 +166,12 @@ public sealed class ScanJobTests : IDisposable
         private readonly TaskCompletionSource _partEntered = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private readonly TaskCompletionSource _rescanEntered = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private int _rescans;
+        private int _messageScans;
 
         public Task PartEntered => _partEntered.Task;
         public Task RescanEntered => _rescanEntered.Task;
         public int Rescans => Volatile.Read(ref _rescans);
+        public int MessageScans => Volatile.Read(ref _messageScans);
         public string? RescannedText { get; private set; }
         public bool EngineGiven { get; private set; }
 
@@ -188,7 +192,12 @@ public sealed class ScanJobTests : IDisposable
         {
             public ScanResult Scan(IMessageContent content)
             {
-                if (content is MessageBuffer) return ScanResult.Infected("Test.Virus");
+                if (content is MessageBuffer)
+                {
+                    Interlocked.Increment(ref owner._messageScans);
+                    return ScanResult.Infected("Test.Virus");
+                }
+
                 owner.RescannedText = Encoding.ASCII.GetString(ReadAll(content));
                 Interlocked.Increment(ref owner._rescans);
                 owner._rescanEntered.TrySetResult();

@@ -64,7 +64,8 @@ public sealed class SystemdTests
         var b = Libc.MonotonicMicroseconds();
         Assert.True(a > 0 && b >= a);
         // Stopwatch reads the same CLOCK_MONOTONIC on Linux (nanoseconds).
-        var stopwatchMicros = System.Diagnostics.Stopwatch.GetTimestamp() * 1_000_000 / System.Diagnostics.Stopwatch.Frequency;
+        // Divide first: ticks × 10^6 overflows a long once the machine has been up for about 2.5 hours.
+        var stopwatchMicros = (long)(System.Diagnostics.Stopwatch.GetTimestamp() / (System.Diagnostics.Stopwatch.Frequency / 1_000_000.0));
         Assert.InRange(stopwatchMicros - b, 0, 5_000_000);
     }
 }

@@ -34,6 +34,9 @@ public sealed class GatewayIni
         Set("limits", "memory_threshold", "1M");
         Set("limits", "bare_newline", "normalize");
         Set("quarantine", "folder", QuarantineFolder);
+        // No TLS unless a test sets it: the built-in default would use the machine's snakeoil pair.
+        Set("tls", "certificate", "");
+        Set("tls", "key", "");
         Set("notification", "template_folder", Path.Combine(Root, "templates"));
         StatusPort = FreePort();
         Set("status", "listen", $"127.0.0.1:{StatusPort}");

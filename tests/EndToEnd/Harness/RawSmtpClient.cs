@@ -39,6 +39,9 @@ public sealed class RawSmtpClient : IAsyncDisposable
 
     public SmtpReply Banner { get; private set; } = null!;
 
+    // The client's own end: the address it connected from and its port.
+    public IPEndPoint LocalEndPoint => (IPEndPoint)socket.LocalEndPoint!;
+
     public async Task SendAsync(ReadOnlyMemory<byte> bytes)
     {
         transcript.Append(bytes.Length <= 512 ? "C: " + Escape(bytes.Span) + "\n" : $"C: <{bytes.Length} bytes>\n");

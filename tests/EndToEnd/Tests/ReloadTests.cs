@@ -73,7 +73,14 @@ public sealed class ReloadTests(ITestOutputHelper output)
         var failed = await Control.ReloadAsync(gateway);
         Assert.Equal(1, failed.ExitCode);
         Assert.Contains("NO signatures are loaded", failed.Stdout);
-        Assert.Equal(451, (await Control.SendAsync(gateway, TestMessages.Plain("no engine", "hello"))).Code);
+        // With no engine loaded MAIL is deferred (451 4.3.0), before any content is sent.
+        await using (var client = await RawSmtpClient.ConnectAsync(gateway.Port))
+        {
+            await client.EhloAsync();
+            var mail = await client.CommandAsync($"MAIL FROM:<{TestMessages.Sender}>");
+            Assert.True(mail is { Code: 451, EnhancedCode: "4.3.0" }, mail.ToString());
+        }
+
         Assert.Empty(downstream.Messages.Snapshot());
 
         foreach (var (file, bytes) in signatures)

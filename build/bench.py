@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""`make bench` (through build/bench-load.sh): what the gateway costs next to the wire and next to
+its own engine, for 2 KB, 100 KB and 5 MB messages, plus a burst of simultaneous senders.
+
+For each size a fresh gateway (PORTCULLIS_GC_REPORT=1) forwards to Postfix's smtp-sink on loopback.
+In interleaved rounds Postfix's smtp-source sends the same load (4 clients, a new connection per
+message) straight to smtp-sink and through the gateway; then a small client here sends messages
+one connection each (4 at a time) to time every message (connect to final reply), again direct
+and through the gateway. Printed: msg/s and their ratio (total, and min-max over rounds), p50/p99
+latency, the gateway's CPU per message (/proc/PID/stat utime+stime across its smtp-source runs)
+next to libclamav's own CPU for the same message (`portcullis scan` of the file N times minus N
+scans of a tiny file, so process start-up and engine load cancel out), peak RSS next to the RSS
+right after the engine has loaded (no traffic yet), and managed bytes allocated per message (the
+daemon's exit report, minus an idle start/stop). The burst: N clients open their transactions,
+wait until all are inside DATA, then end their messages at the same moment; printed is the
+histogram of final replies and how many messages smtp-sink's side of the gateway delivered.
+
+Measurements are printed, never asserted. Loopback only; everything started here is stopped.
+Environment: BENCH_QUICK=1 (a 1-2 minute smoke), BENCH_ROUNDS, BENCH_SIGNATURES (1000),
+BENCH_BURST (200), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
+BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm).
+Usage: build/bench.py path/to/portcullis
+"""
+import asyncio
+import base64
+import collections
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+CLIENTS = 4
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# name -> (label, attachment bytes or None for a plain 2 KB text message,
+#          smtp-source messages per round, timed messages per round, portcullis-scan repetitions)
+SIZES = {
+    "2k": ("2 KB", None, 3000, 600, 400),
+    "100k": ("100 KB attachment", 100 * 1024, 1500, 300, 200),
+    "5m": ("5 MB attachment", 5 * 1024 * 1024, 60, 24, 10),
+}
+QUICK_COUNTS = {"2k": (600, 200, 200), "100k": (300, 100, 100), "5m": (12, 8, 4)}
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+# ---------------------------------------------------------------- messages
+
+def message_text(name):
+    """The message as smtp-source -F wants it: LF line ends, no dot-stuffing (it adds both)."""
+    label, attachment, *_ = SIZES[name]
+    head = (f"From: <bench@client.test>\nTo: <sink@dest.test>\nSubject: bench {label}\n"
+            f"Message-ID: <bench-{name}@client.test>\nMIME-Version: 1.0\n")
+    if attachment is None:
+        body = "Content-Type: text/plain; charset=us-ascii\n\n"
+        line = "The quick brown fox jumps over the lazy dog, and the report follows below.\n"
+        text = head + body
+        while len(text) + len(line) <= 2048:
+            text += line
+        return text
+    rng = random.Random(20240501 + attachment)
+    payload = base64.encodebytes(rng.randbytes(attachment)).decode("ascii")
+    return (head + 'Content-Type: multipart/mixed; boundary="b1"\n\n--b1\n'
+            "Content-Type: text/plain; charset=us-ascii\n\nThe report is attached.\n\n--b1\n"
+            'Content-Type: application/octet-stream; name="report.bin"\n'
+            'Content-Disposition: attachment; filename="report.bin"\n'
+            "Content-Transfer-Encoding: base64\n\n" + payload + "--b1--\n")
+
+
+def wire_body(text):
+    """CRLF line ends, dot-stuffed, with the end-of-data line."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return ("".join(("." + l if l.startswith(".") else l) + "\r\n" for l in lines) + ".\r\n").encode("ascii")
+
+
+# ---------------------------------------------------------------- processes
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode} before opening port {port}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # readiness poll of a process started here, bounded
+    raise SystemExit(f"{what} never opened port {port}")
+
+
+def proc_status(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def proc_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime (fields 14, 15)
+
+
+class Gateway:
+    def __init__(self, binary, work, sink_port, name, scratch):
+        self.binary, self.name = binary, name
+        self.port = free_port()
+        self.folder = os.path.join(work, name)
+        for sub in ("tmp", "queue", "quarantine"):
+            os.makedirs(os.path.join(self.folder, sub), exist_ok=True)
+        self.ini = os.path.join(self.folder, "portcullis.ini")
+        with open(self.ini, "w") as f:
+            f.write(f"""[general]
+interfaces = 127.0.0.1:{self.port}
+hostname = bench.local
+smtp_server_address = 127.0.0.1
+smtp_server_port = {sink_port}
+temp_folder = {self.folder}/tmp
+queue_folder = {self.folder}/queue
+control_socket = {self.folder}/control.sock
+[scan]
+database_folder = {work}/db
+scratch_folder = {scratch or ''}
+[quarantine]
+folder = {self.folder}/quarantine
+[status]
+listen =
+""")
+        self.log = open(os.path.join(self.folder, "out.log"), "w+")
+        self.err = open(os.path.join(self.folder, "err.log"), "w+")
+        self.proc = subprocess.Popen([binary, "run", "--config", self.ini], stdout=self.log, stderr=self.err,
+                                     env=dict(os.environ, PORTCULLIS_GC_REPORT="1"))
+        wait_port(self.port, self.proc, f"gateway {name}")
+        self.start_rss = proc_status(self.proc.pid, "VmRSS")
+
+    def cpu(self):
+        return proc_cpu_seconds(self.proc.pid)
+
+    def peak_rss(self):
+        return proc_status(self.proc.pid, "VmHWM")
+
+    def delivered(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return sum(1 for line in f if "action=delivered" in line)
+
+    def stop(self):
+        """SIGTERM; returns the managed bytes the process allocated in its life."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        allocated = None
+        for path in (self.log.name, self.err.name):
+            with open(path) as f:
+                for line in f:
+                    if "gc allocated_bytes=" in line:
+                        allocated = int(line.split("gc allocated_bytes=")[1].split()[0])
+        return allocated
+
+
+def smtp_source(port, file, count):
+    """Seconds for smtp-source to send `count` messages, CLIENTS at a time, one connection each."""
+    start = time.monotonic()
+    result = subprocess.run(["smtp-source", "-s", str(CLIENTS), "-m", str(count), "-F", file,
+                             "-f", "bench@client.test", "-t", "sink@dest.test", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.monotonic() - start
+    if result.returncode != 0 or result.stderr.strip():
+        print(f"  smtp-source to port {port}: exit {result.returncode}: {result.stderr.strip()[:300]}")
+    return seconds
+
+
+def scan_cpu(binary, ini, file, tiny, n):
+    """libclamav's CPU seconds for one scan of `file`: N scans minus N scans of a tiny file."""
+    def run(path):
+        # wait4 gives this child's own CPU (RUSAGE_CHILDREN would mix in the gateways). Its
+        # ru_maxrss is no use: Linux keeps the high-water mark of the forked copy of this script.
+        proc = subprocess.Popen([binary, "scan", "--config", ini] + [path] * n, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _, _, usage = os.wait4(proc.pid, 0)
+        proc.returncode = 0
+        return usage.ru_utime + usage.ru_stime
+    return max(run(file) - run(tiny), 0.0) / n
+
+
+# ---------------------------------------------------------------- SMTP clients
+
+async def read_reply(reader):
+    text = b""
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        text += line
+        if len(line) < 4 or line[3:4] != b"-":
+            return int(line[:3]), line.decode("ascii", "replace").strip()
+
+
+async def open_transaction(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for command, expected in ((None, 220), (b"EHLO bench.client.test\r\n", 250),
+                              (b"MAIL FROM:<bench@client.test>\r\n", 250),
+                              (b"RCPT TO:<sink@dest.test>\r\n", 250), (b"DATA\r\n", 354)):
+        if command:
+            writer.write(command)
+            await writer.drain()
+        code, line = await read_reply(reader)
+        if code != expected:
+            writer.close()
+            return None, None, line
+    return reader, writer, None
+
+
+async def end_transaction(reader, writer, body):
+    writer.write(body)
+    await writer.drain()
+    code, line = await read_reply(reader)
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    try:
+        await asyncio.wait_for(read_reply(reader), 10)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass
+    writer.close()
+    return line
+
+
+async def timed_messages(port, body, count):
+    """Latencies in seconds, connect to final reply, CLIENTS at a time; and refusals."""
+    latencies, refused = [], collections.Counter()
+    todo = iter(range(count))
+
+    async def client():
+        for _ in todo:
+            start = time.perf_counter()
+            try:
+                reader, writer, refusal = await open_transaction(port)
+                final = refusal or await end_transaction(reader, writer, body)
+            except (OSError, ConnectionError) as e:
+                final = f"error {e!r}"
+            if final.startswith("250"):
+                latencies.append(time.perf_counter() - start)
+            else:
+                refused[final[:60]] += 1
+    await asyncio.gather(*[client() for _ in range(CLIENTS)])
+    return latencies, refused
+
+
+async def burst(port, body, clients):
+    """All clients inside DATA, then every message ends at once; final replies counted."""
+    everyone_in_data = asyncio.Event()
+    ready = 0
+    replies = collections.Counter()
+
+    async def client():
+        nonlocal ready
+        try:
+            reader, writer, refusal = await open_transaction(port)
+        except (OSError, ConnectionError) as e:
+            refusal = f"connect error {e!r}"
+        ready += 1
+        if ready == clients:
+            everyone_in_data.set()
+        if refusal:
+            replies[refusal[:70]] += 1
+            return
+        await everyone_in_data.wait()
+        try:
+            line = await asyncio.wait_for(end_transaction(reader, writer, body), 300)
+        except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+            line = f"error {e!r}"
+        # 2xx by code; anything else with its text, which says why.
+        replies[" ".join(line.split()[:2]) if line.startswith("2") else line[:100]] += 1
+    start = time.monotonic()
+    await asyncio.gather(*[client() for _ in range(clients)])
+    return replies, time.monotonic() - start
+
+
+# ---------------------------------------------------------------- report
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def mib(n):
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: build/bench.py path/to/portcullis")
+    binary = os.path.realpath(sys.argv[1])
+    rounds = env_int("BENCH_ROUNDS", 2 if QUICK else 3)
+    sizes = [s for s in os.environ.get("BENCH_SIZES", "2k,100k,5m").split(",") if s]
+    burst_clients = env_int("BENCH_BURST", 200)
+    burst_size = os.environ.get("BENCH_BURST_SIZE", "100k")
+    signatures = env_int("BENCH_SIGNATURES", 1000)
+    for s in sizes + [burst_size]:
+        if s not in SIZES:
+            raise SystemExit(f"unknown size {s!r}: one of {', '.join(SIZES)}")
+
+    work = tempfile.mkdtemp(prefix="portcullis-bench-")
+    os.chmod(work, 0o755)
+    scratch = None
+    if os.environ.get("BENCH_SCRATCH", "tmpfs") == "tmpfs":
+        scratch = tempfile.mkdtemp(prefix="portcullis-bench-scratch-", dir="/dev/shm")
+    procs = []
+    try:
+        os.makedirs(f"{work}/db")
+        subprocess.run([sys.executable, f"{ROOT}/build/gen-signatures.py", f"{work}/db/bench.hdb", str(signatures)], check=True)
+        files = {}
+        for s in set(sizes + [burst_size]):
+            files[s] = f"{work}/{s}.eml"
+            with open(files[s], "w") as f:
+                f.write(message_text(s))
+        tiny = f"{work}/tiny.txt"
+        with open(tiny, "w") as f:
+            f.write("tiny\n")
+
+        sink_port = free_port()
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", f"127.0.0.1:{sink_port}", "1024"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(sink)
+        wait_port(sink_port, sink, "smtp-sink")
+
+        started = time.monotonic()
+        print(f"portcullis bench: {binary}")
+        print(f"  {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; {signatures} signatures; "
+              f"{rounds} rounds; {CLIENTS} clients, a new connection per message; scratch {'tmpfs' if scratch else 'temp_folder on disk'}"
+              f"{'; QUICK' if QUICK else ''}")
+
+        # What start-up alone allocates and holds, to subtract.
+        idle = Gateway(binary, work, sink_port, "idle", scratch)
+        procs.append(idle.proc)
+        idle_rss = idle.start_rss
+        idle_alloc = idle.stop() or 0
+        print(f"  idle gateway: RSS after engine load {mib(idle_rss)}, managed bytes allocated by start/stop {idle_alloc:,}")
+
+        rows = []
+        for s in sizes:
+            label = SIZES[s][0]
+            sent, timed, scans = QUICK_COUNTS[s] if QUICK else SIZES[s][2:]
+            body = wire_body(message_text(s))
+            gw = Gateway(binary, work, sink_port, f"gw-{s}", scratch)
+            procs.append(gw.proc)
+            engine_rss = gw.start_rss
+            # Warm-up: a few messages each way (first connections, JIT-free but pools and caches).
+            smtp_source(sink_port, files[s], CLIENTS)
+            smtp_source(gw.port, files[s], CLIENTS)
+            direct_s, gw_s, ratios, cpu = [], [], [], 0.0
+            lat_direct, lat_gw, refused = [], [], collections.Counter()
+            for r in range(rounds):
+                d = smtp_source(sink_port, files[s], sent)
+                c0 = gw.cpu()
+                g = smtp_source(gw.port, files[s], sent)
+                cpu += gw.cpu() - c0
+                direct_s.append(d)
+                gw_s.append(g)
+                ratios.append(d / g)
+                ld, rd = asyncio.run(timed_messages(sink_port, body, timed))
+                lg, rg = asyncio.run(timed_messages(gw.port, body, timed))
+                lat_direct += ld
+                lat_gw += lg
+                refused += rd + rg
+                print(f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s, portcullis {sent / g:7.1f} msg/s, ratio {d / g:.2f}")
+            peak = gw.peak_rss()
+            through = CLIENTS + rounds * (sent + timed)
+            allocated = gw.stop()
+            delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
+            scan = scan_cpu(binary, gw.ini, files[s], tiny, scans)
+            rows.append(dict(label=label, direct=rounds * sent / sum(direct_s), gw=rounds * sent / sum(gw_s),
+                             ratio=sum(direct_s) / sum(gw_s), rmin=min(ratios), rmax=max(ratios),
+                             ld50=pct(lat_direct, 50), ld99=pct(lat_direct, 99), lg50=pct(lat_gw, 50), lg99=pct(lat_gw, 99),
+                             cpu=cpu / (rounds * sent), scan=scan, engine_rss=engine_rss, peak=peak,
+                             alloc=(allocated - idle_alloc) / through if allocated else None,
+                             delivered=delivered, through=through, refused=refused))
+
+        print()
+        print("| message | straight to smtp-sink | through portcullis | ratio (min-max) | p50 / p99 ms, direct -> portcullis "
+              "| portcullis CPU/msg | libclamav scan CPU/msg | peak RSS (engine loaded, idle) | managed bytes/msg |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for w in rows:
+            alloc = f"{w['alloc']:,.0f}" if w["alloc"] is not None else "n/a"
+            print(f"| {w['label']} | {w['direct']:,.1f} msg/s | {w['gw']:,.1f} msg/s | {w['ratio']:.2f} ({w['rmin']:.2f}-{w['rmax']:.2f}) "
+                  f"| {w['ld50'] * 1e3:.2f} / {w['ld99'] * 1e3:.2f} -> {w['lg50'] * 1e3:.2f} / {w['lg99'] * 1e3:.2f} "
+                  f"| {w['cpu'] * 1e3:.2f} ms | {w['scan'] * 1e3:.2f} ms | {mib(w['peak'])} ({mib(w['engine_rss'])}) "
+                  f"| {alloc} |")
+        for w in rows:
+            if w["delivered"] != w["through"] or w["refused"]:
+                print(f"  {w['label']}: gateway delivered {w['delivered']} of {w['through']}; refused: {dict(w['refused'])}")
+
+        if burst_clients > 0:
+            gw = Gateway(binary, work, sink_port, "burst", scratch)
+            procs.append(gw.proc)
+            replies, seconds = asyncio.run(burst(gw.port, wire_body(message_text(burst_size)), burst_clients))
+            peak = gw.peak_rss()
+            gw.stop()
+            delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
+            print()
+            print(f"burst: {burst_clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
+                  f"{seconds:.1f} s, peak RSS {mib(peak)}; gateway delivered {delivered}")
+            for reply, n in sorted(replies.items()):
+                print(f"  {n:5d}  {reply}")
+        print(f"\ntotal {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+// Who the real client is, told to the downstream before MAIL. With XCLIENT (Postfix
+// XCLIENT_README, `[general] smtp_server_xclient = auto` and offered in the EHLO reply) the
+// downstream takes over the client's address, port, HELO, protocol, SASL login and the address
+// it connected to, and applies its own restrictions to them ("post-filter access control").
+// Sent once per downstream connection, and again when those attributes change (a new EHLO, an
+// AUTH): on the same connection while it still offers XCLIENT, else on a fresh one, because
+// once ADDR is sent Postfix usually stops accepting XCLIENT from us.
+// Replies: 220 accepted; 421 breaks the connection (451 to the client, nothing is lost); 501,
+// 503 and 550 refuse the command itself (logged, XFORWARD as before); any other 4xx/5xx is the
+// downstream's verdict on the real client and answers the client's MAIL.
+// No DNS lookups here: NAME goes as [UNAVAILABLE] (README: no reject_unknown_client_hostname behind us).
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Portcullis.Appliance.Logging;
+using Portcullis.SmtpCore;
+using Portcullis.SmtpCore.Downstream;
+using Portcullis.SmtpCore.Server;
+
+namespace Portcullis.Appliance.Gateway;
+
+internal static class ClientIdentity
+{
+    private const string Unavailable = "[UNAVAILABLE]";
+
+    // The connection MAIL goes on; ByXClient: the downstream knows the client (XFORWARD is not
+    // needed); Refusal: the downstream's answer to this client, to give instead of sending MAIL.
+    public readonly record struct Presented(DownstreamClient Downstream, bool ByXClient, SmtpReply? Refusal);
+
+    public static async Task<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
+        Func<Task<DownstreamClient>> reconnect, CancellationToken ct)
+    {
+        if (!ctx.Config.General.SmtpServerXClient) return new Presented(downstream, false, null);
+        if (downstream.XClientRefusal is { } earlier)
+            return RefusesCommand(earlier) ? new Presented(downstream, false, null) : new Presented(downstream, true, Answer(earlier));
+        var attributes = XClientAttributes(session);
+        if (downstream.XClientAttributes is { } sent)
+        {
+            if (sent.SequenceEqual(attributes)) return new Presented(downstream, true, null);
+            // The client changed (EHLO again, AUTH): say so again, on a fresh connection when needed.
+            if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect().ConfigureAwait(false);
+        }
+        if (downstream.Capabilities.XClient.Count == 0) return new Presented(downstream, false, null);
+
+        var reply = await downstream.XClientAsync(attributes, session.HeloName, ct).ConfigureAwait(false);
+        if (reply is null || reply.IsPositiveCompletion) return new Presented(downstream, reply is not null, null);
+        if (!downstream.IsBroken && RefusesCommand(reply))
+        {
+            Log.Warn($"session={session.Id} downstream refused XCLIENT, falling back to XFORWARD: {reply}");
+            return new Presented(downstream, false, null);
+        }
+        // The downstream judged the real client (its client or HELO restrictions): its answer stands.
+        Log.Info($"session={session.Id} client={Address(session)} refused by the downstream after XCLIENT: {reply}");
+        return new Presented(downstream, true, Answer(reply));
+    }
+
+    // XCLIENT_README's codes for a refused command, as opposed to a verdict on the client.
+    private static bool RefusesCommand(SmtpReply reply) => reply.Code is 501 or 503 or 550;
+
+    private static SmtpReply Answer(SmtpReply reply) => reply.IsTransient || reply.IsPermanent
+        ? reply
+        : new SmtpReply(451, "4.3.0", $"Unexpected reply from the mail server behind this gateway ({reply.Code})");
+
+    // XCLIENT_README: addresses without brackets, IPv6 with "IPV6:", [UNAVAILABLE] when unknown.
+    public static List<KeyValuePair<string, string>> XClientAttributes(SmtpSession session)
+    {
+        var client = session.RemoteEndPoint as IPEndPoint;
+        var local = session.LocalEndPoint as IPEndPoint;
+        return
+        [
+            new("HELO", session.HeloName ?? Unavailable),
+            new("PROTO", session.Extended ? "ESMTP" : "SMTP"),
+            new("LOGIN", session.AuthenticatedUser ?? Unavailable),
+            new("NAME", Unavailable),
+            new("ADDR", FormatAddress(client?.Address)),
+            new("PORT", client is null ? Unavailable : client.Port.ToString(CultureInfo.InvariantCulture)),
+            new("DESTADDR", FormatAddress(local?.Address)),
+            new("DESTPORT", local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture)),
+        ];
+    }
+
+    private static string FormatAddress(IPAddress? address)
+    {
+        if (address is null) return Unavailable;
+        if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
+        if (address.AddressFamily != AddressFamily.InterNetworkV6) return address.ToString();
+        // Without the scope (%eth0), which Postfix cannot parse.
+        return "IPV6:" + new IPAddress(address.GetAddressBytes());
+    }
+
+    private static string Address(SmtpSession session) => FormatAddress((session.RemoteEndPoint as IPEndPoint)?.Address);
+}
