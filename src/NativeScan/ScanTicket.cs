@@ -15,6 +15,8 @@ public sealed class ScanTicket
     private IScanSource? source;
     private SafeFileHandle? file;
     private Timer? deadline;
+    private Func<ScanEngine, CancellationToken, ScanResult>? job;
+    private CancellationTokenSource? expired;
     // Set when a scanner thread takes the job: a timeout before that was spent waiting for one.
     private volatile bool leftQueue;
 
@@ -24,6 +26,13 @@ public sealed class ScanTicket
         this.file = file;
         this.name = name;
         this.timeout = timeout;
+    }
+
+    internal ScanTicket(Func<ScanEngine, CancellationToken, ScanResult> job, TimeSpan timeout)
+    {
+        this.job = job;
+        this.timeout = timeout;
+        expired = new CancellationTokenSource();
     }
 
     public Task<ScanResult> Result => result.Task;
@@ -49,7 +58,8 @@ public sealed class ScanTicket
                 var engine = holder.Retain();
                 try
                 {
-                    verdict = file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
+                    verdict = job is not null ? job(engine, expired!.Token)
+                        : file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
                 }
                 finally
                 {
@@ -78,13 +88,17 @@ public sealed class ScanTicket
         deadline?.Dispose();
         source = null;
         file = null;
+        job = null;
         finished.TrySetResult();
     }
 
     internal void LeaveQueue() => leftQueue = true;
 
-    private void TimeOut() =>
+    private void TimeOut()
+    {
         result.TrySetResult(ScanResult.Error(ScanResult.TimeoutCode, leftQueue
             ? $"scan timed out after {timeout.TotalSeconds:0.###}s"
             : $"no scanner became free within the scan timeout of {timeout.TotalSeconds:0.###}s"));
+        expired?.Cancel();
+    }
 }

@@ -126,6 +126,16 @@ public sealed class ScannerPool : IDisposable
         return TryEnqueue(new ScanTicket(null, file, name, timeout), out ticket);
     }
 
+    // A job of several scans under one deadline and one retained engine (a message, and for strip
+    // its parts and the rewritten message). The job gets a token cancelled at the deadline; the
+    // ticket's Result is the job's verdict, or the timeout error if the deadline comes first.
+    public bool TryEnqueue(Func<ScanEngine, CancellationToken, ScanResult> job, TimeSpan timeout, out ScanTicket ticket)
+    {
+        ArgumentNullException.ThrowIfNull(job);
+        ValidateTimeout(timeout);
+        return TryEnqueue(new ScanTicket(job, timeout), out ticket);
+    }
+
     public void Dispose()
     {
         ScanTicket[] abandoned;

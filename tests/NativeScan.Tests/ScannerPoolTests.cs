@@ -29,6 +29,41 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
     }
 
     [Fact]
+    public async Task A_job_of_several_scans_holds_one_thread_and_ends_at_one_deadline()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 0);
+        using var release = new ManualResetEventSlim();
+        var tokenCancelled = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        Assert.True(pool.TryEnqueue((engine, deadline) =>
+        {
+            var first = engine.Scan(SignatureFixture.Eicar);
+            entered.SetResult();
+            release.Wait();
+            tokenCancelled.SetResult(deadline.IsCancellationRequested);
+            return first;
+        }, TimeSpan.FromMilliseconds(200), out var ticket));
+        await entered.Task.WaitAsync(Generous);
+
+        // The job holds the only thread: the next scan waits for it; the job's verdict is the
+        // deadline's, and it has not let go of the thread yet.
+        var next = Gate(SignatureFixture.Eicar);
+        Assert.True(pool.TryEnqueue(next, null, Generous, out var waiting));
+        Assert.Equal(1, pool.Busy);
+        Assert.Equal(1, pool.QueueDepth);
+        var verdict = await ticket.Result.WaitAsync(Generous);
+        Assert.True(verdict.IsTimeout);
+        Assert.False(ticket.Finished.IsCompleted);
+
+        release.Set();
+        await ticket.Finished.WaitAsync(Generous);
+        Assert.True(await tokenCancelled.Task, "the job saw its deadline pass");
+        next.Open();
+        ScanEngineTests.AssertInfected(SignatureFixture.EicarSignature, await waiting.Result.WaitAsync(Generous));
+    }
+
+    [Fact]
     public async Task Without_a_cap_a_burst_waits_for_the_scanners_and_every_message_is_scanned()
     {
         using var pool = new ScannerPool(holder, threadCount: 2, queueCapacity: 0);

@@ -95,6 +95,9 @@ internal sealed class GatewayContext
     public GatewayMetrics Metrics { get; private init; } = new();
 
     public QuarantineStore Quarantine => field ??= new QuarantineStore(Config.Quarantine.Folder);
+
+    // Writes quarantine copies off the thread pool; tests gate it.
+    public IQuarantineWriter QuarantineWriter { get; init; } = Portcullis.Appliance.Quarantine.QuarantineWriter.Shared;
     public BannedAttachments Banned => field ??= BannedAttachments.From(Config.Scan);
     public TemplateSet? Templates { get; init; }
 
@@ -122,6 +125,7 @@ internal sealed class GatewayContext
             Tls = access is null ? Tls : access.Tls,
             Passwords = access is null ? Passwords : access.Passwords,
             Connections = Connections,
+            QuarantineWriter = QuarantineWriter,
             _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
                                       && next.General.SmtpServerPort == Config.General.SmtpServerPort
                 ? _downstreamCapabilities

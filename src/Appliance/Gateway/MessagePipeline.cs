@@ -1,13 +1,13 @@
 // What happens to a message once its content has arrived: one scan job on the scanner (after
 // checking the scratch folder has room for libclamav to unpack it), then the verdict decides its
 // disposition: clean (and no banned attachment) → delivery; a virus or banned attachment → the
-// detection handler; a scanner error or timeout → [scan] on_error (451 4.7.0, or delivery
-// marked Unscanned). The buffer is freed only when the scanner has let go of it.
+// detection handler (a strip detection arrives already rewritten and rescanned by the job); a
+// scanner error or timeout, strip's included → [scan] on_error (451 4.7.0, or delivery marked
+// Unscanned). The buffer is freed only when the scanner has let go of it.
 using System.Diagnostics;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
-using Portcullis.Appliance.Policy;
 using Portcullis.Appliance.Scanning;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore;
@@ -42,42 +42,37 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
                     new SmtpReply(451, "4.3.1", "Insufficient system storage to scan the message, try again later"));
             }
 
-            if (!ctx.Scanner.TryScan(buffer, ctx.Config.Scan.Timeout, out var job))
+            // Everything that reads the content runs in this one job on the scanner; the session waits.
+            var envelope = detections.EnvelopeFacts(entry, DateTimeOffset.Now);
+            var job = new MessageScanJob(buffer, ScanJobPolicy.For(ctx.Config, ctx.Banned, ctx.Templates?.Attachment, envelope));
+            if (!ctx.Scanner.TryStart(job, ctx.Config.Scan.Timeout, out var running))
             {
                 await lease.ResetAsync().ConfigureAwait(false);
                 return log.Finish(entry, state, MessageVerdict.None, "", MessageAction.Tempfail, "",
                     new SmtpReply(451, "4.3.2", "All virus scanners are busy, try again later"));
             }
-            scanFinished = job.Finished;
+            scanFinished = running.Finished;
             long scanStarted = Stopwatch.GetTimestamp();
-            ScanResult result = await job.Verdict.ConfigureAwait(false);
+            ScanJobResult result = await running.Verdict.ConfigureAwait(false);
             if (result.Outcome == ScanOutcome.Clean && ScanSpace.WasFullDuringScan(scratch))
-                result = ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked");
+                result = ScanJobResult.Failed(ScanResult.Error(0, "scratch folder full during the scan: attachments may not have been unpacked"));
             ctx.Metrics.ScanSeconds.Observe(Stopwatch.GetElapsedTime(scanStarted).TotalSeconds);
 
             switch (result.Outcome)
             {
                 case ScanOutcome.Clean:
-                    MessageStructure? structure = null;
-                    if (!ctx.Banned.IsEmpty)
-                    {
-                        structure = MessageStructure.Parse(buffer);
-                        var banned = structure?.FindBanned(ctx.Banned, ctx.Config.Scan.MaxFileSize) ?? [];
-                        if (banned.Count > 0)
-                            return await detections.HandleAsync(session, tx, entry, state, buffer, banned[0].Name, structure, ct).ConfigureAwait(false);
-                    }
                     return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, buffer, null, ct).ConfigureAwait(false);
 
                 case ScanOutcome.Infected:
-                    return await detections.HandleAsync(session, tx, entry, state, buffer, result.VirusName ?? "unnamed", null, ct).ConfigureAwait(false);
+                    return await detections.HandleAsync(session, tx, entry, state, buffer, result, envelope, ct).ConfigureAwait(false);
 
                 default:
-                    Log.Warn($"session={entry.Session} scan failed: {result.ErrorText}");
+                    Log.Warn($"session={entry.Session} scan failed: {result.Scan.ErrorText}");
                     if (ctx.Config.Scan.OnError == ScanErrorAction.Pass)
                         return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Error, buffer, new Delivery("Unscanned", MessageAction.PassedUnscanned), ct).ConfigureAwait(false);
                     await lease.ResetAsync().ConfigureAwait(false);
                     return log.Finish(entry, state, MessageVerdict.Error, "", MessageAction.Tempfail, "",
-                        new SmtpReply(451, "4.7.0", result.IsTimeout ? "Virus scan not finished within the scan timeout, try again later" : "Temporary failure while scanning the message, try again later"));
+                        new SmtpReply(451, "4.7.0", result.Scan.IsTimeout ? "Virus scan not finished within the scan timeout, try again later" : "Temporary failure while scanning the message, try again later"));
             }
         }
         finally

@@ -4,23 +4,27 @@ using Portcullis.SmtpCore;
 
 namespace Portcullis.Appliance.Scanning;
 
-// What the message pipeline asks of the virus scanner. The product's is PooledScanner (libclamav
-// on the scanner pool); tests script verdicts with their own.
+// What the message pipeline asks of the virus scanner: run one message's scan job where scans
+// are allowed to run (PooledScanner: a scanner pool thread, under its thread limit, the job's
+// deadline and a retained engine). Tests run the same job with scripted verdicts.
 internal interface IMessageScanner
 {
     // The X-Virus-Scanned value: product, engine and signature count.
     string Description { get; }
 
-    // Queues a scan of a received message; false when every scanner is busy (the queue is full).
-    bool TryScan(MessageBuffer message, TimeSpan timeout, out ScanJob job);
+    // Starts the job; false when every scanner is busy (the queue is full).
+    bool TryStart(MessageScanJob job, TimeSpan timeout, out ScanJob running);
+}
 
-    // The same for a rewritten message (a stripped one is scanned again before it leaves).
-    bool TryScan(SplicedContent message, TimeSpan timeout, out ScanJob job);
+// The scans a job makes, all with the engine the job holds: the received message, a decoded
+// MIME part (strip looks for the infected ones), the rewritten message (strip's rescan).
+internal interface IContentScanner
+{
+    ScanResult Scan(IMessageContent content);
 
-    // One MIME part, scanned on the calling thread (strip looks for the infected parts).
     ScanResult ScanPart(ReadOnlyMemory<byte> part);
 }
 
-// A queued scan: its verdict, and when the scanner has let go of the content (a scan that timed
-// out may still be reading it).
-internal readonly record struct ScanJob(Task<ScanResult> Verdict, Task Finished);
+// A started job: its verdict (a timeout error when the deadline passes first), and when the
+// scanner has let go of the content (a job that timed out may still be reading it).
+internal readonly record struct ScanJob(Task<ScanJobResult> Verdict, Task Finished);

@@ -1,11 +1,16 @@
 using Portcullis.Appliance.Messages;
 using Portcullis.NativeScan;
+using Portcullis.SmtpCore;
 
 namespace Portcullis.Appliance.Scanning;
 
 // libclamav through the bounded scanner pool, with the engine that EngineHolder swaps on reload.
-internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, string productVersion) : IMessageScanner
+// A whole scan job is one pool job: one thread, one deadline, one retained engine.
+internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, string productVersion,
+    Func<ScanEngine, IContentScanner>? contentScanner = null) : IMessageScanner
 {
+    private readonly Func<ScanEngine, IContentScanner> _contentScanner = contentScanner ?? (static engine => new EngineScanner(engine));
+
     public EngineHolder Engines => engines;
     public ScannerPool Pool => pool;
 
@@ -13,35 +18,39 @@ internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, stri
         ? $"portcullis {productVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}"
         : $"portcullis {productVersion}, ClamAV {ClamAV.Version}/no signatures";
 
-    public bool TryScan(MessageBuffer message, TimeSpan timeout, out ScanJob job)
+    public bool TryStart(MessageScanJob job, TimeSpan timeout, out ScanJob running)
+    {
+        ScanJobResult? produced = null;
+        if (!pool.TryEnqueue((engine, deadline) =>
+            {
+                var result = job.Run(_contentScanner(engine), deadline);
+                Volatile.Write(ref produced, result);
+                return result.Scan;
+            }, timeout, out var ticket))
+        {
+            running = default;
+            return false;
+        }
+
+        // The ticket's verdict is the job's, unless the deadline answered first.
+        var verdict = ticket.Result.ContinueWith(
+            t => Volatile.Read(ref produced) is { } r && !t.Result.IsTimeout ? r : ScanJobResult.Failed(t.Result),
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        running = new ScanJob(verdict, ticket.Finished);
+        return true;
+    }
+
+    // The engine the pool retained for this job.
+    private sealed class EngineScanner(ScanEngine engine) : IContentScanner
     {
         // A spilled message is scanned by descriptor; one in memory through the fmap callback.
-        bool queued = message is { IsSpilled: true, SpillHandle: { } file }
-            ? pool.TryEnqueue(file, null, timeout, out var ticket)
-            : pool.TryEnqueue(message, null, timeout, out ticket);
-        job = queued ? new ScanJob(ticket.Result, ticket.Finished) : default;
-        return queued;
-    }
-
-    public bool TryScan(SplicedContent message, TimeSpan timeout, out ScanJob job)
-    {
-        bool queued = pool.TryEnqueue(message, null, timeout, out var ticket);
-        job = queued ? new ScanJob(ticket.Result, ticket.Finished) : default;
-        return queued;
-    }
-
-    public ScanResult ScanPart(ReadOnlyMemory<byte> part)
-    {
-        // A reload may retire the engine between reading Current and scanning: take the new one.
-        for (var attempt = 0; ; attempt++)
+        public ScanResult Scan(IMessageContent content) => content switch
         {
-            try
-            {
-                return engines.Current.Scan(part.Span);
-            }
-            catch (ObjectDisposedException) when (attempt < 3)
-            {
-            }
-        }
+            MessageBuffer { IsSpilled: true, SpillHandle: { } file } => engine.ScanFile(file),
+            IScanSource source => engine.Scan(source),
+            _ => ScanResult.Error(-1, $"cannot scan a {content.GetType().Name}"),
+        };
+
+        public ScanResult ScanPart(ReadOnlyMemory<byte> part) => engine.Scan(part.Span);
     }
 }

@@ -8,6 +8,8 @@ using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Notifications;
+using Portcullis.SmtpCore;
 using Portcullis.Appliance.Scanning;
 using Portcullis.NativeScan;
 using Portcullis.SmtpCore.Downstream;
@@ -32,9 +34,11 @@ namespace Portcullis.Appliance.Tests.Gateway;
 //   D: <closed>   the gateway closes the downstream connection here
 //   R: text       the downstream answers text + CRLF; consecutive R lines go out in one write
 //   R: <close>    the downstream drops the connection
-//   V: clean | infected NAME | error TEXT | throw TEXT   the scanner's verdict for the next
-//                 message it is given (throw: the scanner fails with an exception); the gateway
-//                 must ask for exactly as many verdicts as there are V lines
+//   V: clean | infected NAME | error TEXT | timeout | throw TEXT   the verdict of the next scan a
+//                 scan job makes (the message; for strip each decoded part, then the rewritten
+//                 message); timeout: the job's deadline passes during that scan; throw: the
+//                 scanner fails with an exception. The gateway must ask for exactly as many
+//                 verdicts as there are V lines
 //   L: text       the next message log line, whole; "..." stands for any run of characters
 //   # ...         a comment
 // C, C+, D and R take escapes: \r \n \t \\ \xHH. When the script ends the client half-closes;
@@ -128,8 +132,9 @@ internal sealed class GatewayTranscript
             "clean" when rest.Length == 0 => () => ScanResult.Clean,
             "infected" when rest.Length > 0 => () => ScanResult.Infected(rest),
             "error" when rest.Length > 0 => () => ScanResult.Error(-1, rest),
+            "timeout" when rest.Length == 0 => () => ScanResult.Error(ScanResult.TimeoutCode, "deadline"),
             "throw" when rest.Length > 0 => () => throw new InvalidOperationException(rest),
-            _ => throw new FormatException($"{where}: expected 'V: clean', 'V: infected NAME', 'V: error TEXT' or 'V: throw TEXT'"),
+            _ => throw new FormatException($"{where}: expected 'V: clean', 'V: infected NAME', 'V: error TEXT', 'V: timeout' or 'V: throw TEXT'"),
         };
     }
 
@@ -246,6 +251,7 @@ internal sealed class GatewayTranscript
             Downstream = connector,
             DownstreamTimings = _timings,
             Tls = config.Tls.Enabled ? new TlsCertificates(config.Tls) : null,
+            Templates = TemplateSet.Load(Path.Combine(folder, "templates")),
         };
         var handler = new GatewaySession(ctx);
 
@@ -372,33 +378,43 @@ internal sealed class GatewayTranscript
         }
     }
 
-    // Verdicts in script order; each scan finishes at once.
+    // Runs each scan job at once on the calling thread; each scan it makes takes the next verdict
+    // in script order. A scripted timeout ends the job's time: its verdict is then the timeout error.
     private sealed class ScriptedScanner(Queue<Func<ScanResult>> verdicts) : IMessageScanner
     {
         public int Unscripted;
 
         public string Description => "transcript-scanner";
 
-        public bool TryScan(MessageBuffer message, TimeSpan timeout, out ScanJob job) => Next(out job);
-
-        public bool TryScan(SplicedContent message, TimeSpan timeout, out ScanJob job) => Next(out job);
-
-        public ScanResult ScanPart(ReadOnlyMemory<byte> part) => Take();
-
-        private bool Next(out ScanJob job)
+        public bool TryStart(MessageScanJob job, TimeSpan timeout, out ScanJob running)
         {
-            job = new ScanJob(Task.FromResult(Take()), Task.CompletedTask);
+            using var deadline = new CancellationTokenSource();
+            var result = job.Run(new Scans(this, deadline), deadline.Token);
+            if (deadline.IsCancellationRequested) result = ScanJobResult.Failed(ScanResult.Error(ScanResult.TimeoutCode, "scan timed out"));
+            running = new ScanJob(Task.FromResult(result), Task.CompletedTask);
             return true;
         }
 
-        private ScanResult Take()
+        private ScanResult Take(CancellationTokenSource deadline)
         {
             lock (verdicts)
             {
-                if (verdicts.TryDequeue(out var verdict)) return verdict();
-                Interlocked.Increment(ref Unscripted);
-                return ScanResult.Error(-1, "no verdict scripted");
+                if (!verdicts.TryDequeue(out var next))
+                {
+                    Interlocked.Increment(ref Unscripted);
+                    return ScanResult.Error(-1, "no verdict scripted");
+                }
+                var verdict = next();
+                if (verdict.IsTimeout) deadline.Cancel();
+                return verdict;
             }
+        }
+
+        private sealed class Scans(ScriptedScanner scanner, CancellationTokenSource deadline) : IContentScanner
+        {
+            public ScanResult Scan(IMessageContent content) => scanner.Take(deadline);
+
+            public ScanResult ScanPart(ReadOnlyMemory<byte> part) => scanner.Take(deadline);
         }
     }
 
