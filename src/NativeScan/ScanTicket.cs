@@ -12,12 +12,14 @@ public sealed class ScanTicket
     private readonly TaskCompletionSource finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TimeSpan timeout;
     private readonly string? name;
+    private readonly ScanInspector? inspector;
     private IScanSource? source;
     private SafeFileHandle? file;
     private Timer? deadline;
 
-    internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
+    internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout, ScanInspector? inspector = null)
     {
+        this.inspector = inspector;
         this.source = source;
         this.file = file;
         this.name = name;
@@ -47,7 +49,7 @@ public sealed class ScanTicket
                 var engine = holder.Retain();
                 try
                 {
-                    verdict = file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
+                    verdict = file is not null ? engine.ScanFile(file, name, inspector) : engine.Scan(source!, name, inspector);
                 }
                 finally
                 {

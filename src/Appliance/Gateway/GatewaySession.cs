@@ -283,9 +283,11 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             }
 
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
+            // The attachment policy runs inside the same libclamav pass (AttachmentInspector).
+            var policy = new AttachmentInspector(_ctx.Banned);
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
-                ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, out var ticket)
-                : _ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, out ticket);
+                ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, policy, out var ticket)
+                : _ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, policy, out ticket);
             if (!queued)
             {
                 await ResetDownstreamAsync().ConfigureAwait(false);
@@ -302,14 +304,8 @@ internal sealed class GatewaySession : ISmtpSessionHandler
             switch (result.Outcome)
             {
                 case ScanOutcome.Clean:
-                    MessageStructure? structure = null;
-                    if (!_ctx.Banned.IsEmpty)
-                    {
-                        structure = MessageStructure.Parse(buffer);
-                        var banned = structure?.FindBanned(_ctx.Banned, _ctx.Config.Scan.MaxFileSize) ?? [];
-                        if (banned.Count > 0)
-                            return await HandleDetectionAsync(session, tx, entry, state, buffer, banned[0].Name, structure, ct).ConfigureAwait(false);
-                    }
+                    if (result.SkippedLimit is { } limit)
+                        Log.Warn($"session={entry.Session} passed partly scanned ({limit}; alert_exceeds_max = no)");
                     return await DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, buffer, null, ct).ConfigureAwait(false);
 
                 case ScanOutcome.Infected:
