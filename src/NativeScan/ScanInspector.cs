@@ -17,10 +17,10 @@ public abstract class ScanInspector
     public Exception? Failure { get; private set; }
 
     // A file libclamav is about to scan. Returns a detection name, or null.
-    protected internal abstract string? InspectFile(in EmbeddedFile file);
+    public abstract string? InspectFile(in EmbeddedFile file);
 
     // An entry an archive lists (extracted or not). Returns a detection name, or null.
-    protected internal abstract string? InspectArchiveEntry(in ArchiveEntry entry);
+    public abstract string? InspectArchiveEntry(in ArchiveEntry entry);
 
     internal void Record(string? detection) => Detection ??= detection;
 

@@ -10,7 +10,7 @@ namespace Portcullis.Appliance.Policy;
 // MimeStructureCheck (declared Content-Types, header names, ambiguity). One instance per scan.
 public sealed partial class AttachmentInspector(BannedAttachments rules) : ScanInspector
 {
-    protected override string? InspectFile(in EmbeddedFile file)
+    public override string? InspectFile(in EmbeddedFile file)
     {
         if (file.Depth == 0)
         {
@@ -32,7 +32,7 @@ public sealed partial class AttachmentInspector(BannedAttachments rules) : ScanI
         return file.Type is "MAIL" ? MimeStructureCheck.CheckMessage(file.Content, rules, strictStart: false) : null;
     }
 
-    protected override string? InspectArchiveEntry(in ArchiveEntry entry)
+    public override string? InspectArchiveEntry(in ArchiveEntry entry)
     {
         if (entry.Encrypted && rules.BlocksEncrypted)
         {
