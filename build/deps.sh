@@ -7,7 +7,7 @@
 set -euo pipefail
 
 run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3 p7zip-full)
 bench_pkgs=("${test_pkgs[@]}" postfix bc python3)
 arm64_pkgs=(gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static zlib1g-dev:arm64 libc6-dev:arm64 libclamav12:arm64)
 package_pkgs=(dpkg-dev systemd)

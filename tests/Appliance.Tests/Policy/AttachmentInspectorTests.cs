@@ -44,6 +44,18 @@ public sealed class AttachmentInspectorTests
     }
 
     [Fact]
+    public void A_compressed_stream_is_named_as_gunzip_and_7_zip_would_name_it()
+    {
+        byte[] plain = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3];
+        byte[] named = [0x1f, 0x8b, 8, 8, 0, 0, 0, 0, 0, 3, .. "tool.scr"u8, 0, 1, 2, 3];
+        Assert.Equal("Banned.Extension.exe", File(Inspector(), "evil.exe.gz", "GZ", content: plain));
+        Assert.Equal("Banned.Extension.scr", File(Inspector(), "data.gz", "GZ", content: named));
+        Assert.Equal("Banned.Extension.js", File(Inspector(), "x.js.bz2", "BZ"));
+        Assert.Null(File(Inspector(), "files.tgz", "GZ", content: plain));
+        Assert.Null(File(Inspector(), "report.pdf.gz", "GZ", content: plain));
+    }
+
+    [Fact]
     public void The_message_and_decoded_embedded_messages_get_the_structure_check()
     {
         var malformed = " folded\r\nFrom: a@b\r\n\r\nx\r\n"u8.ToArray();
