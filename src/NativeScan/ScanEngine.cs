@@ -286,6 +286,7 @@ public sealed unsafe class ScanEngine : IDisposable
     }
 
     private const string LimitsExceeded = "Heuristics.Limits.Exceeded.";
+    private const string ByCallback = "Detected.By.Callback";
     private const string ScanTimeExceeded = "Heuristics.Limits.Exceeded.MaxScanTime";
 
     private static void* ContextOf(GCHandle context) => context.IsAllocated ? (void*)GCHandle.ToIntPtr(context) : null;
@@ -296,7 +297,9 @@ public sealed unsafe class ScanEngine : IDisposable
     private ScanResult Verdict(cl_error_t code, byte* virname, ScanInspector? inspector)
     {
         var name = code == cl_error_t.CL_VIRUS ? Utf8(virname) ?? "unnamed" : null;
-        var signature = name is not null && !name.StartsWith(LimitsExceeded, StringComparison.Ordinal);
+        // "Detected.By.Callback*" is libclamav's name for a callback's CL_VIRUS, not a signature.
+        var signature = name is not null && !name.StartsWith(LimitsExceeded, StringComparison.Ordinal)
+            && !name.StartsWith(ByCallback, StringComparison.Ordinal);
         if (!signature && inspector is not null)
         {
             if (inspector.Detection is { } detection)
@@ -370,7 +373,7 @@ public sealed unsafe class ScanEngine : IDisposable
             inspector.Fail(e);
         }
 
-        return cl_error_t.CL_CLEAN;
+        return inspector.StopScan ? cl_error_t.CL_VIRUS : cl_error_t.CL_CLEAN;
     }
 
     // clcb_meta. Always CL_CLEAN, as above.

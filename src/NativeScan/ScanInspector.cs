@@ -16,6 +16,11 @@ public abstract class ScanInspector
     // A policy that throws makes the scan an error, never a pass.
     public Exception? Failure { get; private set; }
 
+    // Set by InspectFile to end the scan at once (libclamav gets CL_VIRUS): for content the policy
+    // already knows libclamav would give up on, before libclamav spends its time and memory on it.
+    // A signature that would have matched later is then not named.
+    public bool StopScan { get; protected set; }
+
     // A file libclamav is about to scan. Returns a detection name, or null.
     public abstract string? InspectFile(in EmbeddedFile file);
 

@@ -10,8 +10,8 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
 {
     private static readonly byte[] HarmlessPe = [.. "MZ"u8, .. new byte[62], .. Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("harmless", 20)))];
 
-    // Records what it is told; bans one file name.
-    private sealed class Recorder(string? bannedName = null, bool throws = false) : ScanInspector
+    // Records what it is told; bans one file name, and with stop, ends the scan there.
+    private sealed class Recorder(string? bannedName = null, bool throws = false, bool stop = false) : ScanInspector
     {
         public List<(string? Name, string Type, int Depth, string?[] Ancestors, int Length)> Files { get; } = [];
 
@@ -25,7 +25,9 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
             }
 
             Files.Add((file.Name, file.Type, file.Depth, [.. file.Ancestors], file.Content.Length));
-            return bannedName is not null && file.Name == bannedName ? "Banned.Test" : null;
+            var banned = bannedName is not null && file.Name == bannedName;
+            StopScan = banned && stop;
+            return banned ? "Banned.Test" : null;
         }
 
         public override string? InspectArchiveEntry(in ArchiveEntry entry)
@@ -102,6 +104,21 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
         var again = fixture.Engine.Scan(new SegmentedSource(message, 4096), null, new Recorder("evil.exe"));
 
         Assert.Equal(ScanResult.Infected("Banned.Test"), again);
+    }
+
+    [Fact]
+    public void Stopping_the_scan_ends_it_at_that_file_with_the_inspector_detection()
+    {
+        // EICAR comes after the stopped file: it is never reached, and the callback's name is replaced.
+        var message = Encoding.ASCII.GetBytes(Messages.WithAttachment(Zip("evil.exe", HarmlessPe), "a.zip")
+            .Replace("--outer-boundary--", "--outer-boundary\r\nContent-Type: text/plain\r\n\r\n" + Encoding.ASCII.GetString(SignatureFixture.Eicar) + "\r\n--outer-boundary--"));
+        var recorder = new Recorder("a.zip", stop: true);
+
+        var result = fixture.Engine.Scan(new SegmentedSource(message, 4096), null, recorder);
+
+        Assert.Equal(ScanResult.Infected("Banned.Test"), result);
+        Assert.DoesNotContain(recorder.Files, f => f.Name == "evil.exe");
+        Assert.StartsWith(SignatureFixture.EicarSignature, fixture.Engine.Scan(new SegmentedSource(message, 4096), null, new Recorder("a.zip")).VirusName);
     }
 
     [Fact]

@@ -284,7 +284,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler
 
             // A spilled message is scanned by descriptor; one in memory through the fmap callback.
             // The attachment policy runs inside the same libclamav pass (AttachmentInspector).
-            var policy = new AttachmentInspector(_ctx.Banned);
+            var policy = AttachmentInspector.For(_ctx.Banned, _ctx.Config.Scan);
             bool queued = buffer is { IsSpilled: true, SpillHandle: { } file }
                 ? _ctx.Scanners.TryEnqueue(file, null, _ctx.Config.Scan.Timeout, policy, out var ticket)
                 : _ctx.Scanners.TryEnqueue(buffer, null, _ctx.Config.Scan.Timeout, policy, out ticket);

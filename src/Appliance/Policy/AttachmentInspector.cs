@@ -8,14 +8,23 @@ namespace Portcullis.Appliance.Policy;
 // and by type by magic (banned_types), every archive entry by name and encryption
 // (encrypted_archives), and the message itself, plus every embedded message libclamav decodes, by
 // MimeStructureCheck (declared Content-Types, header names, ambiguity). One instance per scan.
-public sealed partial class AttachmentInspector(BannedAttachments rules) : ScanInspector
+//
+// maxParts (max_files with alert_exceeds_max on, else 0): a message with more MIME entities is
+// stopped before libclamav parses it, as Heuristics.Limits.Exceeded.MaxFiles; libclamav's MIME
+// parser would otherwise hold every part of it in memory first.
+public sealed partial class AttachmentInspector(BannedAttachments rules, int maxParts = 0) : ScanInspector
 {
+    public static AttachmentInspector For(BannedAttachments rules, Configuration.ScanSection scan) =>
+        new(rules, scan.AlertExceedsMax ? scan.MaxFiles : 0);
+
     public override string? InspectFile(in EmbeddedFile file)
     {
         if (file.Depth == 0)
         {
             // The message as received: its structure, with the strict first-line rule.
-            return MimeStructureCheck.CheckMessage(file.Content, rules);
+            var found = MimeStructureCheck.CheckMessage(file.Content, rules, maxParts: maxParts);
+            StopScan = found == MimeStructureCheck.TooManyParts;
+            return found;
         }
 
         if (rules.CheckType(file.Type) is { } bannedType)

@@ -56,6 +56,20 @@ public sealed class AttachmentInspectorTests
     }
 
     [Fact]
+    public void A_message_with_more_parts_than_max_files_stops_the_scan_only_when_limits_alert()
+    {
+        var message = System.Text.Encoding.ASCII.GetBytes("From: a@b\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n"
+            + string.Concat(Enumerable.Repeat("--p\r\n\r\nx\r\n", 20)) + "--p--\r\n");
+        var alerting = AttachmentInspector.For(BannedAttachments.From(new ScanSection()), new ScanSection { MaxFiles = 10 });
+        Assert.Equal(MimeStructureCheck.TooManyParts, File(alerting, null, "MAIL", depth: 0, message));
+        Assert.True(alerting.StopScan);
+
+        var quiet = AttachmentInspector.For(BannedAttachments.From(new ScanSection()), new ScanSection { MaxFiles = 10, AlertExceedsMax = false });
+        Assert.Null(File(quiet, null, "MAIL", depth: 0, message));
+        Assert.False(quiet.StopScan);
+    }
+
+    [Fact]
     public void The_message_and_decoded_embedded_messages_get_the_structure_check()
     {
         var malformed = " folded\r\nFrom: a@b\r\n\r\nx\r\n"u8.ToArray();

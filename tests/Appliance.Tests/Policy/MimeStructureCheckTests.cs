@@ -119,6 +119,15 @@ public sealed class MimeStructureCheckTests
     }
 
     [Fact]
+    public void More_entities_than_allowed_is_the_max_files_limit()
+    {
+        var message = Encoding.ASCII.GetBytes(Multipart("Content-Type: application/pdf; name=\"a.pdf\"\r\n"));
+        // The message, its multipart body's two parts: three entities.
+        Assert.Null(MimeStructureCheck.CheckMessage(message, Defaults, maxParts: 3));
+        Assert.Equal(MimeStructureCheck.TooManyParts, MimeStructureCheck.CheckMessage(message, Defaults, maxParts: 2));
+    }
+
+    [Fact]
     public void Every_one_byte_prefix_of_a_message_is_answered_without_an_exception()
     {
         var message = Encoding.ASCII.GetBytes(Multipart("Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename*0*=UTF-8''a%2E; filename*1=pdf\r\n"));
