@@ -13,6 +13,7 @@
 #   make man      portcullis(8) and portcullis.ini(5) from docs/man/*.md in artifacts/man
 #   make install DESTDIR=...  the binary and rootfs/ laid out under DESTDIR
 #   make bench-reload  mail keeps flowing during signature reloads (concurrent vs. low memory)
+#   make bench-policy  hostile MIME (300,000 parts, 8 MB header line): peak RSS, CPU vs. portcullis scan
 #   make load     1,000 connections (idle and trickling ones among them), then 100,000 messages (docs/RELIABILITY.md)
 #   make fuzz     AFL++ through SharpFuzz over the SMTP parsers, FUZZ_SECONDS (300) per target
 
@@ -26,7 +27,7 @@ DOTNET ?= dotnet
 export DOTNET_CLI_TELEMETRY_OPTOUT := 1
 export DOTNET_NOLOGO := 1
 
-.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package package-test man install bench bench-load bench-micro bench-reload bench-profile clean check-config load load-connections load-soak fuzz
+.PHONY: all deps publish publish-arm64 run test test-arm64 verify-units package package-test man install bench bench-load bench-micro bench-reload bench-profile bench-policy clean check-config load load-connections load-soak fuzz
 
 all: publish
 
@@ -101,6 +102,12 @@ bench-profile:
 bench-reload: publish
 	build/deps.sh bench
 	build/bench-reload.sh $(BIN)
+
+# Attachment policy: hostile messages' peak RSS and CPU next to `portcullis scan`, clean-mail CPU
+# (BASELINE_BIN: another build to compare the clean-mail CPU with, e.g. main's).
+bench-policy: publish
+	build/deps.sh bench
+	build/bench-policy.sh $(BIN) $(BASELINE_BIN)
 
 bench-micro:
 	PORTCULLIS_REPO=$(CURDIR) $(DOTNET) run -c Release --project tests/Benchmarks -- --filter '*' $(BDN_ARGS)

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 run_pkgs=(libclamav12 clamav clamav-testfiles clang lld zlib1g-dev libcrypt1)
-test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3 whois)
+test_pkgs=("${run_pkgs[@]}" libclamav-dev swaks ucspi-tcp haproxy openssl apache2-utils python3 whois p7zip-full)
 test_pkgs+=(postfix dovecot-pop3d)   # private instances in the Postfix XCLIENT and Dovecot POP-before-SMTP tests
 bench_pkgs=("${test_pkgs[@]}" bc python3)
 profile_pkgs=("${bench_pkgs[@]}" linux-perf)

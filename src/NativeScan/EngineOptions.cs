@@ -14,7 +14,7 @@ public sealed record EngineOptions(string DatabaseFolder)
     public int MaxFiles { get; init; } = 10_000;
 
     // Report Heuristics.Limits.Exceeded.* instead of passing content that was not fully scanned.
-    public bool AlertExceedsMax { get; init; }
+    public bool AlertExceedsMax { get; init; } = true;
 
     public TimeSpan ScanTimeout { get; init; } = TimeSpan.FromMinutes(2);
 

@@ -80,6 +80,9 @@ public sealed unsafe class ScanEngine : IDisposable
             SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_RECURSION, options.MaxRecursion);
             SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_FILES, options.MaxFiles);
             SetNumber(engine, cl_engine_field.CL_ENGINE_MAX_SCANTIME, options.ScanTimeoutMilliseconds);
+            // The clean cache is keyed by content alone, but the attachment policy depends on names:
+            // a zip cached clean would skip its members, and their names, the next time it is seen.
+            SetNumber(engine, cl_engine_field.CL_ENGINE_DISABLE_CACHE, 1);
             if (options.TempFolder is not null)
             {
                 ThrowIfError(cl_engine_set_str(engine, cl_engine_field.CL_ENGINE_TMPDIR, options.TempFolder), "setting CL_ENGINE_TMPDIR");
@@ -87,6 +90,8 @@ public sealed unsafe class ScanEngine : IDisposable
 
             // cl_scanmap_callback fills virname for a too-large top-level map only when this is set.
             cl_engine_set_clcb_virus_found(engine, &OnVirusFound);
+            cl_engine_set_clcb_file_inspection(engine, &OnFileInspection);
+            cl_engine_set_clcb_meta(engine, &OnArchiveEntry);
 
             uint signatures = 0;
             ThrowIfError(cl_load(folder, engine, &signatures, CL_DB_STDOPT), $"loading signatures from {folder}");
@@ -108,7 +113,10 @@ public sealed unsafe class ScanEngine : IDisposable
     }
 
     // Scans content read through the source's pread-style Read; the message is never copied whole.
-    public ScanResult Scan(IScanSource source, string? name = null)
+    public ScanResult Scan(IScanSource source, string? name = null) => Scan(source, name, null);
+
+    // inspector: sees every file libclamav unpacks during this scan (see ScanInspector).
+    public ScanResult Scan(IScanSource source, string? name, ScanInspector? inspector)
     {
         ArgumentNullException.ThrowIfNull(source);
         ObjectDisposedException.ThrowIf(disposed, this);
@@ -130,7 +138,7 @@ public sealed unsafe class ScanEngine : IDisposable
         ScanResult verdict;
         using (var fmap = new FmapHandle(map, target))
         {
-            verdict = ScanMap(fmap, name);
+            verdict = ScanMap(fmap, name, inspector);
         }
 
         // libclamav 1.4 skips pages it could not read and may still answer CL_CLEAN:
@@ -162,17 +170,20 @@ public sealed unsafe class ScanEngine : IDisposable
 
             // Closed before the fixed block ends, so libclamav never sees unpinned memory.
             using var fmap = new FmapHandle(map, default);
-            return ScanMap(fmap, name);
+            return ScanMap(fmap, name, null);
         }
     }
 
     // Scans an open file (a spilled message) through its descriptor; libclamav reads it with pread.
-    public ScanResult ScanFile(SafeFileHandle file, string? name = null)
+    public ScanResult ScanFile(SafeFileHandle file, string? name = null) => ScanFile(file, name, null);
+
+    public ScanResult ScanFile(SafeFileHandle file, string? name, ScanInspector? inspector)
     {
         ArgumentNullException.ThrowIfNull(file);
         ObjectDisposedException.ThrowIf(disposed, this);
         var fileAdded = false;
         var engineAdded = false;
+        var context = inspector is null ? default : GCHandle.Alloc(inspector);
         try
         {
             file.DangerousAddRef(ref fileAdded);
@@ -181,11 +192,16 @@ public sealed unsafe class ScanEngine : IDisposable
             byte* virname = null;
             nuint scanned = 0;
             var options = scanOptions;
-            var code = cl_scandesc_callback(descriptor, name, &virname, &scanned, engine, &options, null);
-            return Verdict(code, virname);
+            var code = cl_scandesc_callback(descriptor, name, &virname, &scanned, engine, &options, ContextOf(context));
+            return Verdict(code, virname, inspector);
         }
         finally
         {
+            if (context.IsAllocated)
+            {
+                context.Free();
+            }
+
             if (engineAdded)
             {
                 engine.DangerousRelease();
@@ -240,22 +256,28 @@ public sealed unsafe class ScanEngine : IDisposable
 
     internal void Release() => engine.DangerousRelease();
 
-    private ScanResult ScanMap(FmapHandle map, string? name)
+    private ScanResult ScanMap(FmapHandle map, string? name, ScanInspector? inspector)
     {
         // The virus name points into the engine's memory: hold the engine until it is copied,
         // not only for the duration of the native call.
         var added = false;
+        var context = inspector is null ? default : GCHandle.Alloc(inspector);
         try
         {
             engine.DangerousAddRef(ref added);
             byte* virname = null;
             nuint scanned = 0;
             var options = scanOptions;
-            var code = cl_scanmap_callback(map, name, &virname, &scanned, engine, &options, null);
-            return Verdict(code, virname);
+            var code = cl_scanmap_callback(map, name, &virname, &scanned, engine, &options, ContextOf(context));
+            return Verdict(code, virname, inspector);
         }
         finally
         {
+            if (context.IsAllocated)
+            {
+                context.Free();
+            }
+
             if (added)
             {
                 engine.DangerousRelease();
@@ -264,24 +286,47 @@ public sealed unsafe class ScanEngine : IDisposable
     }
 
     private const string LimitsExceeded = "Heuristics.Limits.Exceeded.";
+    private const string ByCallback = "Detected.By.Callback";
     private const string ScanTimeExceeded = "Heuristics.Limits.Exceeded.MaxScanTime";
 
-    private ScanResult Verdict(cl_error_t code, byte* virname)
+    private static void* ContextOf(GCHandle context) => context.IsAllocated ? (void*)GCHandle.ToIntPtr(context) : null;
+
+    // Precedence: a signature libclamav matched, then the inspector's detection (definite even when
+    // a limit or the time ran out later), then a limit, then clean. An inspector that failed makes
+    // the scan an error unless a signature matched.
+    private ScanResult Verdict(cl_error_t code, byte* virname, ScanInspector? inspector)
     {
+        var name = code == cl_error_t.CL_VIRUS ? Utf8(virname) ?? "unnamed" : null;
+        // "Detected.By.Callback*" is libclamav's name for a callback's CL_VIRUS, not a signature.
+        var signature = name is not null && !name.StartsWith(LimitsExceeded, StringComparison.Ordinal)
+            && !name.StartsWith(ByCallback, StringComparison.Ordinal);
+        if (!signature && inspector is not null)
+        {
+            if (inspector.Detection is { } detection)
+            {
+                return ScanResult.Infected(detection);
+            }
+
+            if (inspector.Failure is { } failure)
+            {
+                return ScanResult.Error((int)cl_error_t.CL_ERROR, $"attachment policy failed: {failure.Message}");
+            }
+        }
+
         switch (code)
         {
             case cl_error_t.CL_CLEAN:
                 return ScanResult.Clean;
             case cl_error_t.CL_VIRUS:
-                var name = Utf8(virname) ?? "unnamed";
-                if (name.StartsWith(ScanTimeExceeded, StringComparison.Ordinal))
+                if (name!.StartsWith(ScanTimeExceeded, StringComparison.Ordinal))
                 {
                     return ScanResult.Error(ScanResult.TimeoutCode, $"{StrError(cl_error_t.CL_ETIMEOUT)}: scan time limit of {Options.ScanTimeout.TotalSeconds:0.###}s exceeded");
                 }
 
-                if (!Options.AlertExceedsMax && name.StartsWith(LimitsExceeded, StringComparison.Ordinal))
+                if (!Options.AlertExceedsMax && !signature)
                 {
-                    return ScanResult.Clean;
+                    // Passed as the admin chose, but the caller can still log which limit was hit.
+                    return ScanResult.Clean with { SkippedLimit = name };
                 }
 
                 return ScanResult.Infected(name);
@@ -296,6 +341,68 @@ public sealed unsafe class ScanEngine : IDisposable
     [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
     private static void OnVirusFound(int descriptor, byte* virname, void* context)
     {
+    }
+
+    // clcb_file_inspection. Always CL_CLEAN: the inspector records, the scan goes on (see ScanInspector).
+    [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
+    private static cl_error_t OnFileInspection(int fd, byte* type, byte** ancestors, nuint parentSize, byte* fileName,
+        nuint fileSize, byte* fileBuffer, uint recursionLevel, uint layerAttributes, void* context)
+    {
+        if (context == null)
+        {
+            return cl_error_t.CL_CLEAN;
+        }
+
+        var inspector = (ScanInspector)GCHandle.FromIntPtr((nint)context).Target!;
+        try
+        {
+            var names = recursionLevel == 0 ? [] : new string?[recursionLevel];
+            for (var i = 0; i < names.Length; i++)
+            {
+                names[i] = Utf8(ancestors[i]);
+            }
+
+            // file_buffer is the whole file, mapped by libclamav for this call (NULL if it could not be).
+            var content = fileBuffer == null ? default : new ReadOnlySpan<byte>(fileBuffer, checked((int)fileSize));
+            var file = new EmbeddedFile(Utf8(fileName), TypeName(type), (int)recursionLevel, names, content,
+                (layerAttributes & LAYER_ATTRIBUTES_DECRYPTED) != 0);
+            inspector.Record(inspector.InspectFile(file));
+        }
+        catch (Exception e)
+        {
+            inspector.Fail(e);
+        }
+
+        return inspector.StopScan ? cl_error_t.CL_VIRUS : cl_error_t.CL_CLEAN;
+    }
+
+    // clcb_meta. Always CL_CLEAN, as above.
+    [UnmanagedCallersOnly(CallConvs = new[] { typeof(CallConvCdecl) })]
+    private static cl_error_t OnArchiveEntry(byte* containerType, nuint containerSize, byte* fileName, nuint realSize,
+        int isEncrypted, uint position, void* context)
+    {
+        if (context == null)
+        {
+            return cl_error_t.CL_CLEAN;
+        }
+
+        var inspector = (ScanInspector)GCHandle.FromIntPtr((nint)context).Target!;
+        try
+        {
+            inspector.Record(inspector.InspectArchiveEntry(new ArchiveEntry(TypeName(containerType), Utf8(fileName), (long)realSize, isEncrypted != 0)));
+        }
+        catch (Exception e)
+        {
+            inspector.Fail(e);
+        }
+
+        return cl_error_t.CL_CLEAN;
+    }
+
+    private static string TypeName(byte* type)
+    {
+        var name = Utf8(type) ?? "ANY";
+        return name.StartsWith("CL_TYPE_", StringComparison.Ordinal) ? name[8..] : name;
     }
 
     // clcb_pread: fills buffer from the IScanSource behind the GCHandle. libclamav treats a short

@@ -17,6 +17,10 @@ public readonly record struct ScanResult(ScanOutcome Outcome, string? VirusName,
     // CL_ETIMEOUT: libclamav's scan time limit or the pool's deadline.
     public const int TimeoutCode = (int)LibClamAV.cl_error_t.CL_ETIMEOUT;
 
+    // A clean verdict that passed only because alert_exceeds_max is off: the limit that was hit
+    // (Heuristics.Limits.Exceeded.MaxFileSize...), so the caller can log it.
+    public string? SkippedLimit { get; init; }
+
     public bool IsTimeout => Outcome == ScanOutcome.Error && ErrorCode == TimeoutCode;
 
     public static ScanResult Clean => default;

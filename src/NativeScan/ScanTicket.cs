@@ -12,6 +12,7 @@ public sealed class ScanTicket
     private readonly TaskCompletionSource finished = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TimeSpan timeout;
     private readonly string? name;
+    private readonly ScanInspector? inspector;
     private IScanSource? source;
     private SafeFileHandle? file;
     private Timer? deadline;
@@ -20,8 +21,9 @@ public sealed class ScanTicket
     // Set when a scanner thread takes the job: a timeout before that was spent waiting for one.
     private volatile bool leftQueue;
 
-    internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout)
+    internal ScanTicket(IScanSource? source, SafeFileHandle? file, string? name, TimeSpan timeout, ScanInspector? inspector = null)
     {
+        this.inspector = inspector;
         this.source = source;
         this.file = file;
         this.name = name;
@@ -59,7 +61,7 @@ public sealed class ScanTicket
                 try
                 {
                     verdict = job is not null ? job(engine, expired!.Token)
-                        : file is not null ? engine.ScanFile(file, name) : engine.Scan(source!, name);
+                        : file is not null ? engine.ScanFile(file, name, inspector) : engine.Scan(source!, name, inspector);
                 }
                 finally
                 {

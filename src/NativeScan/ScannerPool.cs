@@ -111,19 +111,26 @@ public sealed class ScannerPool : IDisposable
         }
     }
 
-    public bool TryEnqueue(IScanSource source, string? name, TimeSpan timeout, out ScanTicket ticket)
+    public bool TryEnqueue(IScanSource source, string? name, TimeSpan timeout, out ScanTicket ticket) =>
+        TryEnqueue(source, name, timeout, null, out ticket);
+
+    // inspector: this job's attachment policy, run inside the same libclamav pass (ScanInspector).
+    public bool TryEnqueue(IScanSource source, string? name, TimeSpan timeout, ScanInspector? inspector, out ScanTicket ticket)
     {
         ArgumentNullException.ThrowIfNull(source);
         ValidateTimeout(timeout);
-        return TryEnqueue(new ScanTicket(source, null, name, timeout), out ticket);
+        return TryEnqueue(new ScanTicket(source, null, name, timeout, inspector), out ticket);
     }
 
     // For a message spilled to a file; the caller keeps the handle open until Finished.
-    public bool TryEnqueue(SafeFileHandle file, string? name, TimeSpan timeout, out ScanTicket ticket)
+    public bool TryEnqueue(SafeFileHandle file, string? name, TimeSpan timeout, out ScanTicket ticket) =>
+        TryEnqueue(file, name, timeout, null, out ticket);
+
+    public bool TryEnqueue(SafeFileHandle file, string? name, TimeSpan timeout, ScanInspector? inspector, out ScanTicket ticket)
     {
         ArgumentNullException.ThrowIfNull(file);
         ValidateTimeout(timeout);
-        return TryEnqueue(new ScanTicket(null, file, name, timeout), out ticket);
+        return TryEnqueue(new ScanTicket(null, file, name, timeout, inspector), out ticket);
     }
 
     // A job of several scans under one deadline and one retained engine (a message, and for strip

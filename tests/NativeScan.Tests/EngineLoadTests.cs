@@ -93,9 +93,11 @@ public sealed class EngineLoadTests : IDisposable
             Assert.StartsWith("Heuristics.Limits.Exceeded", result.VirusName);
         }
 
-        using (var quiet = ScanEngine.Load(new EngineOptions(folder) { MaxFileSize = 1000, MaxScanSize = 1000 }))
+        using (var quiet = ScanEngine.Load(new EngineOptions(folder) { MaxFileSize = 1000, MaxScanSize = 1000, AlertExceedsMax = false }))
         {
-            Assert.Equal(ScanResult.Clean, quiet.Scan(content));
+            var result = quiet.Scan(content);
+            Assert.Equal(ScanOutcome.Clean, result.Outcome);
+            Assert.StartsWith("Heuristics.Limits.Exceeded", result.SkippedLimit);
         }
     }
 
@@ -133,10 +135,10 @@ public sealed class EngineLoadTests : IDisposable
             Assert.Equal(ScanResult.Infected("Heuristics.Limits.Exceeded.MaxFiles"), alerting.Scan(tooMany));
         }
 
-        using (var quiet = ScanEngine.Load(new EngineOptions(folder) { MaxFiles = 3 }))
+        using (var quiet = ScanEngine.Load(new EngineOptions(folder) { MaxFiles = 3, AlertExceedsMax = false }))
         {
             ScanEngineTests.AssertInfected(SignatureFixture.ClamExeSignature, quiet.Scan(virusFirst));
-            Assert.Equal(ScanResult.Clean, quiet.Scan(tooMany));
+            Assert.Equal(ScanResult.Clean with { SkippedLimit = "Heuristics.Limits.Exceeded.MaxFiles" }, quiet.Scan(tooMany));
         }
     }
 

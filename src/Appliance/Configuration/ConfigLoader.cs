@@ -263,6 +263,7 @@ public static class ConfigLoader
             BannedContentTypes = r.ContentTypes("banned_content_types", raw.BannedContentTypes, d.BannedContentTypes),
             EncryptedArchives = r.Choice("encrypted_archives", raw.EncryptedArchives, d.EncryptedArchives,
                 ("allow", EncryptedArchivePolicy.Allow), ("block", EncryptedArchivePolicy.Block)),
+            BannedTypes = r.FileTypes("banned_types", raw.BannedTypes, d.BannedTypes),
             ReloadCheckInterval = r.Time("reload_check_interval", raw.ReloadCheckInterval, d.ReloadCheckInterval, allowZero: true),
             ReloadMemory = r.Choice("reload_memory", raw.ReloadMemory, d.ReloadMemory, ("concurrent", ReloadMemory.Concurrent), ("low", ReloadMemory.Low)),
             MaxDefinitionsAge = r.Time("max_definitions_age", raw.MaxDefinitionsAge, d.MaxDefinitionsAge, max: TimeSpan.FromDays(365)),
@@ -664,6 +665,28 @@ public static class ConfigLoader
             if (ok) return new ValueList<string>(result);
             Error(key, raw, "a list of file extensions of letters and digits such as exe, scr, js, plus the word double for names like invoice.pdf.exe (or none)");
             return fallback;
+        }
+
+        // libclamav type names (msexe, CL_TYPE_MSEXE); `none` or empty: no rule.
+        public ValueList<string> FileTypes(string key, string? raw, ValueList<string> fallback)
+        {
+            if (raw is null) return fallback;
+            if (raw.Trim().Equals("none", StringComparison.OrdinalIgnoreCase)) return ValueList<string>.Empty;
+            var result = new List<string>();
+            foreach (var item in ConfigValues.SplitList(raw))
+            {
+                var word = item.ToLowerInvariant();
+                if (word.StartsWith("cl_type_", StringComparison.Ordinal)) word = word[8..];
+                if (!Policy.BannedAttachments.KnownTypes.Contains(word))
+                {
+                    Error(key, raw, "a list of libclamav file types such as msexe, elf, macho (CL_TYPE_ names without the prefix), or none");
+                    return fallback;
+                }
+
+                if (!result.Contains(word)) result.Add(word);
+            }
+
+            return new ValueList<string>(result);
         }
 
         // Media types: type/subtype or type/*; `none` or empty: no rule.

@@ -97,7 +97,7 @@ public sealed record ScanSection
     public int MaxFiles { get; init; } = 10000;
 
     // Treat content that exceeds a limit as infected (Heuristics.Limits.Exceeded.*).
-    public bool AlertExceedsMax { get; init; }
+    public bool AlertExceedsMax { get; init; } = true;
 
     // Where libclamav unpacks while scanning; empty means temp_folder. A tmpfs here saves a
     // directory create/remove on disk per message (about 10x faster small-message scans on ext4).
@@ -125,6 +125,8 @@ public sealed record ScanSection
     public bool BanDoubleExtensions { get; init; } = true;
     public ValueList<string> BannedContentTypes { get; init; } = BannedAttachments.DefaultContentTypes;
     public EncryptedArchivePolicy EncryptedArchives { get; init; } = EncryptedArchivePolicy.Allow;
+    // libclamav type names (msexe, elf, macho) banned by content whatever the file is called.
+    public ValueList<string> BannedTypes { get; init; } = ValueList<string>.Empty;
 
     public DetectionAction ActionFor(DetectionClass detectionClass) => detectionClass switch
     {

@@ -37,7 +37,7 @@ internal sealed class RawScan
         "database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size",
         "max_file_size", "max_recursion", "max_files", "alert_exceeds_max", "scratch_folder", "action", "action_pua",
         "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
-        "banned_extensions", "banned_content_types", "encrypted_archives", "reload_check_interval",
+        "banned_extensions", "banned_content_types", "encrypted_archives", "banned_types", "reload_check_interval",
         "reload_memory", "max_definitions_age",
     ];
 
@@ -61,6 +61,7 @@ internal sealed class RawScan
     [ConfigurationKeyName("tag_subject_prefix")] public string? TagSubjectPrefix { get; set; }
     [ConfigurationKeyName("banned_extensions")] public string? BannedExtensions { get; set; }
     [ConfigurationKeyName("banned_content_types")] public string? BannedContentTypes { get; set; }
+    [ConfigurationKeyName("banned_types")] public string? BannedTypes { get; set; }
     [ConfigurationKeyName("encrypted_archives")] public string? EncryptedArchives { get; set; }
     [ConfigurationKeyName("reload_check_interval")] public string? ReloadCheckInterval { get; set; }
     [ConfigurationKeyName("reload_memory")] public string? ReloadMemory { get; set; }

@@ -61,6 +61,8 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
             switch (result.Outcome)
             {
                 case ScanOutcome.Clean:
+                    if (result.Scan.SkippedLimit is { } limit)
+                        Log.Warn($"session={entry.Session} passed partly scanned ({limit}; alert_exceeds_max = no)");
                     return await delivery.DeliverAsync(session, tx, entry, state, MessageVerdict.Clean, buffer, null, ct).ConfigureAwait(false);
 
                 case ScanOutcome.Infected:

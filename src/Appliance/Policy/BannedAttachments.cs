@@ -6,7 +6,8 @@ namespace Portcullis.Appliance.Policy;
 // The attachment rules: a file name whose last extension is banned (Banned.Extension.<ext>), a
 // document extension followed by an executable one such as invoice.pdf.exe (Banned.DoubleExtension),
 // a banned Content-Type (Banned.ContentType), and, with encrypted_archives = block, a zip archive
-// with an encrypted member (Banned.EncryptedArchive). Names are compared the way Windows opens them:
+// with an encrypted member (Banned.EncryptedArchive), and, listed in banned_types, a file of a
+// type libclamav recognises by content whatever its name (Banned.Type.<type>, e.g. Banned.Type.msexe). Names are compared the way Windows opens them:
 // case-insensitive, trailing dots and spaces ignored, spaces around the dots ignored.
 public sealed class BannedAttachments
 {
@@ -15,6 +16,20 @@ public sealed class BannedAttachments
 
     public static readonly ValueList<string> DefaultContentTypes = new(
         ["application/x-msdownload", "application/x-msdos-program", "application/x-dosexec", "application/hta", "application/x-ms-shortcut"]);
+
+    // libclamav 1.4's file type names (libclamav/filetypes.c) without CL_TYPE_, lowercase: what
+    // banned_types accepts, so a typo is a configuration error rather than a rule that never fires.
+    public static readonly HashSet<string> KnownTypes = new(StringComparer.Ordinal)
+    {
+        "7z", "7zsfx", "alz", "any", "apm", "arj", "arjsfx", "autoit", "binary_data", "binhex", "bz", "cabsfx",
+        "cpio_crc", "cpio_newc", "cpio_odc", "cpio_old", "cryptff", "dmg", "egg", "eggsfx", "elf", "gif", "gpt",
+        "graphics", "gz", "html", "html_utf16", "hwp3", "hwpole2", "ignored", "internal", "ishield_msi", "iso9660",
+        "java", "jpeg", "lha_lzh", "lnk", "macho", "macho_unibin", "mail", "mbr", "mhtml", "mscab", "mschm", "msexe",
+        "msole2", "msszdd", "nulsft", "old_tar", "onenote", "ooxml_hwp", "ooxml_ppt", "ooxml_word", "ooxml_xl",
+        "part_any", "part_hfsplus", "pdf", "png", "posix_tar", "ps", "python_compiled", "rar", "rarsfx", "riff", "rtf",
+        "screnc", "script", "sfx", "sis", "swf", "text_ascii", "text_utf16be", "text_utf16le", "text_utf8", "tiff",
+        "tnef", "udf", "uuencoded", "xar", "xdp", "xml_hwp", "xml_word", "xml_xl", "xz", "zip", "zipsfx",
+    };
 
     // The word in banned_extensions that turns the double-extension rule on.
     public const string DoubleWord = "double";
@@ -44,9 +59,14 @@ public sealed class BannedAttachments
     private readonly bool _double;
     private readonly string[] _contentTypes;
     private readonly bool _blockEncrypted;
+    private readonly HashSet<string> _types;
 
-    public BannedAttachments(IEnumerable<string> extensions, bool banDoubleExtensions, IEnumerable<string> contentTypes, EncryptedArchivePolicy encrypted)
+    public const string EncryptedArchive = "Banned.EncryptedArchive";
+
+    public BannedAttachments(IEnumerable<string> extensions, bool banDoubleExtensions, IEnumerable<string> contentTypes, EncryptedArchivePolicy encrypted,
+        IEnumerable<string>? types = null)
     {
+        _types = new HashSet<string>((types ?? []).Select(t => t.ToLowerInvariant()), StringComparer.Ordinal);
         _extensions = new HashSet<string>(extensions.Select(e => e.ToLowerInvariant()), StringComparer.Ordinal);
         _double = banDoubleExtensions;
         _contentTypes = [.. contentTypes.Select(c => c.ToLowerInvariant())];
@@ -54,9 +74,19 @@ public sealed class BannedAttachments
     }
 
     public static BannedAttachments From(ScanSection scan) =>
-        new(scan.BannedExtensions, scan.BanDoubleExtensions, scan.BannedContentTypes, scan.EncryptedArchives);
+        new(scan.BannedExtensions, scan.BanDoubleExtensions, scan.BannedContentTypes, scan.EncryptedArchives, scan.BannedTypes);
 
-    public bool IsEmpty => _extensions.Count == 0 && !_double && _contentTypes.Length == 0 && !_blockEncrypted;
+    public bool IsEmpty => _extensions.Count == 0 && !_double && _contentTypes.Length == 0 && !_blockEncrypted && _types.Count == 0;
+
+    public bool BlocksEncrypted => _blockEncrypted;
+
+    // Banned.Type.<type> for a libclamav type name without CL_TYPE_ ("MSEXE"), or null.
+    public string? CheckType(string? type)
+    {
+        if (string.IsNullOrEmpty(type) || _types.Count == 0) return null;
+        var name = type.ToLowerInvariant();
+        return _types.Contains(name) ? "Banned.Type." + name : null;
+    }
 
     // Banned.<reason> for a file name, or null.
     public string? CheckFileName(string? fileName)
@@ -96,8 +126,9 @@ public sealed class BannedAttachments
         || mediaType is not null && (mediaType.Equals("application/zip", StringComparison.OrdinalIgnoreCase)
             || mediaType.Equals("application/x-zip-compressed", StringComparison.OrdinalIgnoreCase));
 
-    // Checks the member names of a zip archive (and of zip archives inside it). An archive that
-    // cannot be read is left to libclamav, which has already scanned it.
+    // Checks the member names of a zip archive (and of zip archives inside it). Only strip uses this,
+    // to find which part of a message already found banned holds the detection; the verdict itself
+    // comes from libclamav's own unpacking (AttachmentInspector).
     public string? CheckZip(Stream archive)
     {
         long budget = MaxInflatedBytes;
@@ -117,7 +148,7 @@ public sealed class BannedAttachments
             foreach (var entry in zip.Entries)
             {
                 if (++count > MaxArchiveEntries) break;
-                if (_blockEncrypted && entry.IsEncrypted) return "Banned.EncryptedArchive";
+                if (_blockEncrypted && entry.IsEncrypted) return EncryptedArchive;
                 if (CheckFileName(entry.FullName) is { } banned) return banned;
                 if (!entry.IsEncrypted && LooksLikeZip(entry.Name, null) && entry.Length <= budget)
                 {

@@ -20,7 +20,8 @@ internal interface IMessageScanner
 // MIME part (strip looks for the infected ones), the rewritten message (strip's rescan).
 internal interface IContentScanner
 {
-    ScanResult Scan(IMessageContent content);
+    // inspector: the attachment policy run by libclamav's callbacks inside this same pass.
+    ScanResult Scan(IMessageContent content, ScanInspector? inspector = null);
 
     ScanResult ScanPart(ReadOnlyMemory<byte> part);
 }

@@ -44,10 +44,10 @@ internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, stri
     private sealed class EngineScanner(ScanEngine engine) : IContentScanner
     {
         // A spilled message is scanned by descriptor; one in memory through the fmap callback.
-        public ScanResult Scan(IMessageContent content) => content switch
+        public ScanResult Scan(IMessageContent content, ScanInspector? inspector = null) => content switch
         {
-            MessageBuffer { IsSpilled: true, SpillHandle: { } file } => engine.ScanFile(file),
-            IScanSource source => engine.Scan(source),
+            MessageBuffer { IsSpilled: true, SpillHandle: { } file } => engine.ScanFile(file, null, inspector),
+            IScanSource source => engine.Scan(source, null, inspector),
             _ => ScanResult.Error(-1, $"cannot scan a {content.GetType().Name}"),
         };
 

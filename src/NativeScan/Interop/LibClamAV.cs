@@ -138,6 +138,8 @@ internal static unsafe partial class LibClamAV
 
     internal const uint CL_SCAN_MAIL_PARTIAL_MESSAGE = 0x1;
 
+    internal const uint LAYER_ATTRIBUTES_DECRYPTED = 0x2;
+
     [StructLayout(LayoutKind.Sequential)]
     internal struct cl_scan_options
     {
@@ -200,6 +202,21 @@ internal static unsafe partial class LibClamAV
 
     [LibraryImport(Library)]
     internal static partial void cl_engine_set_clcb_virus_found(EngineHandle engine, delegate* unmanaged[Cdecl]<int, byte*, void*, void> callback);
+
+    // clcb_file_inspection: called for every file libclamav is about to scan (the message itself at
+    // depth 0, every MIME part, archive member, decompressed stream...), before the clean cache.
+    // ancestors has recursion_level entries; names may be NULL. CL_VIRUS blocks, CL_BREAK trusts.
+    [LibraryImport(Library)]
+    internal static partial void cl_engine_set_clcb_file_inspection(
+        EngineHandle engine,
+        delegate* unmanaged[Cdecl]<int, byte*, byte**, nuint, byte*, nuint, byte*, uint, uint, void*, cl_error_t> callback);
+
+    // clcb_meta: called for every entry an archive lists (zip, rar, 7z, tar, cab, cpio, MIME attachments
+    // saved by the mail parser), extracted or not, with its name and whether it is encrypted.
+    [LibraryImport(Library)]
+    internal static partial void cl_engine_set_clcb_meta(
+        EngineHandle engine,
+        delegate* unmanaged[Cdecl]<byte*, nuint, byte*, nuint, int, uint, void*, cl_error_t> callback);
 
     [LibraryImport(Library, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial cl_error_t cl_load(string path, EngineHandle engine, uint* signo, uint dboptions);

@@ -36,7 +36,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(100L << 20, s.MaxFileSize);
         Assert.Equal(17, s.MaxRecursion);
         Assert.Equal(10000, s.MaxFiles);
-        Assert.False(s.AlertExceedsMax);
+        Assert.True(s.AlertExceedsMax);
 
         var l = config.Limits;
         Assert.Equal(50L << 20, l.MaxMessageSize);
@@ -305,7 +305,7 @@ public sealed class ConfigLoaderTests
     {
         var error = SingleError("[scan]\nmax_size = 10M");
         Assert.Equal(
-            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder, action, action_pua, action_heuristics, action_phishing, action_unofficial, action_banned, tag_subject_prefix, banned_extensions, banned_content_types, encrypted_archives, reload_check_interval, reload_memory, max_definitions_age)",
+            $"{Source}: [scan] unknown key \"max_size\" (known keys: database_folder, timeout, on_error, scanner_threads, queue_length, max_scan_size, max_file_size, max_recursion, max_files, alert_exceeds_max, scratch_folder, action, action_pua, action_heuristics, action_phishing, action_unofficial, action_banned, tag_subject_prefix, banned_extensions, banned_content_types, encrypted_archives, banned_types, reload_check_interval, reload_memory, max_definitions_age)",
             error);
     }
 

@@ -63,7 +63,7 @@ public sealed partial class ShippedConfigTests
              "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket"],
             ["database_folder", "timeout", "on_error", "scanner_threads", "queue_length", "max_scan_size", "max_file_size", "max_recursion", "max_files", "alert_exceeds_max",
                 "scratch_folder", "action", "action_pua", "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
-                "banned_extensions", "banned_content_types", "encrypted_archives", "reload_check_interval", "reload_memory", "max_definitions_age"],
+                "banned_extensions", "banned_content_types", "encrypted_archives", "banned_types", "reload_check_interval", "reload_memory", "max_definitions_age"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline",
              "max_connections", "max_connections_per_ip", "memory_budget"],
             ["folder"],

@@ -412,7 +412,7 @@ internal sealed class GatewayTranscript
 
         private sealed class Scans(ScriptedScanner scanner, CancellationTokenSource deadline) : IContentScanner
         {
-            public ScanResult Scan(IMessageContent content) => scanner.Take(deadline);
+            public ScanResult Scan(IMessageContent content, ScanInspector? inspector = null) => scanner.Take(deadline);
 
             public ScanResult ScanPart(ReadOnlyMemory<byte> part) => scanner.Take(deadline);
         }

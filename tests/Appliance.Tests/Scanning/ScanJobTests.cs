@@ -190,7 +190,7 @@ public sealed class ScanJobTests : IDisposable
 
         private sealed class Scans(GatedScans owner) : IContentScanner
         {
-            public ScanResult Scan(IMessageContent content)
+            public ScanResult Scan(IMessageContent content, ScanInspector? inspector = null)
             {
                 if (content is MessageBuffer)
                 {

@@ -1,0 +1,70 @@
+namespace Portcullis.NativeScan;
+
+// A per-scan observer of what libclamav unpacks, called on the scanner thread from inside the scan
+// (clcb_file_inspection and clcb_meta), so a policy sees every file in every container libclamav
+// understands, in the same pass and within the same limits as the virus scan.
+//
+// A detection is recorded, not acted on: the scan goes on, so a virus found anywhere in the message
+// keeps its signature name, and the verdict is Infected(detection) only when libclamav found nothing
+// itself. The engine runs with the clean cache off (see ScanEngine.Load) so a container seen clean
+// once is still unpacked, and its members' names checked, the next time.
+public abstract class ScanInspector
+{
+    // The first detection any callback returned; later ones are ignored.
+    public string? Detection { get; private set; }
+
+    // A policy that throws makes the scan an error, never a pass.
+    public Exception? Failure { get; private set; }
+
+    // Set by InspectFile to end the scan at once (libclamav gets CL_VIRUS): for content the policy
+    // already knows libclamav would give up on, before libclamav spends its time and memory on it.
+    // A signature that would have matched later is then not named.
+    public bool StopScan { get; protected set; }
+
+    // A file libclamav is about to scan. Returns a detection name, or null.
+    public abstract string? InspectFile(in EmbeddedFile file);
+
+    // An entry an archive lists (extracted or not). Returns a detection name, or null.
+    public abstract string? InspectArchiveEntry(in ArchiveEntry entry);
+
+    internal void Record(string? detection) => Detection ??= detection;
+
+    internal void Fail(Exception e) => Failure ??= e;
+}
+
+// What clcb_file_inspection reports. Depth 0 is the scanned object itself (the message). Name is what
+// libclamav recorded: a MIME part's filename or name parameter (RFC 2047/2231 decoded), an archive
+// member's path, null for a decompressed stream (gzip, bzip2), or a name libclamav made up
+// ("attachment" for an unnamed MIME part, "textportion" for a decoded message/rfc822, a
+// clamav-*.tmp file for uuencoded content). Type is libclamav's type by magic without CL_TYPE_
+// ("MSEXE", "ZIP", "MAIL"). Content is valid only during the call.
+public readonly ref struct EmbeddedFile
+{
+    public EmbeddedFile(string? name, string type, int depth, IReadOnlyList<string?> ancestors, ReadOnlySpan<byte> content, bool decrypted)
+    {
+        Name = name;
+        Type = type;
+        Depth = depth;
+        Ancestors = ancestors;
+        Content = content;
+        Decrypted = decrypted;
+    }
+
+    public string? Name { get; }
+
+    public string Type { get; }
+
+    public int Depth { get; }
+
+    // The names of the containers above, outermost first (Depth entries; names may be null).
+    public IReadOnlyList<string?> Ancestors { get; }
+
+    public ReadOnlySpan<byte> Content { get; }
+
+    // libclamav had to decrypt a layer above to reach this file.
+    public bool Decrypted { get; }
+}
+
+// What clcb_meta reports for one archive entry. ContainerType is libclamav's type of the archive
+// without CL_TYPE_ ("ZIP", "RAR", "7Z", "POSIX_TAR", "MAIL" for a saved MIME attachment).
+public readonly record struct ArchiveEntry(string ContainerType, string? Name, long Size, bool Encrypted);
