@@ -97,7 +97,7 @@ public sealed class PostfixXClientTests(ITestOutputHelper output)
             Assert.Equal(554, mail.Code);
             Assert.Contains("Client host rejected: refused by address", mail.Text);
         }
-        await gateway.Stderr.WaitForAsync(l => l.Contains("client=127.0.0.3 refused by the downstream after XCLIENT"),
+        await gateway.Stderr.WaitForAsync(l => l.Contains("refused by the downstream after XCLIENT") && l.Contains("client=127.0.0.3"),
             TimeSpan.FromSeconds(10), "the gateway's log of the refusal");
 
         var (rcpt, final, _) = await SendFromAsync(gateway.Port, "127.0.0.2", "two.example");
