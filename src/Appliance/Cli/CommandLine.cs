@@ -144,6 +144,10 @@ internal static class CommandLine
         {
             Description = "scan the files under each directory given, and under their subdirectories",
         };
+        var policy = new Option<bool>("--policy")
+        {
+            Description = "take each file as a mail message and apply the gateway's whole verdict: the attachment rules of [scan] too (Banned.*)",
+        };
         var paths = new Argument<string[]>("FILE")
         {
             Arity = ArgumentArity.OneOrMore,
@@ -152,9 +156,9 @@ internal static class CommandLine
         var verb = new Command("scan",
             "scan files or a message with the gateway's signatures and limits: exit 0 clean, 1 infected, 2 error (errors on stderr)")
         {
-            config, recursive, paths,
+            config, recursive, policy, paths,
         };
-        verb.SetAction(parsed => ScanCommands.Scan(new ScanRequest(parsed.GetValue(config), parsed.GetValue(paths) ?? [], parsed.GetValue(recursive))));
+        verb.SetAction(parsed => ScanCommands.Scan(new ScanRequest(parsed.GetValue(config), parsed.GetValue(paths) ?? [], parsed.GetValue(recursive), parsed.GetValue(policy))));
         return verb;
     }
 

@@ -1,5 +1,6 @@
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Messages;
+using Portcullis.Appliance.Policy;
 using Portcullis.Appliance.Scanning;
 using Portcullis.NativeScan;
 
@@ -8,7 +9,9 @@ namespace Portcullis.Appliance.Cli;
 // `portcullis scan` and `portcullis version`: libclamav used directly, outside the gateway.
 // scan prints clamscan-like lines (FILE: OK and FILE: Name FOUND on stdout, FILE: ERROR text on
 // stderr) and exits 0 when everything is clean, 1 when anything is infected, 2 when anything
-// could not be scanned.
+// could not be scanned. With --policy each file is taken as a message as the gateway receives it,
+// and the attachment rules of [scan] run inside the same libclamav pass (AttachmentInspector), so
+// a message the gateway refuses as Banned.* is FOUND here too.
 internal static class ScanCommands
 {
     public const int ExitClean = 0;
@@ -38,6 +41,13 @@ internal static class ScanCommands
             return ExitError;
         }
 
+        Func<ScanInspector?> inspector = () => null;
+        if (request.Policy)
+        {
+            var banned = BannedAttachments.From(config.Scan);
+            inspector = () => AttachmentInspector.For(banned, config.Scan);
+        }
+
         using (engine)
         {
             var report = new ScanReport(Console.Out, Console.Error);
@@ -45,13 +55,13 @@ internal static class ScanCommands
             {
                 if (path == "-")
                 {
-                    report.Add("stdin", ScanStdin(engine, config));
+                    report.Add("stdin", ScanStdin(engine, config, inspector()));
                 }
                 else if (Directory.Exists(path))
                 {
                     if (request.Recursive)
                     {
-                        ScanTree.Scan(engine, path, report);
+                        ScanTree.Scan(engine, path, report, inspector);
                     }
                     else
                     {
@@ -60,7 +70,7 @@ internal static class ScanCommands
                 }
                 else
                 {
-                    report.Add(path, ScanPath(engine, path));
+                    report.Add(path, ScanPath(engine, path, inspector()));
                 }
             }
 
@@ -125,11 +135,13 @@ internal static class ScanCommands
         }
     }
 
-    private static ScanResult ScanPath(ScanEngine engine, string path)
+    private static ScanResult ScanPath(ScanEngine engine, string path, ScanInspector? inspector)
     {
         try
         {
-            return engine.ScanFile(path);
+            if (inspector is null) return engine.ScanFile(path);
+            using var file = File.OpenHandle(path);
+            return engine.ScanFile(file, path, inspector);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -137,7 +149,7 @@ internal static class ScanCommands
         }
     }
 
-    private static ScanResult ScanStdin(ScanEngine engine, GatewayConfig config)
+    private static ScanResult ScanStdin(ScanEngine engine, GatewayConfig config, ScanInspector? inspector)
     {
         var tempFolder = Directory.Exists(config.General.TempFolder) ? config.General.TempFolder : Path.GetTempPath();
         using var message = new MessageBuffer(config.Limits.MemoryThreshold, tempFolder);
@@ -161,12 +173,12 @@ internal static class ScanCommands
             return ScanResult.Error(0, $"reading stdin: {e.Message}");
         }
 
-        return engine.Scan(message, "stdin");
+        return engine.Scan(message, "stdin", inspector);
     }
 }
 
 // What `portcullis scan` was asked to do: the options of the verb, one member each.
-internal sealed record ScanRequest(string? ConfigPath, IReadOnlyList<string> Paths, bool Recursive);
+internal sealed record ScanRequest(string? ConfigPath, IReadOnlyList<string> Paths, bool Recursive, bool Policy = false);
 
 // The lines of one scan run and its exit code: an error outranks an infection, an infection a clean file.
 internal sealed class ScanReport(TextWriter output, TextWriter errors)

@@ -14,7 +14,7 @@ internal static partial class ScanTree
     private const int O_CLOEXEC = 0x80000;
     private const int SEEK_CUR = 1;
 
-    public static void Scan(ScanEngine engine, string folder, ScanReport report)
+    public static void Scan(ScanEngine engine, string folder, ScanReport report, Func<ScanInspector?>? inspector = null)
     {
         List<FileSystemInfo> entries;
         try
@@ -37,9 +37,9 @@ internal static partial class ScanTree
 
             if (entry is DirectoryInfo)
             {
-                Scan(engine, path, report);
+                Scan(engine, path, report, inspector);
             }
-            else if (ScanRegularFile(engine, path) is { } result)
+            else if (ScanRegularFile(engine, path, inspector?.Invoke()) is { } result)
             {
                 report.Add(path, result);
             }
@@ -47,7 +47,7 @@ internal static partial class ScanTree
     }
 
     // Null for a file that is not a regular one. Opened without blocking: open(2) on a FIFO waits for a writer.
-    private static ScanResult? ScanRegularFile(ScanEngine engine, string path)
+    private static ScanResult? ScanRegularFile(ScanEngine engine, string path, ScanInspector? inspector)
     {
         var fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
@@ -63,7 +63,7 @@ internal static partial class ScanTree
             return null;
         }
 
-        return engine.ScanFile(file, path);
+        return engine.ScanFile(file, path, inspector);
     }
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]

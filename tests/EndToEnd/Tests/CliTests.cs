@@ -159,6 +159,31 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Scan_policy_gives_the_gateways_verdict_on_a_banned_attachment()
+    {
+        // Harmless bytes under a double extension: no signature matches, the attachment rules do.
+        var message = TestMessages.WithAttachment("invoice", "see attached", "invoice.pdf.exe", TestMessages.Noise(2048, 7));
+        var path = Path.Combine(config.Root, "banned.eml");
+        await using (var file = File.Create(path))
+        {
+            await message.WriteToAsync(file);
+        }
+
+        var plain = await PortcullisBinary.RunAsync("scan", "--config", config.FilePath, path);
+        Assert.True(plain.ExitCode == 0, plain.ToString());
+        Assert.Equal($"{path}: OK\n", plain.Stdout);
+
+        var policy = await PortcullisBinary.RunAsync("scan", "--config", config.FilePath, "--policy", path);
+        Assert.True(policy.ExitCode == 1, policy.ToString());
+        Assert.Matches($@"(?m)^{Regex(path)}: Banned\.\S+ FOUND$", policy.Stdout);
+
+        // The same verdict for a folder walked with -r.
+        var tree = await PortcullisBinary.RunAsync("scan", "--config", config.FilePath, "--policy", "-r", config.Root);
+        Assert.True(tree.ExitCode == 1, tree.ToString());
+        Assert.Matches($@"(?m)^{Regex(path)}: Banned\.\S+ FOUND$", tree.Stdout);
+    }
+
+    [Fact]
     public async Task Scan_errors_go_to_stderr_and_exit_2()
     {
         var clean = Path.Combine(config.Root, "clean.txt");
@@ -259,7 +284,7 @@ public sealed class CliTests : IAsyncLifetime
     [InlineData("portcullis ", "check-config quarantine reload run scan status version")]
     [InlineData("portcullis sc", "scan")]
     [InlineData("portcullis --v", "--version")]
-    [InlineData("portcullis scan -", "--config --help --recursive -c -h -r")]
+    [InlineData("portcullis scan -", "--config --help --policy --recursive -c -h -r")]
     [InlineData("portcullis scan --r", "--recursive")]
     [InlineData("portcullis quarantine ", "delete list purge release show")]
     [InlineData("portcullis quarantine list --", "--config --help --json --since --virus")]
