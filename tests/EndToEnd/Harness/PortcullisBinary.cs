@@ -59,9 +59,12 @@ public static class PortcullisBinary
         return null;
     }
 
-    public static async Task<CliResult> RunAsync(params string[] arguments)
+    public static Task<CliResult> RunAsync(params string[] arguments) => RunProcessAsync(Require(), arguments);
+
+    // Any program, with its output collected; killed (and a TimeoutException) after 60 s.
+    public static async Task<CliResult> RunProcessAsync(string file, string[] arguments, params (string Name, string Value)[] environment)
     {
-        var start = new ProcessStartInfo(Require())
+        var start = new ProcessStartInfo(file)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -70,6 +73,11 @@ public static class PortcullisBinary
         foreach (var argument in arguments)
         {
             start.ArgumentList.Add(argument);
+        }
+
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
         }
 
         using var process = Process.Start(start)!;
@@ -83,7 +91,7 @@ public static class PortcullisBinary
         catch (OperationCanceledException)
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"portcullis {string.Join(' ', arguments)} did not finish within 60s");
+            throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within 60s");
         }
 
         return new CliResult(process.ExitCode, await stdout, await stderr);

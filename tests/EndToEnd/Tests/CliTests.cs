@@ -336,40 +336,8 @@ public sealed class CliTests : IAsyncLifetime
         return RunProcessAsync("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", PortcullisBinary.Require(), .. arguments]);
     }
 
-    private static async Task<CliResult> RunProcessAsync(string file, string[] arguments, params (string Name, string Value)[] environment)
-    {
-        var start = new System.Diagnostics.ProcessStartInfo(file)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        using var process = System.Diagnostics.Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {string.Join(' ', arguments)} did not finish within 60s");
-        }
-
-        return new CliResult(process.ExitCode, await stdout, await stderr);
-    }
+    private static Task<CliResult> RunProcessAsync(string file, string[] arguments, params (string Name, string Value)[] environment) =>
+        PortcullisBinary.RunProcessAsync(file, arguments, environment);
 
     private static string Regex(string text) => System.Text.RegularExpressions.Regex.Escape(text);
 }
