@@ -50,7 +50,7 @@ internal static class ClientIdentity
             return new Presented(downstream, false, null);
         }
         // The downstream judged the real client (its client or HELO restrictions): its answer stands.
-        Log.Info($"session={session.Id} client={Address(session)} refused by the downstream after XCLIENT: {reply}");
+        Log.Info($"session={session.Id} client={GatewaySession.ClientAddress(session)} refused by the downstream after XCLIENT: {reply}");
         return new Presented(downstream, true, Answer(reply));
     }
 
@@ -61,7 +61,7 @@ internal static class ClientIdentity
         ? reply
         : new SmtpReply(451, "4.3.0", $"Unexpected reply from the mail server behind this gateway ({reply.Code})");
 
-    // XCLIENT_README: addresses without brackets, IPv6 with "IPV6:", [UNAVAILABLE] when unknown.
+    // XCLIENT_README and XFORWARD_README: addresses without brackets, IPv6 with "IPV6:", [UNAVAILABLE] when unknown.
     public static List<KeyValuePair<string, string>> XClientAttributes(SmtpSession session)
     {
         var client = session.RemoteEndPoint as IPEndPoint;
@@ -79,7 +79,8 @@ internal static class ClientIdentity
         ];
     }
 
-    private static string FormatAddress(IPAddress? address)
+    // An address as XCLIENT and XFORWARD carry it.
+    internal static string FormatAddress(IPAddress? address)
     {
         if (address is null) return Unavailable;
         if (address.IsIPv4MappedToIPv6) address = address.MapToIPv4();
@@ -87,6 +88,4 @@ internal static class ClientIdentity
         // Without the scope (%eth0), which Postfix cannot parse.
         return "IPV6:" + new IPAddress(address.GetAddressBytes());
     }
-
-    private static string Address(SmtpSession session) => FormatAddress((session.RemoteEndPoint as IPEndPoint)?.Address);
 }

@@ -8,7 +8,6 @@
 // DATA and the scan is checked, and replaced with the envelope replayed if it died.
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
@@ -174,7 +173,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         List<KeyValuePair<string, string>> attributes =
         [
             new("NAME", "[UNAVAILABLE]"),   // no reverse DNS lookups here
-            new("ADDR", address is null ? "[UNAVAILABLE]" : address.AddressFamily == AddressFamily.InterNetworkV6 ? "IPV6:" + address : address.ToString()),
+            new("ADDR", ClientIdentity.FormatAddress(address)),
             new("PORT", client is null ? "[UNAVAILABLE]" : client.Port.ToString(CultureInfo.InvariantCulture)),
             new("PROTO", session.Extended ? "ESMTP" : "SMTP"),
             new("HELO", session.HeloName ?? "[UNAVAILABLE]"),
