@@ -1,0 +1,130 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+using BenchmarkDotNet.Attributes;
+using Portcullis.SmtpCore;
+using Portcullis.SmtpCore.Server;
+
+namespace Portcullis.Benchmarks;
+
+// A whole SMTP connection through a real SmtpSession per operation, as smtp-source drives the
+// gateway (a new connection per message, lock-step): banner, EHLO, MAIL, RCPT, DATA with a 2 KB
+// body, QUIT. The transport is an in-memory duplex pipe and the handler accepts everything and
+// keeps nothing, so what is measured (time and allocated bytes) is the session's own share.
+[MemoryDiagnoser]
+public class SessionBenchmarks
+{
+    private static readonly SmtpServerOptions Options = new() { HostName = "gw.example.org" };
+    private byte[][] _commands = [];
+    private readonly NullHandler _handler = new();
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        var body = new StringBuilder();
+        body.Append("From: sender@example.org\r\nTo: user@example.net\r\nSubject: benchmark\r\n\r\n");
+        while (body.Length < 2048) body.Append("The quick brown fox jumps over the lazy dog, again and again.\r\n");
+        body.Append(".\r\n");
+        _commands =
+        [
+            "EHLO client.example.org\r\n"u8.ToArray(),
+            "MAIL FROM:<sender@example.org> SIZE=2200\r\n"u8.ToArray(),
+            "RCPT TO:<user@example.net>\r\n"u8.ToArray(),
+            "DATA\r\n"u8.ToArray(),
+            Encoding.ASCII.GetBytes(body.ToString()),
+            "QUIT\r\n"u8.ToArray(),
+        ];
+    }
+
+    [Benchmark]
+    public async Task<int> ConnectionWithOneMessage()
+    {
+        var toServer = new Pipe(new PipeOptions(useSynchronizationContext: false));
+        var toClient = new Pipe(new PipeOptions(useSynchronizationContext: false));
+        var transport = new DuplexPipeStream(toServer.Reader, toClient.Writer);
+        var session = new SmtpSession(transport, null, null, Options, _handler, "bench");
+        var run = session.RunAsync(CancellationToken.None);
+        int replies = await ReadReplyAsync(toClient.Reader); // 220
+        foreach (var command in _commands)
+        {
+            await toServer.Writer.WriteAsync(command);
+            replies += await ReadReplyAsync(toClient.Reader);
+        }
+        await run;
+        await toServer.Writer.CompleteAsync();
+        await toClient.Reader.CompleteAsync();
+        return replies;
+    }
+
+    // Reads up to the last line of one reply ("NNN " rather than "NNN-"); returns its code.
+    private static async ValueTask<int> ReadReplyAsync(PipeReader reader)
+    {
+        while (true)
+        {
+            var result = await reader.ReadAsync();
+            if (TryReadReply(result.Buffer, out var consumed, out int code))
+            {
+                reader.AdvanceTo(consumed);
+                return code;
+            }
+            if (result.IsCompleted) throw new InvalidOperationException("session closed before its reply");
+            reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+        }
+    }
+
+    private static bool TryReadReply(in ReadOnlySequence<byte> buffer, out SequencePosition consumed, out int code)
+    {
+        var lines = new SequenceReader<byte>(buffer);
+        Span<byte> head = stackalloc byte[4];
+        while (lines.TryReadTo(out ReadOnlySequence<byte> line, (byte)'\n'))
+        {
+            if (line.Length < 4) continue;
+            line.Slice(0, 4).CopyTo(head);
+            if (head[3] != (byte)' ') continue;
+            consumed = lines.Position;
+            code = (head[0] - '0') * 100 + (head[1] - '0') * 10 + (head[2] - '0');
+            return true;
+        }
+        consumed = buffer.Start;
+        code = 0;
+        return false;
+    }
+
+    // The session's transport: reads what the client wrote, writes what the client reads.
+    private sealed class DuplexPipeStream(PipeReader input, PipeWriter output) : Stream
+    {
+        private readonly Stream _in = input.AsStream();
+        private readonly Stream _out = output.AsStream();
+        public override bool CanRead => true;
+        public override bool CanWrite => true;
+        public override bool CanSeek => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => _out.Flush();
+        public override Task FlushAsync(CancellationToken ct) => _out.FlushAsync(ct);
+        public override int Read(byte[] buffer, int offset, int count) => _in.Read(buffer, offset, count);
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken ct = default) => _in.ReadAsync(buffer, ct);
+        public override void Write(byte[] buffer, int offset, int count) => _out.Write(buffer, offset, count);
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default) => _out.WriteAsync(buffer, ct);
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+    }
+
+    private sealed class NullHandler : ISmtpSessionHandler
+    {
+        private static readonly SmtpReply Accepted = new(250, "2.0.0", "OK");
+        private static readonly SmtpReply Queued = new(250, "2.0.0", "Ok: queued");
+        private readonly ArrayBufferWriter<byte> _content = new(4096);
+
+        public ValueTask<SmtpReply?> OnConnectAsync(SmtpSession session, CancellationToken ct) => ValueTask.FromResult<SmtpReply?>(null);
+        public void AddExtensions(SmtpSession session, List<string> lines) { }
+        public ValueTask<SmtpReply?> OnHeloAsync(SmtpSession session, string domain, CancellationToken ct) => ValueTask.FromResult<SmtpReply?>(null);
+        public ValueTask<SmtpResponse> OnMailAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => ValueTask.FromResult<SmtpResponse>(Accepted);
+        public ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct) => ValueTask.FromResult<SmtpResponse>(Accepted);
+        public ValueTask FlushAsync(SmtpSession session, CancellationToken ct) => ValueTask.CompletedTask;
+        public IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx) { _content.ResetWrittenCount(); return _content; }
+        public ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => ValueTask.FromResult(Queued);
+        public ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => ValueTask.CompletedTask;
+        public ValueTask OnCloseAsync(SmtpSession session) => ValueTask.CompletedTask;
+    }
+}
