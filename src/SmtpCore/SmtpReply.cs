@@ -36,5 +36,10 @@ public sealed class SmtpReply
         return sb.ToString();
     }
 
+    // The wire form as bytes, encoded on first use and kept: a reply held in a static (or built once
+    // per server, SmtpServerOptions) costs no formatting or encoding when it is sent again.
+    internal byte[] WireBytes => _wire ??= System.Text.Encoding.UTF8.GetBytes(ToWire());
+    private byte[]? _wire;
+
     public override string ToString() => Enhanced is null ? $"{Code} {Text}" : $"{Code} {Enhanced} {Text}";
 }

@@ -13,6 +13,9 @@ public readonly struct SmtpResponse
 
     public bool IsPending => _pending is not null;
 
+    // The reply when it is known now: no task is made for it.
+    internal SmtpReply? Known => _reply;
+
     public Task<SmtpReply> GetAsync() => _pending ?? Task.FromResult(_reply!);
 
     public static implicit operator SmtpResponse(SmtpReply reply) => new(reply);

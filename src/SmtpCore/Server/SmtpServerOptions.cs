@@ -19,4 +19,12 @@ public sealed class SmtpServerOptions
     public bool SmtpUtf8 { get; init; } = true;
     public bool EightBitMime { get; init; } = true;
     public bool Pipelining { get; init; } = true;
+    // RFC 3207 §4: before STARTTLS only the commands the command table allows (EHLO, HELO,
+    // STARTTLS, NOOP, QUIT) are answered; anything else gets 530 5.7.0.
+    public bool RequireTls { get; init; }
+
+    // The replies that name this server, built once for all its sessions.
+    internal ServerReplies Replies => _replies ??= new ServerReplies(this);
+    private ServerReplies? _replies;
+    internal EhloBlock? LastEhlo;   // the extension lines last advertised, reused while they stay the same
 }
