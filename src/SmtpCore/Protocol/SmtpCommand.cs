@@ -27,15 +27,16 @@ public readonly record struct SmtpCommand(SmtpVerb Verb, string VerbText, string
 
 public static class SmtpCommandParser
 {
-    private static readonly (byte[] Name, SmtpVerb Verb)[] Verbs =
+    // Name bytes for matching, and the same name as the string every command of that verb carries.
+    private static readonly (byte[] Name, SmtpVerb Verb, string Text)[] Verbs =
     [
-        ("HELO"u8.ToArray(), SmtpVerb.Helo), ("EHLO"u8.ToArray(), SmtpVerb.Ehlo),
-        ("MAIL"u8.ToArray(), SmtpVerb.Mail), ("RCPT"u8.ToArray(), SmtpVerb.Rcpt),
-        ("DATA"u8.ToArray(), SmtpVerb.Data), ("BDAT"u8.ToArray(), SmtpVerb.Bdat),
-        ("RSET"u8.ToArray(), SmtpVerb.Rset), ("NOOP"u8.ToArray(), SmtpVerb.Noop),
-        ("QUIT"u8.ToArray(), SmtpVerb.Quit), ("VRFY"u8.ToArray(), SmtpVerb.Vrfy),
-        ("EXPN"u8.ToArray(), SmtpVerb.Expn), ("HELP"u8.ToArray(), SmtpVerb.Help),
-        ("STARTTLS"u8.ToArray(), SmtpVerb.StartTls), ("AUTH"u8.ToArray(), SmtpVerb.Auth),
+        ("HELO"u8.ToArray(), SmtpVerb.Helo, "HELO"), ("EHLO"u8.ToArray(), SmtpVerb.Ehlo, "EHLO"),
+        ("MAIL"u8.ToArray(), SmtpVerb.Mail, "MAIL"), ("RCPT"u8.ToArray(), SmtpVerb.Rcpt, "RCPT"),
+        ("DATA"u8.ToArray(), SmtpVerb.Data, "DATA"), ("BDAT"u8.ToArray(), SmtpVerb.Bdat, "BDAT"),
+        ("RSET"u8.ToArray(), SmtpVerb.Rset, "RSET"), ("NOOP"u8.ToArray(), SmtpVerb.Noop, "NOOP"),
+        ("QUIT"u8.ToArray(), SmtpVerb.Quit, "QUIT"), ("VRFY"u8.ToArray(), SmtpVerb.Vrfy, "VRFY"),
+        ("EXPN"u8.ToArray(), SmtpVerb.Expn, "EXPN"), ("HELP"u8.ToArray(), SmtpVerb.Help, "HELP"),
+        ("STARTTLS"u8.ToArray(), SmtpVerb.StartTls, "STARTTLS"), ("AUTH"u8.ToArray(), SmtpVerb.Auth, "AUTH"),
     ];
 
     // maxLength counts the whole line including CRLF.
@@ -86,14 +87,12 @@ public static class SmtpCommandParser
         ReadOnlySpan<byte> verb = space < 0 ? line : line[..space];
         ReadOnlySpan<byte> arg = space < 0 ? default : line[(space + 1)..];
 
-        SmtpVerb kind = SmtpVerb.Unknown;
-        foreach (var (name, v) in Verbs)
+        foreach (var (name, kind, text) in Verbs)
         {
-            if (Ascii.EqualsIgnoreCase(verb, name)) { kind = v; break; }
+            if (Ascii.EqualsIgnoreCase(verb, name)) return new SmtpCommand(kind, text, Decode(arg.TrimEnd((byte)' ')));
         }
         // Verbs are ASCII; anything else is shown escaped in the log, never trusted.
-        string verbText = kind == SmtpVerb.Unknown ? Printable(verb) : Encoding.ASCII.GetString(verb).ToUpperInvariant();
-        return new SmtpCommand(kind, verbText, Decode(arg.TrimEnd((byte)' ')));
+        return new SmtpCommand(SmtpVerb.Unknown, Printable(verb), Decode(arg.TrimEnd((byte)' ')));
     }
 
     // Arguments may carry UTF-8 (RFC 6531); invalid sequences become U+FFFD and then fail path syntax.

@@ -23,12 +23,16 @@ public sealed class SmtpPath
     public bool IsNull => LocalPart.Length == 0 && Domain.Length == 0;
     public string Mailbox => Domain.Length == 0 ? LocalPart : LocalPart + "@" + Domain;
     public bool IsPostmaster => Domain.Length == 0 && LocalPart.Length > 0;
-    public bool IsAscii => System.Text.Ascii.IsValid(Mailbox);
+    public bool IsAscii => System.Text.Ascii.IsValid(LocalPart) && System.Text.Ascii.IsValid(Domain);
 
     // The wire form without the source route, which is never passed on.
     public override string ToString() => "<" + Mailbox + ">";
 
-    public static bool TryParse(string text, bool allowNull, out SmtpPath path, out string error)
+    public static bool TryParse(string text, bool allowNull, out SmtpPath path, out string error) =>
+        TryParse(text.AsSpan(), allowNull, out path, out error);
+
+    // On the command line's own characters: only the parts an SmtpPath keeps become strings.
+    internal static bool TryParse(ReadOnlySpan<char> text, bool allowNull, out SmtpPath path, out string error)
     {
         path = Null;
         error = "";
@@ -37,7 +41,7 @@ public sealed class SmtpPath
             error = "path must be enclosed in <>";
             return false;
         }
-        string inner = text[1..^1];
+        var inner = text[1..^1];
         // The command parser decodes invalid UTF-8 to U+FFFD: such an address would be passed on
         // changed, so it is refused here (RFC 6531 §3.3 requires well-formed UTF-8).
         if (inner.Contains('\uFFFD'))
@@ -55,7 +59,7 @@ public sealed class SmtpPath
         // RFC 5321 §4.5.1: "RCPT TO:<Postmaster>" without a domain must be accepted.
         if (!allowNull && inner.Equals("postmaster", StringComparison.OrdinalIgnoreCase))
         {
-            path = new SmtpPath(inner, "", null);
+            path = new SmtpPath(inner.ToString(), "", null);
             return true;
         }
 
@@ -64,16 +68,18 @@ public sealed class SmtpPath
         {
             int colon = inner.IndexOf(':');
             if (colon < 0) { error = "bad source route"; return false; }
-            route = inner[..colon];
+            var hops = inner[..colon];
             inner = inner[(colon + 1)..];
-            foreach (var hop in route.Split(','))
+            foreach (var range in hops.Split(','))
             {
+                var hop = hops[range];
                 if (hop.Length < 2 || hop[0] != '@' || !IsDomain(hop[1..]))
                 {
                     error = "bad source route";
                     return false;
                 }
             }
+            route = hops.ToString();
         }
 
         int at = FindDomainAt(inner);
@@ -82,17 +88,17 @@ public sealed class SmtpPath
             error = "mailbox must be local-part@domain";
             return false;
         }
-        string local = inner[..at];
-        string domain = inner[(at + 1)..];
+        var local = inner[..at];
+        var domain = inner[(at + 1)..];
         if (!IsLocalPart(local)) { error = "bad local-part"; return false; }
-        if (!IsDomain(domain) && !IsAddressLiteral(domain)) { error = "bad domain"; return false; }
+        if (!IsDomain(domain) && !IsAddressLiteral(domain.ToString())) { error = "bad domain"; return false; }
         if (local.Length > 64 || domain.Length > 255) { error = "mailbox too long"; return false; }
-        path = new SmtpPath(local, domain, route);
+        path = new SmtpPath(local.ToString(), domain.ToString(), route);
         return true;
     }
 
     // The last '@' outside a quoted string separates local-part from domain.
-    private static int FindDomainAt(string s)
+    private static int FindDomainAt(ReadOnlySpan<char> s)
     {
         bool quoted = false;
         int at = -1;
@@ -106,7 +112,7 @@ public sealed class SmtpPath
         return quoted ? -1 : at;
     }
 
-    private static bool IsLocalPart(string s)
+    private static bool IsLocalPart(ReadOnlySpan<char> s)
     {
         if (s.Length == 0) return false;
         if (s[0] == '"')
@@ -126,7 +132,7 @@ public sealed class SmtpPath
             return true;
         }
         // Dot-string: atoms of atext separated by single dots.
-        if (s[0] == '.' || s[^1] == '.' || s.Contains("..", StringComparison.Ordinal)) return false;
+        if (s[0] == '.' || s[^1] == '.' || s.IndexOf("..", StringComparison.Ordinal) >= 0) return false;
         foreach (char c in s)
             if (!IsAtext(c) && c != '.') return false;
         return true;
@@ -137,14 +143,15 @@ public sealed class SmtpPath
         || char.IsAsciiLetterOrDigit(c)
         || "!#$%&'*+-/=?^_`{|}~".Contains(c);
 
-    internal static bool IsDomain(string s)
+    internal static bool IsDomain(ReadOnlySpan<char> s)
     {
         if (s.Length == 0 || s.Length > 255) return false;
         // A single trailing dot is tolerated syntactically; policy code canonicalises.
-        string t = s[^1] == '.' ? s[..^1] : s;
+        var t = s[^1] == '.' ? s[..^1] : s;
         if (t.Length == 0) return false;
-        foreach (var label in t.Split('.'))
+        foreach (var range in t.Split('.'))
         {
+            var label = t[range];
             if (label.Length == 0 || label.Length > 63) return false;
             if (label[0] == '-' || label[^1] == '-') return false;
             foreach (char c in label)
@@ -187,6 +194,11 @@ public readonly record struct PathArgument(SmtpPath Path, IReadOnlyList<KeyValue
 
 public static class PathArgumentParser
 {
+    private static readonly KeyValuePair<string, string?>[] NoParameters = [];
+
+    // The keywords of RFC 5321, 1870, 6152, 6531, 3461 and 4954, so that the common ones cost no string.
+    private static readonly string[] KnownKeywords = ["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "NOTIFY", "ORCPT"];
+
     // prefix is "FROM:" or "TO:" (case-insensitive).
     public static bool TryParse(string argument, string prefix, bool allowNull, out PathArgument result, out string error)
     {
@@ -196,7 +208,7 @@ public static class PathArgumentParser
             error = $"syntax: expected {prefix}<address>";
             return false;
         }
-        string rest = argument[prefix.Length..].TrimStart(' ');
+        var rest = argument.AsSpan(prefix.Length).TrimStart(' ');
         int close = FindPathEnd(rest);
         if (close < 0)
         {
@@ -206,37 +218,64 @@ public static class PathArgumentParser
         if (!SmtpPath.TryParse(rest[..(close + 1)], allowNull, out var path, out error))
             return false;
 
-        var parameters = new List<KeyValuePair<string, string?>>();
-        string tail = rest[(close + 1)..];
+        var tail = rest[(close + 1)..];
         if (tail.Length > 0 && tail[0] != ' ')
         {
             error = "expected a space before parameters";
             return false;
         }
-        foreach (var item in tail.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        List<KeyValuePair<string, string?>>? parameters = null;
+        foreach (var range in tail.Split(' '))
         {
+            var item = tail[range];
+            if (item.IsEmpty) continue;
             int eq = item.IndexOf('=');
-            string key = eq < 0 ? item : item[..eq];
-            string? value = eq < 0 ? null : item[(eq + 1)..];
-            if (key.Length == 0 || !key.All(c => char.IsAsciiLetterOrDigit(c) || c == '-') || !char.IsAsciiLetterOrDigit(key[0]))
+            var key = eq < 0 ? item : item[..eq];
+            var value = eq < 0 ? default : item[(eq + 1)..];
+            if (key.Length == 0 || !IsKeyword(key))
             {
                 error = $"bad parameter {item}";
                 return false;
             }
-            if (value is not null && (value.Length == 0 || value.Any(c => c is < '!' or '=' or '\x7f')))
+            if (eq >= 0 && (value.Length == 0 || !IsValue(value)))
             {
                 error = $"bad parameter value in {key}";
                 return false;
             }
-            parameters.Add(new(key.ToUpperInvariant(), value));
+            parameters ??= new List<KeyValuePair<string, string?>>(2);
+            parameters.Add(new(KeywordName(key), eq < 0 ? null : value.ToString()));
         }
-        result = new PathArgument(path, parameters);
+        result = new PathArgument(path, parameters is null ? NoParameters : parameters);
         error = "";
         return true;
     }
 
+    // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+    private static bool IsKeyword(ReadOnlySpan<char> key)
+    {
+        if (!char.IsAsciiLetterOrDigit(key[0])) return false;
+        foreach (char c in key)
+            if (!char.IsAsciiLetterOrDigit(c) && c != '-') return false;
+        return true;
+    }
+
+    // esmtp-value = 1*(%d33-60 / %d62-126): no "=", no controls, no space.
+    private static bool IsValue(ReadOnlySpan<char> value)
+    {
+        foreach (char c in value)
+            if (c is < '!' or '=' or '\x7f') return false;
+        return true;
+    }
+
+    private static string KeywordName(ReadOnlySpan<char> key)
+    {
+        foreach (var known in KnownKeywords)
+            if (key.Equals(known, StringComparison.OrdinalIgnoreCase)) return known;
+        return key.ToString().ToUpperInvariant();
+    }
+
     // Index of the '>' closing the path, skipping quoted strings in the local-part.
-    private static int FindPathEnd(string s)
+    private static int FindPathEnd(ReadOnlySpan<char> s)
     {
         if (s.Length == 0 || s[0] != '<') return -1;
         bool quoted = false;

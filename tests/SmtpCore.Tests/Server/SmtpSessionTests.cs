@@ -347,4 +347,63 @@ public class SmtpSessionTests
         Assert.Empty(handler.Messages);
         Assert.Equal(["aborted", "close"], handler.Events.TakeLast(2));
     }
+
+    // One heartbeat (SessionHeartbeat) serves every live session: each of several clients that
+    // stall at the same time, between commands, inside a command line or inside a BDAT chunk,
+    // is timed out on its own and says why.
+    [Fact]
+    public async Task Every_stalled_session_is_timed_out_by_the_shared_heartbeat()
+    {
+        var handlers = Enumerable.Range(0, 4).Select(_ => new RecordingHandler()).ToArray();
+        var options = Options(command: TimeSpan.FromSeconds(1), data: TimeSpan.FromSeconds(1));
+        var conns = new List<LoopbackSession>();
+        try
+        {
+            foreach (var handler in handlers) conns.Add(await GreetedAsync(handler, options));
+            await conns[1].SendAsync("MAIL FROM:<a@exa");
+            await conns[2].SendAsync("NO");
+            await conns[3].SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 100 LAST\r\nten octets");
+            Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK"], await ReadLinesAsync(conns[3], 2));
+            for (int i = 0; i < 3; i++)
+                Assert.Equal("421 4.4.2 mx.test Timeout waiting for command, closing connection", await conns[i].ReadLineAsync());
+            Assert.Equal("421 4.4.2 mx.test Timeout waiting for BDAT chunk, closing connection", await conns[3].ReadLineAsync());
+            foreach (var conn in conns)
+            {
+                Assert.Equal("", await conn.ReadToEndAsync());
+                await conn.WaitForSessionEndAsync();
+            }
+            Assert.All(handlers, h => Assert.Empty(h.Messages));
+            Assert.Contains("aborted", handlers[3].Events);
+        }
+        finally
+        {
+            foreach (var conn in conns) await conn.DisposeAsync();
+        }
+    }
+
+    // The EHLO extension lines are encoded once per server; a handler that offers something new
+    // (DSN once the downstream is known to have it) is heard at the next EHLO, and the new
+    // keyword is what MAIL's parameters are checked against.
+    [Fact]
+    public async Task A_changed_extension_offer_shows_in_the_next_EHLO_and_its_parameters_are_accepted()
+    {
+        var options = Options();
+        var handler = new RecordingHandler();
+        await using (var first = await GreetedAsync(handler, options))
+        {
+            await first.SendAsync("MAIL FROM:<a@example.org> RET=FULL\r\n");
+            Assert.Equal("555 5.5.4 Unsupported parameter RET", await first.ReadLineAsync());
+        }
+        handler.Extensions.Add("DSN");
+        await using var second = await LoopbackSession.StartAsync(options, handler);
+        Assert.Equal("220 mx.test ESMTP", await second.ReadLineAsync());
+        await second.SendAsync("EHLO client.test\r\n");
+        var ehlo = new List<string?>();
+        do ehlo.Add(await second.ReadLineAsync()); while (ehlo[^1] is { } l && l.StartsWith("250-", StringComparison.Ordinal));
+        Assert.Equal("250-mx.test Hello client.test", ehlo[0]);
+        Assert.Equal("250-CHUNKING", ehlo[^2]);
+        Assert.Equal("250 DSN", ehlo[^1]);
+        await second.SendAsync("MAIL FROM:<a@example.org> RET=FULL\r\n");
+        Assert.Equal("250 2.1.0 Sender OK", await second.ReadLineAsync());
+    }
 }

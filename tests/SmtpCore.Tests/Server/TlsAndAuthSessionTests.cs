@@ -43,7 +43,7 @@ public sealed class TlsAndAuthSessionTests
             Run = run;
         }
 
-        public static async Task<Client> StartAsync(RecordingHandler handler)
+        public static async Task<Client> StartAsync(RecordingHandler handler, SmtpServerOptions? options = null)
         {
             using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
             listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
@@ -55,7 +55,7 @@ public sealed class TlsAndAuthSessionTests
             var run = Task.Run(async () =>
             {
                 await using var transport = new NetworkStream(accepted, ownsSocket: true);
-                await new SmtpSession(transport, accepted.RemoteEndPoint, accepted.LocalEndPoint, Options, handler, "t").RunAsync(default);
+                await new SmtpSession(transport, accepted.RemoteEndPoint, accepted.LocalEndPoint, options ?? Options, handler, "t").RunAsync(default);
             });
             var client = new Client(socket, run);
             Assert.StartsWith("220 ", await client.LineAsync());
@@ -181,6 +181,38 @@ public sealed class TlsAndAuthSessionTests
         Assert.StartsWith("221", (await client.ReplyAsync())[0]);
         await client.Run.WaitAsync(LoopbackSession.Patience);
         Assert.Contains("tls started", handler.Events);
+    }
+
+    // RFC 3207 §4: with TLS required, the command table lets only EHLO, HELO, STARTTLS, NOOP
+    // and QUIT through in clear; the same commands are served once TLS is up.
+    [Fact]
+    public async Task With_TLS_required_only_the_commands_allowed_before_TLS_are_served_in_clear()
+    {
+        var handler = new RecordingHandler { Tls = ServerTls() };
+        var options = new SmtpServerOptions { HostName = "mx.test", CommandTimeout = TimeSpan.FromSeconds(10), RequireTls = true };
+        await using var client = await Client.StartAsync(handler, options);
+        await client.SendAsync("EHLO client.test\r\n");
+        Assert.Contains("STARTTLS", Keywords(await client.ReplyAsync()));
+        foreach (var command in new[] { "MAIL FROM:<a@x.test>", "RCPT TO:<b@x.test>", "DATA", "RSET", "VRFY b", "HELP", "AUTH PLAIN" })
+        {
+            await client.SendAsync(command + "\r\n");
+            Assert.Equal(["530 5.7.0 Must issue a STARTTLS command first"], await client.ReplyAsync());
+        }
+        await client.SendAsync("NOOP\r\n");
+        Assert.Equal(["250 2.0.0 OK"], await client.ReplyAsync());
+        await client.SendAsync("STARTTLS\r\n");
+        Assert.Equal("220 2.0.0 Ready to start TLS", await client.LineAsync());
+        await client.StartTlsAsync();
+        await client.SendAsync("EHLO client.test\r\n");
+        await client.ReplyAsync();
+        await client.SendAsync("MAIL FROM:<a@x.test>\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK"], await client.ReplyAsync());
+        await client.SendAsync("QUIT\r\n");
+        Assert.StartsWith("221", (await client.ReplyAsync())[0]);
+        await client.Run.WaitAsync(LoopbackSession.Patience);
+        var events = handler.Events.ToList();
+        Assert.Single(events, e => e == "mail <a@x.test>"); // the handler saw only the MAIL sent over TLS
+        Assert.True(events.IndexOf("tls started") < events.IndexOf("mail <a@x.test>"));
     }
 
     [Fact]
