@@ -6,6 +6,7 @@
 // keep arriving (DataPace): a stalled or trickling client gets 421 4.4.2.
 using System.Buffers;
 using Portcullis.SmtpCore.Protocol;
+using System.Runtime.CompilerServices;
 
 namespace Portcullis.SmtpCore.Server;
 
@@ -18,7 +19,8 @@ public sealed partial class SmtpSession
     private static readonly SmtpReply BdatSyntax = new(501, "5.5.4", "Syntax: BDAT size [LAST]");
     private static readonly SmtpReply BdatUnavailable = new(502, "5.5.1", "BDAT not available");
 
-    private async Task DataAsync(SmtpCommand command)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask DataAsync(SmtpCommand command)
     {
         var tx = Transaction!;
         SmtpReply? refusal =
@@ -59,7 +61,8 @@ public sealed partial class SmtpSession
         await FinishMessageAsync(tx, data).ConfigureAwait(false);
     }
 
-    private async Task BdatAsync(SmtpCommand command)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask BdatAsync(SmtpCommand command)
     {
         if (!TryParseBdat(command.Argument, out long size, out bool last))
         {
@@ -165,7 +168,8 @@ public sealed partial class SmtpSession
         }
     }
 
-    private async Task FinishMessageAsync(SmtpTransaction tx, DataReader data)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask FinishMessageAsync(SmtpTransaction tx, DataReader data)
     {
         if (data.Error != DataError.None)
         {

@@ -13,7 +13,7 @@ public sealed partial class SmtpSession
 {
     private const int MaxSaslLine = 12288;  // RFC 4954 §4: at least 12288 octets for an AUTH line
 
-    private async Task AuthAsync(SmtpCommand command)
+    private async ValueTask AuthAsync(SmtpCommand command)
     {
         var offer = _handler.GetAuthOffer(this);
         var parts = command.Argument.Split(' ', StringSplitOptions.RemoveEmptyEntries);

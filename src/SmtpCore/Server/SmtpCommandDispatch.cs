@@ -10,6 +10,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using Portcullis.SmtpCore.Protocol;
+using System.Runtime.CompilerServices;
 
 namespace Portcullis.SmtpCore.Server;
 
@@ -32,7 +33,7 @@ internal sealed class SmtpCommandSpec
     public bool BeforeTls { get; init; }                 // RFC 3207 §4
     public bool EndsGroup { get; init; } = true;         // RFC 2920 §3.1
     public bool TakesStream { get; init; }               // what follows the line is this command's
-    public required Func<SmtpSession, SmtpCommand, Task> Run { get; init; }
+    public required Func<SmtpSession, SmtpCommand, ValueTask> Run { get; init; }
 }
 
 public sealed partial class SmtpSession
@@ -182,7 +183,8 @@ public sealed partial class SmtpSession
         return status;
     }
 
-    private async Task DispatchAsync(SmtpCommandSpec spec, SmtpCommand command)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask DispatchAsync(SmtpCommandSpec spec, SmtpCommand command)
     {
         if (spec.EndsGroup) await ResolvePendingAsync().ConfigureAwait(false);
         if (_closing) return; // the pending replies ran into the error limit
@@ -207,39 +209,39 @@ public sealed partial class SmtpSession
         }
     }
 
-    private Task Answer(SmtpReply reply)
+    private ValueTask Answer(SmtpReply reply)
     {
         Write(reply);
-        return Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
-    private Task Refuse(SmtpReply reply)
+    private ValueTask Refuse(SmtpReply reply)
     {
         ClientError(reply);
-        return Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
-    private async Task RsetAsync()
+    private async ValueTask RsetAsync()
     {
         await AbortTransactionAsync().ConfigureAwait(false);
         Write(Replies.Ok);
     }
 
-    private Task QuitAsync()
+    private ValueTask QuitAsync()
     {
         Write(_options.Replies.Closing);
         _closing = true;
-        return Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
-    private Task Vrfy(SmtpCommand command)
+    private ValueTask Vrfy(SmtpCommand command)
     {
         if (command.Argument.Length == 0) ClientError(VrfySyntax);
         else Write(CannotVrfy);
-        return Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
-    private Task StartTlsCommand(SmtpCommand command)
+    private ValueTask StartTlsCommand(SmtpCommand command)
     {
         if (IsSecure || _handler.GetTlsOptions(this) is null)
             ClientError(IsSecure ? TlsActive : StartTlsUnavailable);
@@ -250,10 +252,10 @@ public sealed partial class SmtpSession
             Write(ReadyForTls);
             _startTls = true;
         }
-        return Task.CompletedTask;
+        return ValueTask.CompletedTask;
     }
 
-    private async Task HeloAsync(SmtpCommand command)
+    private async ValueTask HeloAsync(SmtpCommand command)
     {
         string domain = command.Argument.Trim();
         if (domain.Length == 0 || domain.Contains(' '))
@@ -320,7 +322,8 @@ public sealed partial class SmtpSession
         _output.Advance(n);
     }
 
-    private async Task MailAsync(SmtpCommand command)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask MailAsync(SmtpCommand command)
     {
         if (!PathArgumentParser.TryParse(command.Argument, "FROM:", allowNull: true, out var arg, out string error))
         {
@@ -346,7 +349,8 @@ public sealed partial class SmtpSession
         _pending.Add(new PendingReply(PendingKind.Mail, response, tx, null));
     }
 
-    private async Task RcptAsync(SmtpCommand command)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask RcptAsync(SmtpCommand command)
     {
         var tx = Transaction!;
         if (_usedBdat) { ClientError(RcptAfterBdat); return; }
@@ -370,7 +374,8 @@ public sealed partial class SmtpSession
 
     private static readonly SmtpReply RcptAfterBdat = new(503, "5.5.1", "RCPT after BDAT");
 
-    private async Task ResolvePendingAsync()
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask ResolvePendingAsync()
     {
         if (_pending.Count == 0) return;
         try
@@ -459,7 +464,8 @@ public sealed partial class SmtpSession
         }
     }
 
-    private async Task AbortTransactionAsync()
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask AbortTransactionAsync()
     {
         var tx = Transaction;
         Transaction = null;

@@ -17,6 +17,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
 using System.Security.Authentication;
+using System.Runtime.CompilerServices;
 
 namespace Portcullis.SmtpCore.Server;
 
@@ -133,6 +134,8 @@ public sealed partial class SmtpSession
 
     // null when the client closed, timed out (answered 421) or we are shutting down (421).
     // waitsForCommand: a wait between commands, which a drain interrupts when no transaction is open.
+    // Pooled builder (here and on the per-command methods): a wait for the client would otherwise box a state machine each time.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<ReadResult?> ReadAsync(TimeSpan timeout, string what, bool waitsForCommand = false)
     {
         bool idle = waitsForCommand && Idle;
