@@ -133,7 +133,19 @@ public sealed partial class SmtpSession
             await AbortTransactionAsync().ConfigureAwait(false);
             return;
         }
-        Write(new SmtpReply(250, "2.0.0", $"{size} octets received"));
+        WriteChunkReceived(size);
+    }
+
+    // "250 2.0.0 <size> octets received", straight into the output: one per chunk.
+    private void WriteChunkReceived(long size)
+    {
+        var span = _output.GetSpan(64);
+        "250 2.0.0 "u8.CopyTo(span);
+        int n = 10;
+        size.TryFormat(span[n..], out int digits, provider: System.Globalization.CultureInfo.InvariantCulture);
+        n += digits;
+        " octets received\r\n"u8.CopyTo(span[n..]);
+        _output.Advance(n + 18);
     }
 
     // "size [LAST]" (RFC 3030 §2): size is 1*DIGIT, LAST case-insensitive, spaces between.
