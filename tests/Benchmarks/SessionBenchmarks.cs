@@ -8,15 +8,19 @@ using Portcullis.SmtpCore.Server;
 namespace Portcullis.Benchmarks;
 
 // A whole SMTP connection through a real SmtpSession per operation, as smtp-source drives the
-// gateway (a new connection per message, lock-step): banner, EHLO, MAIL, RCPT, DATA with a 2 KB
-// body, QUIT. The transport is an in-memory duplex pipe and the handler accepts everything and
+// gateway (lock-step): banner, EHLO, Messages × (MAIL, RCPT, DATA with a 2 KB body), QUIT.
+// Messages = 1 is a new connection per message; the step to 10 shows what a transaction costs. The transport is an in-memory duplex pipe and the handler accepts everything and
 // keeps nothing, so what is measured (time and allocated bytes) is the session's own share.
 [MemoryDiagnoser]
 public class SessionBenchmarks
 {
     private static readonly SmtpServerOptions Options = new() { HostName = "gw.example.org" };
     private byte[][] _commands = [];
+    private byte[][] _cannedReplies = [];
     private readonly NullHandler _handler = new();
+
+    [Params(1, 10)]
+    public int Messages { get; set; }
 
     [GlobalSetup]
     public void Setup()
@@ -25,25 +29,33 @@ public class SessionBenchmarks
         body.Append("From: sender@example.org\r\nTo: user@example.net\r\nSubject: benchmark\r\n\r\n");
         while (body.Length < 2048) body.Append("The quick brown fox jumps over the lazy dog, again and again.\r\n");
         body.Append(".\r\n");
-        _commands =
+        byte[][] message =
         [
-            "EHLO client.example.org\r\n"u8.ToArray(),
             "MAIL FROM:<sender@example.org> SIZE=2200\r\n"u8.ToArray(),
             "RCPT TO:<user@example.net>\r\n"u8.ToArray(),
             "DATA\r\n"u8.ToArray(),
             Encoding.ASCII.GetBytes(body.ToString()),
-            "QUIT\r\n"u8.ToArray(),
         ];
+        byte[][] replies =
+        [
+            "250 2.0.0 OK\r\n"u8.ToArray(), "250 2.0.0 OK\r\n"u8.ToArray(),
+            "354 End data with <CR><LF>.<CR><LF>\r\n"u8.ToArray(), "250 2.0.0 Ok: queued\r\n"u8.ToArray(),
+        ];
+        _commands = [EhloCommand, .. Enumerable.Repeat(message, Messages).SelectMany(m => m), QuitCommand];
+        _cannedReplies = [CannedBanner, CannedEhlo, .. Enumerable.Repeat(replies, Messages).SelectMany(r => r), CannedClosing];
     }
 
+    private static readonly byte[] EhloCommand = "EHLO client.example.org\r\n"u8.ToArray();
+    private static readonly byte[] QuitCommand = "QUIT\r\n"u8.ToArray();
+
     [Benchmark]
-    public Task<int> ConnectionWithOneMessage() =>
+    public Task<int> Connection() =>
         ConverseAsync(transport => new SmtpSession(transport, null, null, Options, _handler, "bench").RunAsync(CancellationToken.None));
 
     // The same client against a canned server that answers each line with fixed bytes: what the
     // harness itself (pipes, client) costs, to subtract from the figure above.
     [Benchmark(Baseline = true)]
-    public Task<int> HarnessWithCannedServer() => ConverseAsync(CannedServerAsync);
+    public Task<int> HarnessWithCannedServer() => ConverseAsync(transport => CannedServerAsync(transport, _cannedReplies));
 
     // One lock-step conversation with the server started on the transport; the sum of the reply codes.
     private async Task<int> ConverseAsync(Func<Stream, Task> server)
@@ -63,27 +75,23 @@ public class SessionBenchmarks
         return replies;
     }
 
-    private static readonly byte[][] CannedReplies =
-    [
-        "220 gw.example.org ESMTP\r\n"u8.ToArray(),
-        "250-gw.example.org Hello client.example.org\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"u8.ToArray(),
-        "250 2.0.0 OK\r\n"u8.ToArray(), "250 2.0.0 OK\r\n"u8.ToArray(),
-        "354 End data with <CR><LF>.<CR><LF>\r\n"u8.ToArray(), "250 2.0.0 Ok: queued\r\n"u8.ToArray(),
-        "221 2.0.0 gw.example.org closing connection\r\n"u8.ToArray(),
-    ];
+    private static readonly byte[] CannedBanner = "220 gw.example.org ESMTP\r\n"u8.ToArray();
+    private static readonly byte[] CannedEhlo =
+        "250-gw.example.org Hello client.example.org\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"u8.ToArray();
+    private static readonly byte[] CannedClosing = "221 2.0.0 gw.example.org closing connection\r\n"u8.ToArray();
 
     // Answers each command line (and the content as one, up to its "."), in the order above.
-    private static async Task CannedServerAsync(Stream transport)
+    private static async Task CannedServerAsync(Stream transport, byte[][] replies)
     {
         var input = PipeReader.Create(transport);
         var output = PipeWriter.Create(transport);
-        await output.WriteAsync(CannedReplies[0]);
+        await output.WriteAsync(replies[0]);
         int next = 1;
         bool inData = false;
-        while (next < CannedReplies.Length)
+        while (next < replies.Length)
         {
             var result = await input.ReadAsync();
-            var consumed = AnswerLines(result.Buffer, output, ref next, ref inData);
+            var consumed = AnswerLines(result.Buffer, output, replies, ref next, ref inData);
             input.AdvanceTo(consumed, result.Buffer.End);
             await output.FlushAsync();
         }
@@ -91,14 +99,14 @@ public class SessionBenchmarks
         await output.CompleteAsync();
     }
 
-    private static SequencePosition AnswerLines(in ReadOnlySequence<byte> buffer, PipeWriter output, ref int next, ref bool inData)
+    private static SequencePosition AnswerLines(in ReadOnlySequence<byte> buffer, PipeWriter output, byte[][] replies, ref int next, ref bool inData)
     {
         var lines = new SequenceReader<byte>(buffer);
-        while (next < CannedReplies.Length && lines.TryReadTo(out ReadOnlySequence<byte> line, (byte)'\n'))
+        while (next < replies.Length && lines.TryReadTo(out ReadOnlySequence<byte> line, (byte)'\n'))
         {
             if (inData && !(line.Length == 2 && line.FirstSpan[0] == (byte)'.')) continue;
-            inData = next == 4;
-            output.Write(CannedReplies[next++]);
+            inData = replies[next][0] == (byte)'3'; // after the 354 the lines are content up to "."
+            output.Write(replies[next++]);
         }
         return lines.Position;
     }

@@ -67,6 +67,8 @@ public sealed partial class SmtpSession
         ];
         var table = new SmtpCommandSpec[Enum.GetValues<SmtpVerb>().Length];
         foreach (var spec in specs) table[(int)spec.Verb] = spec;
+        if (Array.IndexOf(table, null) is int missing and >= 0)
+            throw new InvalidOperationException($"no command table entry for {(SmtpVerb)missing}");
         return table;
     }
 
