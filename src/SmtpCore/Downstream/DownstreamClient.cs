@@ -53,6 +53,8 @@ public sealed class DownstreamClient : IAsyncDisposable
     private Task _fillLoop = Task.CompletedTask;
     private Task _readLoop = Task.CompletedTask;
     private int _disposed;
+    private bool _transactionOpen;   // under _gate
+    private bool _authAttempted;
 
     private DownstreamClient(Socket socket, Stream stream, SmtpReply? bannerBeforeTls, DownstreamOptions options, string remoteDescription)
     {
@@ -76,11 +78,46 @@ public sealed class DownstreamClient : IAsyncDisposable
     public SmtpReply EhloReply { get; private set; } = null!;
     public DownstreamCapabilities Capabilities { get; private set; } = DownstreamCapabilities.None;
     public bool IsBroken => Volatile.Read(ref _failure) is not null;
+
+    // Between transactions with nothing outstanding: no MAIL since the last final reply to the
+    // message data, RSET or refused MAIL, and every command answered. Such a connection can
+    // carry someone else's next MAIL without an RSET first.
+    public bool IsBetweenTransactions
+    {
+        get
+        {
+            lock (_gate) return _failure is null && !_transactionOpen && _pending.Count == 0;
+        }
+    }
+
+    // AUTH was sent on this connection (whether or not it succeeded): it may be someone's login.
+    public bool AuthAttempted => Volatile.Read(ref _authAttempted);
     public bool IsTls { get; }
 
+    // Connects to options' server, or failing that to each of its Alternatives in order; the
+    // DownstreamException when none of them takes the session names every failure.
     public static async Task<DownstreamClient> ConnectAsync(DownstreamOptions options, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(options);
+        if (options.Alternatives.Count == 0) return await ConnectOneAsync(options, ct).ConfigureAwait(false);
+        List<DownstreamException>? failures = null;
+        foreach (var server in options.Alternatives.Prepend(options))
+        {
+            try
+            {
+                return await ConnectOneAsync(server, ct).ConfigureAwait(false);
+            }
+            catch (DownstreamException e)
+            {
+                (failures ??= []).Add(e);
+            }
+        }
+        throw new DownstreamException(string.Join("; then ", failures!.Select(f => f.Message)), failures![^1].Reply,
+            new AggregateException(failures!));
+    }
+
+    private static async Task<DownstreamClient> ConnectOneAsync(DownstreamOptions options, CancellationToken ct)
+    {
         ArgumentException.ThrowIfNullOrWhiteSpace(options.Host);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Port, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.Port, 65535);
@@ -603,6 +640,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
             WriteLine(commandLine);
             pending = Enqueue(verb, _options.ReplyTimeout);
+            if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
         }
         finally
@@ -646,6 +684,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (_failure is not null) throw Unusable(_failure);
             _pending.Enqueue(pending);
             _lastPending = pending;
+            if (verb == "MAIL") _transactionOpen = true;
         }
         return pending;
     }
@@ -795,6 +834,16 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (_pending.Count == 0 || !_pending.Peek().Flushed)
                 throw new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
             pending = _pending.Dequeue();
+            // RFC 5321 §4.1.1.4/§4.1.1.5: the final reply to the data and RSET end the
+            // transaction, and a refused MAIL never started one.
+            if (pending.Verb switch
+                {
+                    "end of data" or "BDAT LAST" => true,
+                    "RSET" => reply.IsPositiveCompletion,
+                    "MAIL" => !reply.IsPositiveCompletion,
+                    _ => false,
+                })
+                _transactionOpen = false;
         }
         pending.Completion.TrySetResult(reply);
     }
