@@ -219,7 +219,8 @@ public static class ConfigLoader
             Interfaces = r.Interfaces("interfaces", raw.Interfaces, d.Interfaces),
             Hostname = r.HostName("hostname", raw.Hostname, d.Hostname),
             SmtpServerAddress = servers.Count > 0 ? servers[0].Host : d.SmtpServerAddress,
-            SmtpServerAddresses = servers,
+            // One server without a port of its own is SmtpServerAddress and SmtpServerPort, as before lists.
+            SmtpServerAddresses = servers is [{ Port: null }] ? [] : servers,
             SmtpServerConnections = (int)r.Integer("smtp_server_connections", raw.SmtpServerConnections, d.SmtpServerConnections, 1, 100_000),
             SmtpServerPort = r.Port("smtp_server_port", raw.SmtpServerPort, d.SmtpServerPort),
             SmtpServerTimeout = r.Time("smtp_server_timeout", raw.SmtpServerTimeout, d.SmtpServerTimeout),
@@ -796,9 +797,9 @@ public static class ConfigLoader
         public IReadOnlyList<MailServerAddress> MailServers(string key, string? raw)
         {
             if (raw is null) return [];
-            const string Expected = "one or more mail servers separated by commas, each a host name or IP address with an optional :port, such as 127.0.0.1, mx2.example.com:2525, [::1]:25";
-            var entries = ConfigValues.SplitList(raw);
-            if (entries.Length == 0)
+            const string Expected = "an IP address or a host name, or several separated by commas (tried in order), each with an optional :port, such as 127.0.0.1, mx2.example.com:2525, [::1]:25";
+            var entries = raw.Split(',', StringSplitOptions.TrimEntries);
+            if (raw.Trim().Length == 0)
             {
                 Error(key, raw, Expected);
                 return [];

@@ -66,7 +66,7 @@ public sealed record GeneralSection
     public bool SmtpServerXClient { get; init; } = true;
 
     // smtp_server_address as a list, tried in order (failover); Port null: smtp_server_port.
-    // Empty: SmtpServerAddress alone. SmtpServerAddress is always the first one's host.
+    // Empty: SmtpServerAddress alone on SmtpServerPort. SmtpServerAddress is always the first one's host.
     public IReadOnlyList<MailServerAddress> SmtpServerAddresses { get; init; } = [];
 
     // Every server to try, in order, with its port.
