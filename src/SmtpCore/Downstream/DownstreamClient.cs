@@ -290,7 +290,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 
         Banner = await banner.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
         if (Banner.Code != 220)
-            throw Break(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
+            throw Refused(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
 
         var ehlo = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
         if (ehlo.IsPermanent)
@@ -303,7 +303,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             return;
         }
         if (!ehlo.IsPositiveCompletion)
-            throw Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO: {ehlo}", ehlo));
+            throw Refused(new DownstreamException($"downstream {RemoteDescription} refused EHLO: {ehlo}", ehlo));
         EhloReply = ehlo;
         Capabilities = DownstreamCapabilities.Parse(ehlo);
     }
@@ -884,6 +884,13 @@ public sealed class DownstreamClient : IAsyncDisposable
         _socket.Dispose();
         WakeReader();
         return failure;
+    }
+
+    // A refusal the server gave (its reply), reported even when its close broke the client first.
+    private DownstreamException Refused(DownstreamException refusal)
+    {
+        Break(refusal);
+        return refusal;
     }
 
     private void ThrowIfBroken()
