@@ -214,15 +214,18 @@ public static class ConfigLoader
     {
         var d = new GeneralSection();
         var servers = r.MailServers("smtp_server_address", raw.SmtpServerAddress);
+        int port = r.Port("smtp_server_port", raw.SmtpServerPort, d.SmtpServerPort);
+        // Ports resolved here, so SmtpServerAddress and SmtpServerPort name the first server for every older use.
+        var resolved = servers.Select(s => s with { Port = s.Port ?? port }).ToList();
         return new GeneralSection
         {
             Interfaces = r.Interfaces("interfaces", raw.Interfaces, d.Interfaces),
             Hostname = r.HostName("hostname", raw.Hostname, d.Hostname),
             SmtpServerAddress = servers.Count > 0 ? servers[0].Host : d.SmtpServerAddress,
             // One server without a port of its own is SmtpServerAddress and SmtpServerPort, as before lists.
-            SmtpServerAddresses = servers is [{ Port: null }] ? [] : servers,
-            SmtpServerConnections = (int)r.Integer("smtp_server_connections", raw.SmtpServerConnections, d.SmtpServerConnections, 1, 100_000),
-            SmtpServerPort = r.Port("smtp_server_port", raw.SmtpServerPort, d.SmtpServerPort),
+            SmtpServerAddresses = servers is [] or [{ Port: null }] ? d.SmtpServerAddresses : resolved,
+            SmtpServerConnections = (int)r.Integer("smtp_server_connections", raw.SmtpServerConnections, d.SmtpServerConnections, 0, 100_000, " (0 for as many as [limits] max_connections)"),
+            SmtpServerPort = resolved.Count > 0 ? resolved[0].Port!.Value : port,
             SmtpServerTimeout = r.Time("smtp_server_timeout", raw.SmtpServerTimeout, d.SmtpServerTimeout),
             TempFolder = r.Folder("temp_folder", raw.TempFolder, d.TempFolder, allowEmpty: false),
             QueueFolder = r.Folder("queue_folder", raw.QueueFolder, d.QueueFolder, allowEmpty: false),

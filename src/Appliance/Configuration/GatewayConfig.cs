@@ -65,8 +65,9 @@ public sealed record GeneralSection
     // auto: XCLIENT when the mail server offers it (it then judges the real client), else XFORWARD.
     public bool SmtpServerXClient { get; init; } = true;
 
-    // smtp_server_address as a list, tried in order (failover); Port null: smtp_server_port.
-    // Empty: SmtpServerAddress alone on SmtpServerPort. SmtpServerAddress is always the first one's host.
+    // smtp_server_address as a list, tried in order (failover); Port null: SmtpServerPort.
+    // Empty: SmtpServerAddress alone on SmtpServerPort. SmtpServerAddress and SmtpServerPort are
+    // always the first server's (the loader resolves every entry's port).
     public IReadOnlyList<MailServerAddress> SmtpServerAddresses { get; init; } = [];
 
     // Every server to try, in order, with its port.
@@ -78,8 +79,10 @@ public sealed record GeneralSection
     public string SmtpServerList => string.Join(", ", SmtpServers.Select(s =>
         IPAddress.TryParse(s.Host, out var address) ? new IPEndPoint(address, s.Port).ToString() : $"{s.Host}:{s.Port}"));
 
-    // At most this many connections to the mail server at once, shared by all client sessions.
-    public int SmtpServerConnections { get; init; } = 100;
+    // At most this many connections to the mail server at once, shared by all client sessions;
+    // 0: as many as [limits] max_connections (a transaction in progress holds one, so a lower
+    // bound makes the clients past it wait at MAIL).
+    public int SmtpServerConnections { get; init; }
 
     internal static string DefaultHostname()
     {

@@ -20,8 +20,6 @@ namespace Portcullis.Appliance.Gateway;
 
 internal sealed class DownstreamPool : IAsyncDisposable
 {
-    public const int DefaultLimit = 100;   // Postfix's default_process_limit: smtpd processes behind us
-
     private readonly IDownstreamConnector _connector;
     private readonly DownstreamOptions _options;
     private readonly DownstreamTimings _timings;

@@ -100,7 +100,8 @@ internal sealed class GatewayContext
     public DownstreamPool DownstreamPool
     {
         get => LazyInitializer.EnsureInitialized(ref _pool, () =>
-            new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings, Config.General.SmtpServerConnections));
+            new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings,
+                Config.General.SmtpServerConnections > 0 ? Config.General.SmtpServerConnections : Math.Max(1, Config.Limits.MaxConnections)));
         init => _pool = value;
     }
 
@@ -159,6 +160,7 @@ internal sealed class GatewayContext
         a.SmtpServers.SequenceEqual(b.SmtpServers) && a.Hostname == b.Hostname && a.SmtpServerTls == b.SmtpServerTls
         && a.SmtpServerTlsVerify == b.SmtpServerTlsVerify && a.SmtpServerCaFile == b.SmtpServerCaFile
         && a.SmtpServerTimeout == b.SmtpServerTimeout && a.SmtpServerConnections == b.SmtpServerConnections;
+    // (A changed [limits] max_connections keeps the pool and its bound until the server changes.)
 
     public static string ProductVersion => typeof(GatewayContext).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 

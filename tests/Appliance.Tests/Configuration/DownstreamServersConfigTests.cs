@@ -14,7 +14,7 @@ public class DownstreamServersConfigTests
     {
         var general = Load("[general]\nsmtp_server_address = 10.0.0.2, mx2.example.com:2526 ,[2001:db8::25]:26, ::1\nsmtp_server_port = 2600\n").General;
         Assert.Equal([("10.0.0.2", 2600), ("mx2.example.com", 2526), ("2001:db8::25", 26), ("::1", 2600)], general.SmtpServers);
-        Assert.Equal("10.0.0.2", general.SmtpServerAddress);   // the first server, for every older use
+        Assert.Equal(("10.0.0.2", 2600), (general.SmtpServerAddress, general.SmtpServerPort));   // the first server, for every older use
         Assert.Equal("10.0.0.2:2600, mx2.example.com:2526, [2001:db8::25]:26, [::1]:2600", CommandLine.ForwardTarget(general));
     }
 
@@ -26,16 +26,16 @@ public class DownstreamServersConfigTests
     public void OneServerStaysAsBefore(string value, string host, int port)
     {
         var general = Load($"[general]\nsmtp_server_address = {value}\n").General;
-        Assert.Equal(host, general.SmtpServerAddress);
+        Assert.Equal((host, port), (general.SmtpServerAddress, general.SmtpServerPort));
         Assert.Equal([(host, port)], general.SmtpServers);
     }
 
     [Fact]
-    public void TheDefaultIsOneServerAndAHundredConnections()
+    public void TheDefaultIsOneServerAndAsManyConnectionsAsClients()
     {
         var general = Load("").General;
         Assert.Equal([("127.0.0.1", 2525)], general.SmtpServers);
-        Assert.Equal(100, general.SmtpServerConnections);
+        Assert.Equal(0, general.SmtpServerConnections);
         Assert.Equal(7, Load("[general]\nsmtp_server_connections = 7\n").General.SmtpServerConnections);
     }
 
@@ -64,7 +64,7 @@ public class DownstreamServersConfigTests
     }
 
     [Theory]
-    [InlineData("0")]
+    [InlineData("-1")]
     [InlineData("many")]
     public void SmtpServerConnectionsMustBeAPositiveNumber(string value)
     {

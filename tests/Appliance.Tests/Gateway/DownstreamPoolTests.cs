@@ -141,6 +141,14 @@ public sealed class DownstreamPoolTests : IDisposable
     }
 
     [Fact]
+    public void WithoutItsOwnLimitThePoolTakesAsManyConnectionsAsTheGatewayTakesClients()
+    {
+        Assert.Equal(3, Context("127.0.0.1", "[limits]\nmax_connections = 3").DownstreamPool.Limit);
+        Assert.Equal(500, Context("127.0.0.1").DownstreamPool.Limit);
+        Assert.Equal(7, Context("127.0.0.1", "smtp_server_connections = 7").DownstreamPool.Limit);
+    }
+
+    [Fact]
     public async Task ASessionThatFindsEveryConnectionBusyUntilTheConnectTimeoutGetsDownstreamException()
     {
         await using var sink = new DownstreamSink();
