@@ -160,18 +160,7 @@ internal sealed class DownstreamPool : IAsyncDisposable
     // slot to a waiting session.
     public Task DiscardAsync(DownstreamClient client)
     {
-        lock (_gate)
-        {
-            _open--;
-            while (_waiters.TryDequeue(out var waiter))
-            {
-                if (waiter.TryHand(null))
-                {
-                    _open++;
-                    break;
-                }
-            }
-        }
+        Release();
         return CloseQuietlyAsync(client);
     }
 
@@ -219,6 +208,7 @@ internal sealed class DownstreamPool : IAsyncDisposable
         }
     }
 
+    // One connection fewer: its slot goes to the first session still waiting (it connects).
     private void Release()
     {
         lock (_gate)
