@@ -335,10 +335,7 @@ internal static class CommandLine
         return text;
     }
 
-    internal static string ForwardTarget(GeneralSection general) =>
-        IPAddress.TryParse(general.SmtpServerAddress, out var address)
-            ? new IPEndPoint(address, general.SmtpServerPort).ToString()
-            : $"{general.SmtpServerAddress}:{general.SmtpServerPort}";
+    internal static string ForwardTarget(GeneralSection general) => general.SmtpServerList;
 
     // Everything check-config warns about (on stderr, "warning: " first); a warning never changes the exit code.
     internal static IEnumerable<string> Warnings(GatewayConfig config) => FolderWarnings(config).Concat(ConfigChecks.Warnings(config));

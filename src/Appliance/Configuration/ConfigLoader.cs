@@ -213,12 +213,19 @@ public static class ConfigLoader
     private static GeneralSection ConvertGeneral(RawGeneral raw, SectionReader r)
     {
         var d = new GeneralSection();
+        var servers = r.MailServers("smtp_server_address", raw.SmtpServerAddress);
+        int port = r.Port("smtp_server_port", raw.SmtpServerPort, d.SmtpServerPort);
+        // Ports resolved here, so SmtpServerAddress and SmtpServerPort name the first server for every older use.
+        var resolved = servers.Select(s => s with { Port = s.Port ?? port }).ToList();
         return new GeneralSection
         {
             Interfaces = r.Interfaces("interfaces", raw.Interfaces, d.Interfaces),
             Hostname = r.HostName("hostname", raw.Hostname, d.Hostname),
-            SmtpServerAddress = r.ServerAddress("smtp_server_address", raw.SmtpServerAddress, d.SmtpServerAddress),
-            SmtpServerPort = r.Port("smtp_server_port", raw.SmtpServerPort, d.SmtpServerPort),
+            SmtpServerAddress = servers.Count > 0 ? servers[0].Host : d.SmtpServerAddress,
+            // One server without a port of its own is SmtpServerAddress and SmtpServerPort, as before lists.
+            SmtpServerAddresses = servers is [] or [{ Port: null }] ? d.SmtpServerAddresses : resolved,
+            SmtpServerConnections = (int)r.Integer("smtp_server_connections", raw.SmtpServerConnections, d.SmtpServerConnections, 0, 100_000, " (0 for as many as [limits] max_connections)"),
+            SmtpServerPort = resolved.Count > 0 ? resolved[0].Port!.Value : port,
             SmtpServerTimeout = r.Time("smtp_server_timeout", raw.SmtpServerTimeout, d.SmtpServerTimeout),
             TempFolder = r.Folder("temp_folder", raw.TempFolder, d.TempFolder, allowEmpty: false),
             QueueFolder = r.Folder("queue_folder", raw.QueueFolder, d.QueueFolder, allowEmpty: false),
@@ -400,7 +407,9 @@ public static class ConfigLoader
     // Forwarding to one of our own listeners would hand every message back to ourselves.
     private static void CheckForwardLoop(GeneralSection general, RawGeneral raw, string source, List<string> errors)
     {
-        var loop = FindForwardLoop(general, LocalAddresses.Value);
+        var loop = general.SmtpServers
+            .Select(s => FindForwardLoop(general with { SmtpServerAddress = s.Host, SmtpServerPort = s.Port }, LocalAddresses.Value))
+            .FirstOrDefault(l => l is not null);
         if (loop is null)
         {
             return;
@@ -785,6 +794,35 @@ public static class ConfigLoader
             if (ConfigValues.IsHostName(text)) return text;
             Error(key, raw, "an IP address or a host name such as 127.0.0.1, ::1 or mail.example.com");
             return fallback;
+        }
+
+        // A comma-separated list of mail servers tried in order; absent: empty (the default server).
+        public IReadOnlyList<MailServerAddress> MailServers(string key, string? raw)
+        {
+            if (raw is null) return [];
+            const string Expected = "an IP address or a host name, or several separated by commas (tried in order), each with an optional :port, such as 127.0.0.1, mx2.example.com:2525, [::1]:25";
+            var entries = raw.Split(',', StringSplitOptions.TrimEntries);
+            if (raw.Trim().Length == 0)
+            {
+                Error(key, raw, Expected);
+                return [];
+            }
+            var result = new List<MailServerAddress>();
+            foreach (var entry in entries)
+            {
+                if (!ConfigValues.TryParseMailServer(entry, out var server, out var problem))
+                {
+                    errors.Add($"{source}: [{section}] {key} = {Quote(raw)}: entry {Quote(entry)}: {problem}; expected {Expected}");
+                    return [];
+                }
+                if (result.Contains(server!))
+                {
+                    errors.Add($"{source}: [{section}] {key} = {Quote(raw)}: entry {Quote(entry)} is listed twice; expected {Expected}");
+                    return [];
+                }
+                result.Add(server!);
+            }
+            return result;
         }
 
         public IReadOnlyList<ListenEndpoint> Interfaces(string key, string? raw, IReadOnlyList<ListenEndpoint> fallback)

@@ -94,6 +94,70 @@ internal static class ConfigValues
     public static string[] SplitList(string text) =>
         text.Split([',', ' ', '\t', '\r', '\n'], StringSplitOptions.RemoveEmptyEntries);
 
+    // One mail server: host, host:port, an IPv4 or bare IPv6 address, [IPv6]:port (port null when
+    // not given). The address comes back in its canonical text, without brackets.
+    public static bool TryParseMailServer(string text, out MailServerAddress? server, out string problem)
+    {
+        server = null;
+        problem = "";
+        string host = text;
+        string? port = null;
+        if (text.StartsWith('['))
+        {
+            int close = text.IndexOf(']');
+            if (close < 0)
+            {
+                problem = "'[' without ']'";
+                return false;
+            }
+            host = text[1..close];
+            var rest = text[(close + 1)..];
+            if (rest.Length > 0)
+            {
+                if (rest[0] != ':')
+                {
+                    problem = $"unexpected '{rest}' after ']'";
+                    return false;
+                }
+                port = rest[1..];
+            }
+            if (!IPAddress.TryParse(host, out _))
+            {
+                problem = $"'{host}' in brackets is not an IP address";
+                return false;
+            }
+        }
+        else if (text.Count(c => c == ':') == 1)
+        {
+            int colon = text.IndexOf(':');
+            host = text[..colon];
+            port = text[(colon + 1)..];
+        }
+
+        int? portNumber = null;
+        if (port is not null)
+        {
+            if (!TryParsePort(port, out var p))
+            {
+                problem = $"port '{port}' is not a number from 1 to 65535";
+                return false;
+            }
+            portNumber = p;
+        }
+        if (IPAddress.TryParse(host, out var address) && (host.Contains(':') || TryParseIPv4(host, out _)))
+        {
+            server = new MailServerAddress(address.ToString(), portNumber);
+            return true;
+        }
+        if (IsHostName(host))
+        {
+            server = new MailServerAddress(host, portNumber);
+            return true;
+        }
+        problem = $"'{host}' is neither an IP address nor a host name";
+        return false;
+    }
+
     // One listener: 0.0.0.0:25, [::]:25, 192.0.2.1:465/tls, [::1]:2525/proxy/tls.
     public static bool TryParseListenEndpoint(string text, out ListenEndpoint? endpoint, out string problem)
     {

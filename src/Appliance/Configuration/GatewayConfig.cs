@@ -65,6 +65,25 @@ public sealed record GeneralSection
     // auto: XCLIENT when the mail server offers it (it then judges the real client), else XFORWARD.
     public bool SmtpServerXClient { get; init; } = true;
 
+    // smtp_server_address as a list, tried in order (failover); Port null: SmtpServerPort.
+    // Empty: SmtpServerAddress alone on SmtpServerPort. SmtpServerAddress and SmtpServerPort are
+    // always the first server's (the loader resolves every entry's port).
+    public IReadOnlyList<MailServerAddress> SmtpServerAddresses { get; init; } = [];
+
+    // Every server to try, in order, with its port.
+    public IEnumerable<(string Host, int Port)> SmtpServers => SmtpServerAddresses.Count == 0
+        ? [(SmtpServerAddress, SmtpServerPort)]
+        : SmtpServerAddresses.Select(a => (a.Host, a.Port ?? SmtpServerPort));
+
+    // The servers as the logs and check-config name them: 127.0.0.1:2525, [::1]:25, mx.example.com:25.
+    public string SmtpServerList => string.Join(", ", SmtpServers.Select(s =>
+        IPAddress.TryParse(s.Host, out var address) ? new IPEndPoint(address, s.Port).ToString() : $"{s.Host}:{s.Port}"));
+
+    // At most this many connections to the mail server at once, shared by all client sessions;
+    // 0: as many as [limits] max_connections (a transaction in progress holds one, so a lower
+    // bound makes the clients past it wait at MAIL).
+    public int SmtpServerConnections { get; init; }
+
     internal static string DefaultHostname()
     {
         try
@@ -366,3 +385,7 @@ public sealed record ListenEndpoint(IPEndPoint EndPoint, IReadOnlySet<string> Fl
         return text;
     }
 }
+
+// One entry of [general] smtp_server_address: an IP address literal (IPv6 without brackets) or a
+// host name, and its own port when the entry gave one.
+public sealed record MailServerAddress(string Host, int? Port);

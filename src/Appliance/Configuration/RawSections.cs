@@ -12,6 +12,7 @@ internal sealed class RawGeneral
             "interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
             "proxy_trusted", "smtp_server_tls", "smtp_server_tls_verify", "smtp_server_ca_file", "shutdown_timeout", "control_socket",
             "smtp_server_xclient",
+            "smtp_server_connections",
         ];
 
     [ConfigurationKeyName("interfaces")] public string? Interfaces { get; set; }
@@ -28,6 +29,7 @@ internal sealed class RawGeneral
     [ConfigurationKeyName("shutdown_timeout")] public string? ShutdownTimeout { get; set; }
     [ConfigurationKeyName("control_socket")] public string? ControlSocket { get; set; }
     [ConfigurationKeyName("smtp_server_xclient")] public string? SmtpServerXClient { get; set; }
+    [ConfigurationKeyName("smtp_server_connections")] public string? SmtpServerConnections { get; set; }
 }
 
 internal sealed class RawScan

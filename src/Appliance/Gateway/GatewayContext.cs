@@ -50,24 +50,31 @@ internal sealed class GatewayContext
             DataTimeout = config.Limits.DataTimeout,
             BareNewline = config.Limits.BareNewline,
         };
-        DownstreamOptions = new DownstreamOptions
+        var (host, port) = config.General.SmtpServers.First();
+        DownstreamOptions = DownstreamServer(config.General, host, port,
+            [.. config.General.SmtpServers.Skip(1).Select(s => DownstreamServer(config.General, s.Host, s.Port, []))]);
+        AuthThrottle = new Auth.AuthThrottle(config.Auth.MaxFailures, config.Auth.FailureWindow);
+    }
+
+    // How to reach one of the servers in smtp_server_address (alternatives: the ones after it).
+    private static DownstreamOptions DownstreamServer(GeneralSection general, string host, int port, IReadOnlyList<DownstreamOptions> alternatives) =>
+        new()
         {
-            Host = config.General.SmtpServerAddress,
-            Port = config.General.SmtpServerPort,
-            HeloName = config.General.Hostname,
-            ConnectTimeout = Min(config.General.SmtpServerTimeout, TimeSpan.FromSeconds(30)),
-            ReplyTimeout = config.General.SmtpServerTimeout,
-            DataReplyTimeout = config.General.SmtpServerTimeout,
-            Tls = config.General.SmtpServerTls switch
+            Host = host,
+            Port = port,
+            Alternatives = alternatives,
+            HeloName = general.Hostname,
+            ConnectTimeout = Min(general.SmtpServerTimeout, TimeSpan.FromSeconds(30)),
+            ReplyTimeout = general.SmtpServerTimeout,
+            DataReplyTimeout = general.SmtpServerTimeout,
+            Tls = general.SmtpServerTls switch
             {
                 SmtpServerTlsMode.Opportunistic => SmtpCore.Downstream.DownstreamTlsMode.Opportunistic,
                 SmtpServerTlsMode.Required => SmtpCore.Downstream.DownstreamTlsMode.Required,
                 _ => SmtpCore.Downstream.DownstreamTlsMode.None,
             },
-            TlsClientOptions = config.General.SmtpServerTls == SmtpServerTlsMode.None ? null : TlsCertificates.ClientOptions(config.General),
+            TlsClientOptions = general.SmtpServerTls == SmtpServerTlsMode.None ? null : TlsCertificates.ClientOptions(general, host),
         };
-        AuthThrottle = new Auth.AuthThrottle(config.Auth.MaxFailures, config.Auth.FailureWindow);
-    }
 
     // [tls]: null when no certificate is configured (no STARTTLS, no /tls listeners).
     public TlsCertificates? Tls { get; init; }
@@ -87,6 +94,18 @@ internal sealed class GatewayContext
 
     // How sessions connect to the downstream (DownstreamOptions says where).
     public IDownstreamConnector Downstream { get; init; } = DownstreamConnector.Instance;
+
+    // The warm downstream connections sessions share (made on first use, with Downstream and
+    // DownstreamOptions); shared with a reloaded context unless the server changed.
+    public DownstreamPool DownstreamPool
+    {
+        get => LazyInitializer.EnsureInitialized(ref _pool, () =>
+            new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings,
+                Config.General.SmtpServerConnections > 0 ? Config.General.SmtpServerConnections : Math.Max(1, Config.Limits.MaxConnections)));
+        init => _pool = value;
+    }
+
+    private DownstreamPool? _pool;
     public DownstreamTimings DownstreamTimings { get; init; } = DownstreamTimings.Default;
     public MessageLog Log { get; }
     public IRelayPolicy Relay { get; }
@@ -113,9 +132,15 @@ internal sealed class GatewayContext
 
     // The same gateway with a reloaded configuration.
     // access: relay rules, certificate and password file loaded afresh for `next` (a reload).
-    public GatewayContext WithConfig(GatewayConfig next, GatewayAccess? access = null) =>
-        new(next, Scanner, Log, access?.Relay ?? Relay)
+    // A changed server (or how it is reached) empties the pool: idle connections are closed now,
+    // rented ones when their sessions give them back.
+    public GatewayContext WithConfig(GatewayConfig next, GatewayAccess? access = null)
+    {
+        bool sameServer = SameDownstream(next.General, Config.General);
+        if (!sameServer) _ = Volatile.Read(ref _pool)?.CloseAsync();
+        return new(next, Scanner, Log, access?.Relay ?? Relay)
         {
+            DownstreamPool = sameServer ? DownstreamPool : null!,
             Downstream = Downstream,
             DownstreamTimings = DownstreamTimings,
             Metrics = Metrics,
@@ -126,11 +151,16 @@ internal sealed class GatewayContext
             Passwords = access is null ? Passwords : access.Passwords,
             Connections = Connections,
             QuarantineWriter = QuarantineWriter,
-            _downstreamCapabilities = next.General.SmtpServerAddress == Config.General.SmtpServerAddress
-                                      && next.General.SmtpServerPort == Config.General.SmtpServerPort
-                ? _downstreamCapabilities
-                : new StrongBox<DownstreamCapabilities?>(null),
+            _downstreamCapabilities = sameServer ? _downstreamCapabilities : new StrongBox<DownstreamCapabilities?>(null),
         };
+    }
+
+    // Everything a pooled connection was made with.
+    private static bool SameDownstream(GeneralSection a, GeneralSection b) =>
+        a.SmtpServers.SequenceEqual(b.SmtpServers) && a.Hostname == b.Hostname && a.SmtpServerTls == b.SmtpServerTls
+        && a.SmtpServerTlsVerify == b.SmtpServerTlsVerify && a.SmtpServerCaFile == b.SmtpServerCaFile
+        && a.SmtpServerTimeout == b.SmtpServerTimeout && a.SmtpServerConnections == b.SmtpServerConnections;
+    // (A changed [limits] max_connections keeps the pool and its bound until the server changes.)
 
     public static string ProductVersion => typeof(GatewayContext).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";
 

@@ -207,7 +207,7 @@ internal static class GatewayHost
         if (status is not null) services.Add(status.RunAsync(background.Token));
         if (control is not null) services.Add(control.RunAsync(background.Token));
         Log.Info($"portcullis {GatewayContext.ProductVersion} listening on {string.Join(", ", listeners.Select(l => l.Endpoint))}, " +
-                 $"forwarding to {config.General.SmtpServerAddress}:{config.General.SmtpServerPort}");
+                 $"forwarding to {config.General.SmtpServerList}");
         // READY=1 (and the watchdog, which systemd only arms after it) once signatures are loaded.
         services.Add(ReadyWhenSignaturesLoadedAsync(runtime, systemd, background.Token));
 
@@ -229,6 +229,10 @@ internal static class GatewayHost
             abort.Cancel();
             await sessions.WaitAllAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false);
         }
+        // The warm downstream connections hear QUIT (the mail server logs a clean disconnect).
+        var pool = runtime.Context.DownstreamPool;
+        await pool.CloseAsync().ConfigureAwait(false);
+        Log.Info($"downstream connections made: {pool.Connects}");
 
         // Notifications the last sessions queued go to the outbox; the next start sends them.
         notifier.Complete();
@@ -248,15 +252,25 @@ internal static class GatewayHost
         return 0;
     }
 
-    internal static DownstreamOptions NotificationServer(GatewayConfig config) => new()
+    // [notification] smtp_server_*, else the servers in [general] smtp_server_address in order.
+    internal static DownstreamOptions NotificationServer(GatewayConfig config)
     {
-        Host = config.Notification.SmtpServerAddress.Length > 0 ? config.Notification.SmtpServerAddress : config.General.SmtpServerAddress,
-        Port = config.Notification.SmtpServerPort ?? config.General.SmtpServerPort,
-        HeloName = config.General.Hostname,
-        ConnectTimeout = TimeSpan.FromSeconds(Math.Min(30, config.General.SmtpServerTimeout.TotalSeconds)),
-        ReplyTimeout = config.General.SmtpServerTimeout,
-        DataReplyTimeout = config.General.SmtpServerTimeout,
-    };
+        bool own = config.Notification.SmtpServerAddress.Length > 0;
+        List<(string Host, int Port)> servers = own
+            ? [(config.Notification.SmtpServerAddress, config.Notification.SmtpServerPort ?? config.General.SmtpServerPort)]
+            : [.. config.General.SmtpServers.Select(s => (s.Host, config.Notification.SmtpServerPort ?? s.Port))];
+        DownstreamOptions Server((string Host, int Port) server, IReadOnlyList<DownstreamOptions> alternatives) => new()
+        {
+            Host = server.Host,
+            Port = server.Port,
+            HeloName = config.General.Hostname,
+            ConnectTimeout = TimeSpan.FromSeconds(Math.Min(30, config.General.SmtpServerTimeout.TotalSeconds)),
+            ReplyTimeout = config.General.SmtpServerTimeout,
+            DataReplyTimeout = config.General.SmtpServerTimeout,
+            Alternatives = alternatives,
+        };
+        return Server(servers[0], [.. servers.Skip(1).Select(s => Server(s, []))]);
+    }
 
     // Removes quarantine entries older than retention_days at start-up and then once a day.
     private static async Task PurgeDailyAsync(QuarantineStore quarantine, int retentionDays, CancellationToken stop)
@@ -297,6 +311,7 @@ internal static class GatewayHost
             HeloName = options.HeloName,
             ConnectTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ConnectTimeout.TotalSeconds)),
             ReplyTimeout = TimeSpan.FromSeconds(Math.Min(5, options.ReplyTimeout.TotalSeconds)),
+            Alternatives = options.Alternatives,
         };
         try
         {

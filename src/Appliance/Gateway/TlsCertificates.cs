@@ -64,11 +64,14 @@ internal sealed class TlsCertificates
     }
 
     // How the gateway checks the downstream server's certificate.
-    public static SslClientAuthenticationOptions ClientOptions(GeneralSection general)
+    public static SslClientAuthenticationOptions ClientOptions(GeneralSection general) => ClientOptions(general, general.SmtpServerAddress);
+
+    // The same for one of the servers in smtp_server_address: its name is the one checked.
+    public static SslClientAuthenticationOptions ClientOptions(GeneralSection general, string host)
     {
         var options = new SslClientAuthenticationOptions
         {
-            TargetHost = general.SmtpServerAddress,
+            TargetHost = host,
             EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
         };
         if (!general.SmtpServerTlsVerify)

@@ -31,6 +31,21 @@ internal sealed class DotStuffer
         }
     }
 
+    // True when source needs no stuffing (no line in it starts with "."): the caller writes it as
+    // it is and the state moves on as if Write had; false (state unchanged) otherwise.
+    public bool TryPassThrough(ReadOnlySpan<byte> source)
+    {
+        if (source.IsEmpty) return true;
+        if (!_midLine && source[0] == (byte)'.') return false;
+        if (source.IndexOf("\n."u8) >= 0) return false;
+        byte before = source.Length >= 2 ? source[^2] : _last;
+        _endsWithCrLf = source[^1] == (byte)'\n' && before == (byte)'\r';
+        _last = source[^1];
+        _any = true;
+        _midLine = source[^1] != (byte)'\n';
+        return true;
+    }
+
     public void Finish(IBufferWriter<byte> output)
     {
         // Empty data needs no CRLF: ".\r\n" right after the 354 is an empty message.

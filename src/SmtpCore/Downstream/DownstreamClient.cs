@@ -27,6 +27,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 {
     internal const int ChunkSize = 256 * 1024;           // BDAT chunk: large enough to amortise a reply
     private const int FlushThreshold = 64 * 1024;         // bounds what the output pipe buffers
+    private const int ReadPiece = 16 * 1024;              // body bytes read into the output at a time
     private const int MaxXForwardLine = 512;              // Postfix splits XFORWARD at the RFC 5321 line size
     private const int MaxXClientValue = 255;              // Postfix refuses a longer XCLIENT value (501)
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(2);
@@ -49,10 +50,12 @@ public sealed class DownstreamClient : IAsyncDisposable
     private readonly Queue<PendingReply> _pending = new();
     private PendingReply? _lastPending;
     private DownstreamException? _failure;
-    private Task _writeTail = Task.CompletedTask;
+    private readonly SemaphoreSlim _writeGate = new(1, 1);   // async waiters queue in order: writes keep call order
     private Task _fillLoop = Task.CompletedTask;
     private Task _readLoop = Task.CompletedTask;
     private int _disposed;
+    private bool _transactionOpen;   // under _gate
+    private bool _authAttempted;
 
     private DownstreamClient(Socket socket, Stream stream, SmtpReply? bannerBeforeTls, DownstreamOptions options, string remoteDescription)
     {
@@ -76,11 +79,46 @@ public sealed class DownstreamClient : IAsyncDisposable
     public SmtpReply EhloReply { get; private set; } = null!;
     public DownstreamCapabilities Capabilities { get; private set; } = DownstreamCapabilities.None;
     public bool IsBroken => Volatile.Read(ref _failure) is not null;
+
+    // Between transactions with nothing outstanding: no MAIL since the last final reply to the
+    // message data, RSET or refused MAIL, and every command answered. Such a connection can
+    // carry someone else's next MAIL without an RSET first.
+    public bool IsBetweenTransactions
+    {
+        get
+        {
+            lock (_gate) return _failure is null && !_transactionOpen && _pending.Count == 0;
+        }
+    }
+
+    // AUTH was sent on this connection (whether or not it succeeded): it may be someone's login.
+    public bool AuthAttempted => Volatile.Read(ref _authAttempted);
     public bool IsTls { get; }
 
+    // Connects to options' server, or failing that to each of its Alternatives in order; the
+    // DownstreamException when none of them takes the session names every failure.
     public static async Task<DownstreamClient> ConnectAsync(DownstreamOptions options, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(options);
+        if (options.Alternatives.Count == 0) return await ConnectOneAsync(options, ct).ConfigureAwait(false);
+        List<DownstreamException>? failures = null;
+        foreach (var server in options.Alternatives.Prepend(options))
+        {
+            try
+            {
+                return await ConnectOneAsync(server, ct).ConfigureAwait(false);
+            }
+            catch (DownstreamException e)
+            {
+                (failures ??= []).Add(e);
+            }
+        }
+        throw new DownstreamException(string.Join("; then ", failures!.Select(f => f.Message)), failures![^1].Reply,
+            new AggregateException(failures!));
+    }
+
+    private static async Task<DownstreamClient> ConnectOneAsync(DownstreamOptions options, CancellationToken ct)
+    {
         ArgumentException.ThrowIfNullOrWhiteSpace(options.Host);
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Port, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(options.Port, 65535);
@@ -253,7 +291,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 
         Banner = await banner.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
         if (Banner.Code != 220)
-            throw Break(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
+            throw Refused(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
 
         var ehlo = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
         if (ehlo.IsPermanent)
@@ -266,7 +304,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             return;
         }
         if (!ehlo.IsPositiveCompletion)
-            throw Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO: {ehlo}", ehlo));
+            throw Refused(new DownstreamException($"downstream {RemoteDescription} refused EHLO: {ehlo}", ehlo));
         EhloReply = ehlo;
         Capabilities = DownstreamCapabilities.Parse(ehlo);
     }
@@ -429,8 +467,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     public async Task FlushAsync(CancellationToken ct = default)
     {
         ThrowIfBroken();
-        var turn = TakeWriteTurn();
-        await turn.EnterAsync(ct).ConfigureAwait(false);
+        await _writeGate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             ThrowIfBroken();
@@ -438,7 +475,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
         finally
         {
-            turn.Leave();
+            _writeGate.Release();
         }
     }
 
@@ -465,10 +502,9 @@ public sealed class DownstreamClient : IAsyncDisposable
             return go;
         }
 
-        var turn = TakeWriteTurn();
         try
         {
-            await turn.EnterAsync(ct).ConfigureAwait(false);
+            await _writeGate.WaitAsync(ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException)
         {
@@ -481,7 +517,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             ThrowIfBroken();
             var stuffer = new DotStuffer();
-            await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer.Write, "message data", ct)
+            await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer, "message data", ct)
                 .ConfigureAwait(false);
             stuffer.Finish(_output);
             final = Enqueue("end of data", _options.DataReplyTimeout);
@@ -489,7 +525,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
         finally
         {
-            turn.Leave();
+            _writeGate.Release();
         }
         return await final.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
     }
@@ -520,15 +556,13 @@ public sealed class DownstreamClient : IAsyncDisposable
     private async Task<Task<SmtpReply>> SendChunkAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, long offset,
         int count, bool last, CancellationToken ct)
     {
-        var turn = TakeWriteTurn();
-        await turn.EnterAsync(ct).ConfigureAwait(false);
+        await _writeGate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             ThrowIfBroken();
             if (!Capabilities.Pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
             WriteLine(last ? $"BDAT {count} LAST" : $"BDAT {count}");
-            await StreamContentAsync(headerPrefix, body, offset, count, static (span, output) => output.Write(span), "BDAT data", ct)
-                .ConfigureAwait(false);
+            await StreamContentAsync(headerPrefix, body, offset, count, null, "BDAT data", ct).ConfigureAwait(false);
             // Enqueued only now: the reply clock starts when the whole chunk is on the wire.
             var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout);
             await FlushOutputAsync("BDAT data", ct).ConfigureAwait(false);
@@ -536,18 +570,17 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
         finally
         {
-            turn.Leave();
+            _writeGate.Release();
         }
     }
 
-    private delegate void ContentWriter(ReadOnlySpan<byte> data, IBufferWriter<byte> output);
-
-    // Copies [offset, offset+count) of prefix+body into the output through write, flushing every 64 KiB.
-    // Any failure here leaves the server mid-message, so the connection is broken.
+    // Writes [offset, offset+count) of prefix+body into the output, dot-stuffed when a stuffer is
+    // given, flushing every 64 KiB. The body is read straight into the output's own buffer; only
+    // a piece with a line that starts with "." goes through a copy to be stuffed. Any failure
+    // here leaves the server mid-message, so the connection is broken.
     private async Task StreamContentAsync(ReadOnlyMemory<byte> prefix, IMessageContent body, long offset,
-        long count, ContentWriter write, string what, CancellationToken ct)
+        long count, DotStuffer? stuffer, string what, CancellationToken ct)
     {
-        byte[]? buffer = null;
         try
         {
             long end = offset + count;
@@ -558,16 +591,19 @@ public sealed class DownstreamClient : IAsyncDisposable
                 if (offset < prefix.Length)
                 {
                     n = (int)Math.Min(Math.Min(prefix.Length - offset, end - offset), FlushThreshold);
-                    write(prefix.Span.Slice((int)offset, n), _output);
+                    var piece = prefix.Span.Slice((int)offset, n);
+                    if (stuffer is null) _output.Write(piece);
+                    else stuffer.Write(piece, _output);
                 }
                 else
                 {
-                    buffer ??= ArrayPool<byte>.Shared.Rent(FlushThreshold);
-                    int want = (int)Math.Min(buffer.Length, end - offset);
-                    n = body.Read(offset - prefix.Length, buffer.AsSpan(0, want));
+                    int want = (int)Math.Min(ReadPiece, end - offset);
+                    var span = _output.GetSpan(want)[..want];
+                    n = body.Read(offset - prefix.Length, span);
                     if (n <= 0)
                         throw new InvalidOperationException($"message content ended at {offset - prefix.Length} of {body.Length} bytes");
-                    write(buffer.AsSpan(0, n), _output);
+                    if (stuffer is null || stuffer.TryPassThrough(span[..n])) _output.Advance(n);
+                    else StuffCopy(stuffer, span[..n]);
                 }
                 offset += n;
                 unflushed += n;
@@ -584,17 +620,75 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (ex is OperationCanceledException) throw;
             throw failure;
         }
+    }
+
+    // The piece sits unadvanced in the output's buffer, which stuffing writes over: copy it out first.
+    private void StuffCopy(DotStuffer stuffer, ReadOnlySpan<byte> piece)
+    {
+        var copy = ArrayPool<byte>.Shared.Rent(piece.Length);
+        try
+        {
+            piece.CopyTo(copy);
+            stuffer.Write(copy.AsSpan(0, piece.Length), _output);
+        }
         finally
         {
-            if (buffer is not null) ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(copy);
         }
     }
 
-    private async Task<SmtpReply> SendCommandCoreAsync(string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    // With PIPELINING and the write turn free, the command is written (and flushed when it ends a
+    // group) without an async state machine: the reply task is the pending reply's own.
+    private Task<SmtpReply> SendCommandCoreAsync(string commandLine, string verb, bool endsGroup, CancellationToken ct)
     {
-        var turn = TakeWriteTurn();
+        var entered = _writeGate.WaitAsync(ct);
+        if (!entered.IsCompletedSuccessfully || !Capabilities.Pipelining)
+            return SendCommandSlowAsync(entered, commandLine, verb, endsGroup, ct);
         PendingReply pending;
-        await turn.EnterAsync(ct).ConfigureAwait(false);
+        ValueTask flush = default;
+        try
+        {
+            ThrowIfBroken();
+            WriteLine(commandLine);
+            pending = Enqueue(verb, _options.ReplyTimeout);
+            if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
+            if (endsGroup) flush = FlushOutputAsync(verb, ct);
+        }
+        catch (Exception e)
+        {
+            _writeGate.Release();
+            return Task.FromException<SmtpReply>(e);
+        }
+        if (!flush.IsCompleted) return FlushThenReplyAsync(flush, pending, ct);
+        _writeGate.Release();
+        try
+        {
+            flush.GetAwaiter().GetResult();
+        }
+        catch (Exception e)
+        {
+            return Task.FromException<SmtpReply>(e);
+        }
+        return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
+    }
+
+    private async Task<SmtpReply> FlushThenReplyAsync(ValueTask flush, PendingReply pending, CancellationToken ct)
+    {
+        try
+        {
+            await flush.ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+    }
+
+    private async Task<SmtpReply> SendCommandSlowAsync(Task entered, string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    {
+        PendingReply pending;
+        await entered.ConfigureAwait(false);
         try
         {
             ThrowIfBroken();
@@ -603,11 +697,12 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
             WriteLine(commandLine);
             pending = Enqueue(verb, _options.ReplyTimeout);
+            if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
         }
         finally
         {
-            turn.Leave();
+            _writeGate.Release();
         }
         return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
     }
@@ -646,11 +741,14 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (_failure is not null) throw Unusable(_failure);
             _pending.Enqueue(pending);
             _lastPending = pending;
+            if (verb == "MAIL") _transactionOpen = true;
         }
         return pending;
     }
 
-    private async Task FlushOutputAsync(string what, CancellationToken ct)
+    // Marks every buffered command flushed and sends the output. A flush the socket takes at once
+    // (the usual case) needs no timer; one that waits is bounded by ReplyTimeout.
+    private ValueTask FlushOutputAsync(string what, CancellationToken ct)
     {
         // Marked before the write: a fast server may answer before FlushAsync even returns.
         lock (_gate)
@@ -659,26 +757,48 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
         WakeReader();
 
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        if (_options.ReplyTimeout != Timeout.InfiniteTimeSpan) cts.CancelAfter(_options.ReplyTimeout);
+        ValueTask<FlushResult> flush;
         try
         {
-            await _output.FlushAsync(cts.Token).ConfigureAwait(false);
+            flush = _output.FlushAsync(ct);
         }
-        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        catch (Exception ex)
         {
+            return ValueTask.FromException(FlushFailure(ex, what, ct));
+        }
+        if (!flush.IsCompletedSuccessfully) return WaitForFlushAsync(flush, what, ct);
+        _ = flush.Result;
+        return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask WaitForFlushAsync(ValueTask<FlushResult> flush, string what, CancellationToken ct)
+    {
+        using var timeout = new CancellationTokenSource();
+        using var cancels = timeout.Token.UnsafeRegister(static output => ((PipeWriter)output!).CancelPendingFlush(), _output);
+        if (_options.ReplyTimeout != Timeout.InfiniteTimeSpan) timeout.CancelAfter(_options.ReplyTimeout);
+        FlushResult result;
+        try
+        {
+            result = await flush.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            throw FlushFailure(ex, what, ct);
+        }
+        if (result.IsCanceled)
             throw Break(new DownstreamException(
                 $"downstream {RemoteDescription} did not accept {what} within {Describe(_options.ReplyTimeout)}"));
-        }
-        catch (OperationCanceledException)
+    }
+
+    private Exception FlushFailure(Exception ex, string what, CancellationToken ct)
+    {
+        if (ex is DownstreamException) return ex;
+        if (ex is OperationCanceledException && ct.IsCancellationRequested)
         {
             Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} was canceled"));
-            throw;
+            return ex;
         }
-        catch (Exception ex) when (ex is not DownstreamException)
-        {
-            throw Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
-        }
+        return Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
     }
 
     // Socket → inbound pipe. FlushAsync waits while the pipe is over its pause threshold.
@@ -795,6 +915,16 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (_pending.Count == 0 || !_pending.Peek().Flushed)
                 throw new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
             pending = _pending.Dequeue();
+            // RFC 5321 §4.1.1.4/§4.1.1.5: the final reply to the data and RSET end the
+            // transaction, and a refused MAIL never started one.
+            if (pending.Verb switch
+                {
+                    "end of data" or "BDAT LAST" => true,
+                    "RSET" => reply.IsPositiveCompletion,
+                    "MAIL" => !reply.IsPositiveCompletion,
+                    _ => false,
+                })
+                _transactionOpen = false;
         }
         pending.Completion.TrySetResult(reply);
     }
@@ -835,6 +965,13 @@ public sealed class DownstreamClient : IAsyncDisposable
         _socket.Dispose();
         WakeReader();
         return failure;
+    }
+
+    // A refusal the server gave (its reply), reported even when its close broke the client first.
+    private DownstreamException Refused(DownstreamException refusal)
+    {
+        Break(refusal);
+        return refusal;
     }
 
     private void ThrowIfBroken()
@@ -895,10 +1032,17 @@ public sealed class DownstreamClient : IAsyncDisposable
         return null;
     }
 
+    // The verbs this client sends, so naming a command's verb allocates nothing.
+    private static readonly string[] KnownVerbs =
+        ["MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "EHLO", "HELO", "XFORWARD", "XCLIENT", "STARTTLS", "AUTH", "VRFY", "EXPN", "TURN"];
+
     private static string VerbOf(string commandLine)
     {
-        int end = commandLine.IndexOfAny([' ', ':']);
-        return (end < 0 ? commandLine : commandLine[..end]).ToUpperInvariant();
+        int end = commandLine.AsSpan().IndexOfAny(' ', ':');
+        var verb = end < 0 ? commandLine.AsSpan() : commandLine.AsSpan(0, end);
+        foreach (var known in KnownVerbs)
+            if (verb.Equals(known, StringComparison.OrdinalIgnoreCase)) return known;
+        return verb.ToString().ToUpperInvariant();
     }
 
     private static void CheckTimeout(TimeSpan timeout, string name)
@@ -916,36 +1060,6 @@ public sealed class DownstreamClient : IAsyncDisposable
         : t.TotalSeconds < 1 ? $"{t.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture)}ms"
         : t.TotalMinutes < 1 ? $"{t.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)}s"
         : $"{t.TotalMinutes.ToString("0.#", CultureInfo.InvariantCulture)}min";
-
-    // Writes happen in the order callers asked for them: each takes a turn behind the previous one.
-    private WriteTurn TakeWriteTurn()
-    {
-        var mine = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var previous = Interlocked.Exchange(ref _writeTail, mine.Task);
-        return new WriteTurn(previous, mine);
-    }
-
-    private readonly struct WriteTurn(Task previous, TaskCompletionSource mine)
-    {
-        public async ValueTask EnterAsync(CancellationToken ct)
-        {
-            if (previous.IsCompleted) return;
-            try
-            {
-                await previous.WaitAsync(ct).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                // Giving up our turn must not let the next writer overtake the previous one.
-                var next = mine;
-                _ = previous.ContinueWith(_ => next.TrySetResult(), CancellationToken.None,
-                    TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-                throw;
-            }
-        }
-
-        public void Leave() => mine.TrySetResult();
-    }
 
     private sealed class PendingReply(string verb, TimeSpan timeout)
     {

@@ -23,4 +23,9 @@ public sealed class DownstreamOptions
 
     // Target host and certificate checks; null: TargetHost = Host with the system's trust store.
     public SslClientAuthenticationOptions? TlsClientOptions { get; init; }
+
+    // Further servers tried in order when this one cannot be reached or refuses the session
+    // (connection refused or timed out, no greeting, 4xx/5xx at the greeting or EHLO, TLS
+    // failure). Their own Alternatives are not followed.
+    public IReadOnlyList<DownstreamOptions> Alternatives { get; init; } = [];
 }

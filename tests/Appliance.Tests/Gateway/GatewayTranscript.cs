@@ -43,7 +43,8 @@ namespace Portcullis.Appliance.Tests.Gateway;
 //   # ...         a comment
 // C, C+, D and R take escapes: \r \n \t \\ \xHH. When the script ends the client half-closes;
 // the gateway must then close without saying more, a downstream connection still open may only
-// receive QUIT (answered 221) before it is closed, and every message log line must be matched.
+// receive QUIT (answered 221) before it is closed (the gateway's pool of warm downstream connections
+// is closed then, as at shutdown), and every message log line must be matched.
 // The test defaults: [general] hostname mx.test, the scratch, temp and quarantine folders in a
 // temporary folder, no TLS; the downstream's HELO name is therefore mx.test.
 internal sealed class GatewayTranscript
@@ -336,6 +337,8 @@ internal sealed class GatewayTranscript
                 Assert.True(rest.Length == 0, $"{_name}: the gateway said more than the script expects: '{rest}'");
             }
             await client.WaitForSessionEndAsync();
+            // The session gave its connection back to the pool; shutting down closes it with QUIT.
+            await ctx.DownstreamPool.CloseAsync().WaitAsync(Patience);
             await Task.WhenAll(tails).WaitAsync(Patience);
         }
         finally

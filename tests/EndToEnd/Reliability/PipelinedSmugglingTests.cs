@@ -85,11 +85,12 @@ public sealed class PipelinedSmugglingTests(ITestOutputHelper output)
             Assert.Equal(1, Traffic.CopiesOf(downstream, $"honest-{name}"));
         }
 
+        // Pooled downstream connections stay open for the next client; shutdown closes them.
+        await gateway.StopAsync();
         await downstream.WaitAllSessionsClosedAsync(TimeSpan.FromSeconds(15));
         var commands = downstream.Commands.Snapshot();
         Assert.True(!commands.Any(c => c.Contains("evil@x.test", StringComparison.OrdinalIgnoreCase)), $"the downstream saw the smuggled MAIL\n{downstream}");
         Assert.Equal(expectedMessages, downstream.Messages.Count);
         Assert.All(downstream.Messages.Snapshot(), m => Assert.False(SmtpBytes.HasBareNewline(m.Content), "bare CR/LF reached the downstream"));
-        await gateway.StopAsync();
     }
 }

@@ -44,9 +44,10 @@ public sealed class DownstreamFailureTests(ITestOutputHelper output)
             await QuitAsync(client);
         }
 
+        // Pooled downstream connections stay open for the next client; shutdown closes them.
+        await gateway.StopAsync();
         await downstream.WaitAllSessionsClosedAsync(TimeSpan.FromSeconds(20));
         Assert.True(downstream.Messages.Count == 0, $"the downstream accepted a message\n{downstream}");
-        await gateway.StopAsync();
     }
 
     [Fact]

@@ -46,14 +46,13 @@ public sealed class SmugglingTests(ITestOutputHelper output)
 
         // The gateway unstuffs before it normalises, so a dot after a CRLF may be gone; the rest
         // must arrive as one message with CRLF line ends.
-        await AssertOutcomeAsync(downstream, bareNewline, final, content, client, delivered =>
+        await AssertOutcomeAsync(gateway, downstream, bareNewline, final, content, client, delivered =>
         {
             Assert.False(SmtpBytes.HasBareNewline(delivered), "bare CR/LF reached the downstream");
             var text = SmtpBytes.Text(delivered);
             Assert.Contains(head, text);
             Assert.Contains(Smuggled[..^3], text);
         });
-        await gateway.StopAsync();
     }
 
     [Theory]
@@ -74,12 +73,11 @@ public sealed class SmugglingTests(ITestOutputHelper output)
         await AssertNoFurtherTransactionAsync(client);
 
         // BDAT content is literal: exactly the chunks, bare CR/LF turned into CRLF.
-        await AssertOutcomeAsync(downstream, bareNewline, final, content, client,
+        await AssertOutcomeAsync(gateway, downstream, bareNewline, final, content, client,
             delivered => Delivered.SplitPrepended(delivered, Normalized(content)));
-        await gateway.StopAsync();
     }
 
-    private static async Task AssertOutcomeAsync(TestSmtpServer downstream, string bareNewline, SmtpReply final, byte[] content, RawSmtpClient client, Action<byte[]> assertDelivered)
+    private static async Task AssertOutcomeAsync(GatewayProcess gateway, TestSmtpServer downstream, string bareNewline, SmtpReply final, byte[] content, RawSmtpClient client, Action<byte[]> assertDelivered)
     {
         var hasBareNewline = SmtpBytes.HasBareNewline(content);
         if (bareNewline == "reject" && hasBareNewline)
@@ -93,6 +91,8 @@ public sealed class SmugglingTests(ITestOutputHelper output)
             assertDelivered(delivered.Content);
         }
 
+        // Pooled downstream connections stay open for the next client; shutdown closes them.
+        await gateway.StopAsync();
         await downstream.WaitAllSessionsClosedAsync(TimeSpan.FromSeconds(15));
         var commands = downstream.Commands.Snapshot();
         Assert.True(!commands.Any(c => c.Contains("evil@x", StringComparison.OrdinalIgnoreCase)), $"the downstream saw the smuggled MAIL\n{downstream}");

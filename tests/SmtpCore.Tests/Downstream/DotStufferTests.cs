@@ -52,4 +52,35 @@ public class DotStufferTests
         var expected = body.Length == 0 || endsWithCrLf ? body : [.. body, (byte)'\r', (byte)'\n'];
         return consumed == wire.Length && data.AsSpan().SequenceEqual(expected);
     }
+
+    // DownstreamClient passes a piece through as it is when TryPassThrough says it may, and
+    // stuffs it otherwise: on random bodies and chunkings that must give exactly what Write gives.
+    [Property(MaxTest = 500)]
+    public bool PassingThroughWhereAllowedGivesWhatWriteGives(byte[] picks, byte[] cuts)
+    {
+        string[] tokens = [".", "..", "\r\n", "a", "\n", ".\r\n", "\r\n.\r\n", "x.y", "\r\n..", "\r"];
+        var body = Encoding.ASCII.GetBytes(string.Concat((picks ?? []).Select(p => tokens[p % tokens.Length])));
+
+        var expected = new ArrayBufferWriter<byte>();
+        var reference = new DotStuffer();
+        var actual = new ArrayBufferWriter<byte>();
+        var stuffer = new DotStuffer();
+        int pos = 0;
+        foreach (var cut in (cuts ?? []).Append((byte)255))
+        {
+            int n = Math.Min(1 + cut % 7, body.Length - pos);
+            if (n <= 0) break;
+            var piece = body.AsSpan(pos, n);
+            reference.Write(piece, expected);
+            if (stuffer.TryPassThrough(piece)) actual.Write(piece);
+            else stuffer.Write(piece, actual);
+            pos += n;
+        }
+        reference.Write(body.AsSpan(pos), expected);
+        if (stuffer.TryPassThrough(body.AsSpan(pos))) actual.Write(body.AsSpan(pos));
+        else stuffer.Write(body.AsSpan(pos), actual);
+        reference.Finish(expected);
+        stuffer.Finish(actual);
+        return expected.WrittenSpan.SequenceEqual(actual.WrittenSpan);
+    }
 }

@@ -1,0 +1,307 @@
+// Warm connections to the mail server behind the gateway, shared by every client session, so a
+// client connection does not cost a downstream connect, banner and EHLO (issue 13).
+// Contract:
+// - At most Limit downstream connections exist at once, rented or idle. A rent past the limit
+//   waits for a connection given back or closed, at most the connect timeout, then fails with
+//   DownstreamException (the session answers 451 as for an unreachable server).
+// - A connection is only taken back between transactions (after the final reply to the data,
+//   or after an RSET the pool sends itself) and never when it is broken, was told who a client
+//   is (XCLIENT), tried AUTH (it may be logged in as a client: RFC 4954), or is older than
+//   MaxAge. Idle past IdleLimit (below Postfix's 300 s smtpd_timeout) it is closed with QUIT.
+// - A connection idle ProbeAfter or more answers a NOOP before it is rented out again; one that
+//   does not is closed and the next (or a new one) is tried, so a stale connection never costs
+//   the client a 451.
+// - Close (shutdown, or a reload that changes the server) ends every idle connection with QUIT;
+//   the ones rented out are closed when they come back.
+using System.Diagnostics;
+using Portcullis.SmtpCore.Downstream;
+
+namespace Portcullis.Appliance.Gateway;
+
+internal sealed class DownstreamPool : IAsyncDisposable
+{
+    private readonly IDownstreamConnector _connector;
+    private readonly DownstreamOptions _options;
+    private readonly DownstreamTimings _timings;
+    private readonly object _gate = new();
+    private readonly List<Idle> _idle = [];          // oldest first; rented from the end (warmest)
+    private readonly Queue<Waiter> _waiters = new();
+    private readonly Timer _sweeper;
+    private int _open;
+    private bool _closed;
+    private long _connects;
+
+    public DownstreamPool(IDownstreamConnector connector, DownstreamOptions options, DownstreamTimings timings, int limit)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        _connector = connector;
+        _options = options;
+        _timings = timings;
+        Limit = limit;
+        var period = timings.IdleLimit / 2;
+        _sweeper = new Timer(static pool => ((DownstreamPool)pool!).Sweep(), this, period, period);
+    }
+
+    public int Limit { get; }
+
+    // Connections made so far (each one a connect, banner and EHLO).
+    public long Connects => Interlocked.Read(ref _connects);
+
+    // Open downstream connections, rented and idle.
+    public int Open
+    {
+        get { lock (_gate) return _open; }
+    }
+
+    public int IdleCount
+    {
+        get { lock (_gate) return _idle.Count; }
+    }
+
+    // A connection for one session: a warm one when there is one, else a new one (warm: false).
+    public async Task<Rented> RentAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            Idle? warm = null;
+            List<DownstreamClient>? stale = null;
+            Waiter? waiter = null;
+            bool connect = false;
+            lock (_gate)
+            {
+                if (_closed) throw new DownstreamException("the gateway is shutting down");
+                while (_idle.Count > 0)
+                {
+                    var candidate = _idle[^1];
+                    _idle.RemoveAt(_idle.Count - 1);
+                    if (Reusable(candidate.Client, candidate.Created) && Stopwatch.GetElapsedTime(candidate.Since) < _timings.IdleLimit)
+                    {
+                        warm = candidate;
+                        break;
+                    }
+                    (stale ??= []).Add(candidate.Client);
+                    _open--;
+                }
+                if (warm is null)
+                {
+                    // Slots the stale ones held go to this rent first, then to waiters.
+                    if (_open < Limit)
+                    {
+                        _open++;
+                        connect = true;
+                    }
+                    else
+                    {
+                        waiter = new Waiter();
+                        _waiters.Enqueue(waiter);
+                    }
+                }
+            }
+            if (stale is not null) foreach (var client in stale) CloseInBackground(client);
+
+            if (warm is { } idle)
+            {
+                if (Stopwatch.GetElapsedTime(idle.Since) < _timings.ProbeAfter || await AnswersAsync(idle.Client).ConfigureAwait(false))
+                    return new Rented(idle.Client, idle.Created, Warm: true);
+                _ = DiscardAsync(idle.Client);
+                continue;
+            }
+            if (connect) return await ConnectAsync(ct).ConfigureAwait(false);
+
+            var handed = await WaitAsync(waiter!, ct).ConfigureAwait(false);
+            if (handed is { } given) return given;
+            return await ConnectAsync(ct).ConfigureAwait(false);   // a slot came free
+        }
+    }
+
+    // Takes a connection back from a session: kept warm when it can carry another client's
+    // mail (RSET first when a transaction is still open), closed otherwise.
+    public async Task ReturnAsync(DownstreamClient client, long created)
+    {
+        if (!client.IsBroken && !client.IsBetweenTransactions && Reusable(client, created))
+        {
+            using var bounded = new CancellationTokenSource(_timings.ResetTimeout);
+            try
+            {
+                // A refused RSET leaves the transaction open: closed below.
+                await client.RsetAsync(bounded.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is DownstreamException or OperationCanceledException)
+            {
+                // Broken or still waiting for the RSET reply: closed below.
+            }
+        }
+        if (!client.IsBetweenTransactions || !Reusable(client, created))
+        {
+            await DiscardAsync(client).ConfigureAwait(false);
+            return;
+        }
+        Waiter? next = null;
+        lock (_gate)
+        {
+            if (!_closed)
+            {
+                while (_waiters.TryDequeue(out var waiter))
+                {
+                    if (waiter.TryHand(new Rented(client, created, Warm: true)))
+                    {
+                        next = waiter;
+                        break;
+                    }
+                }
+                if (next is null) _idle.Add(new Idle(client, created, Stopwatch.GetTimestamp()));
+                return;
+            }
+        }
+        await DiscardAsync(client).ConfigureAwait(false);
+    }
+
+    // Closes a connection that will not be used again (QUIT when it still works), giving its
+    // slot to a waiting session.
+    public Task DiscardAsync(DownstreamClient client)
+    {
+        Release();
+        return CloseQuietlyAsync(client);
+    }
+
+    // Shutdown or a new server: idle connections hear QUIT now, rented ones when they come back.
+    public async Task CloseAsync()
+    {
+        List<Idle> idle;
+        List<Waiter> waiters;
+        lock (_gate)
+        {
+            _closed = true;
+            idle = [.. _idle];
+            _idle.Clear();
+            _open -= idle.Count;
+            waiters = [.. _waiters];
+            _waiters.Clear();
+        }
+        await _sweeper.DisposeAsync().ConfigureAwait(false);
+        foreach (var waiter in waiters) waiter.Fail(new DownstreamException("the gateway is shutting down"));
+        await Task.WhenAll(idle.Select(i => CloseQuietlyAsync(i.Client))).ConfigureAwait(false);
+    }
+
+    public ValueTask DisposeAsync() => new(CloseAsync());
+
+    // Whether a connection given back would be kept (the rest decides ReturnAsync: a transaction
+    // still open is reset first).
+    public bool Keeps(DownstreamClient client, long created) => Reusable(client, created);
+
+    private bool Reusable(DownstreamClient client, long created) =>
+        !client.IsBroken && client.XClientAttributes is null && client.XClientRefusal is null && !client.AuthAttempted
+        && Stopwatch.GetElapsedTime(created) < _timings.MaxAge;
+
+    private async Task<Rented> ConnectAsync(CancellationToken ct)
+    {
+        try
+        {
+            var client = await _connector.ConnectAsync(_options, ct).ConfigureAwait(false);
+            Interlocked.Increment(ref _connects);
+            return new Rented(client, Stopwatch.GetTimestamp(), Warm: false);
+        }
+        catch
+        {
+            Release();
+            throw;
+        }
+    }
+
+    // One connection fewer: its slot goes to the first session still waiting (it connects).
+    private void Release()
+    {
+        lock (_gate)
+        {
+            _open--;
+            while (_waiters.TryDequeue(out var waiter))
+            {
+                if (waiter.TryHand(null))
+                {
+                    _open++;
+                    break;
+                }
+            }
+        }
+    }
+
+    // Waits for a connection given back (returned) or a free slot (null), within the connect timeout.
+    private async Task<Rented?> WaitAsync(Waiter waiter, CancellationToken ct)
+    {
+        try
+        {
+            return await waiter.Task.WaitAsync(_options.ConnectTimeout, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException)
+        {
+            if (waiter.TryAbandon())
+            {
+                if (e is OperationCanceledException) throw;
+                throw new DownstreamException(
+                    $"all {Limit} downstream connections stayed busy for {_options.ConnectTimeout.TotalSeconds:0.#}s ([general] smtp_server_connections)");
+            }
+            // Handed something just as the wait ended: take it.
+            var late = await waiter.Task.ConfigureAwait(false);
+            return late ?? await ConnectAsync(ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> AnswersAsync(DownstreamClient client)
+    {
+        using var bounded = new CancellationTokenSource(_timings.ResetTimeout);
+        try
+        {
+            return (await client.NoopAsync(bounded.Token).ConfigureAwait(false)).IsPositiveCompletion;
+        }
+        catch (Exception e) when (e is DownstreamException or OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    private void Sweep()
+    {
+        List<DownstreamClient>? expired = null;
+        lock (_gate)
+        {
+            int keep = 0;
+            for (int i = 0; i < _idle.Count; i++)
+            {
+                var idle = _idle[i];
+                if (Reusable(idle.Client, idle.Created) && Stopwatch.GetElapsedTime(idle.Since) < _timings.IdleLimit)
+                    _idle[keep++] = idle;
+                else
+                    (expired ??= []).Add(idle.Client);
+            }
+            _idle.RemoveRange(keep, _idle.Count - keep);
+        }
+        if (expired is null) return;
+        foreach (var client in expired) _ = DiscardAsync(client);
+    }
+
+    private static void CloseInBackground(DownstreamClient client) => _ = CloseQuietlyAsync(client);
+
+    private static async Task CloseQuietlyAsync(DownstreamClient client)
+    {
+        try { await client.DisposeAsync().ConfigureAwait(false); }
+        catch (Exception e) when (e is DownstreamException or IOException or ObjectDisposedException) { }
+    }
+
+    public readonly record struct Rented(DownstreamClient Client, long Created, bool Warm);
+
+    private readonly record struct Idle(DownstreamClient Client, long Created, long Since);
+
+    // A session waiting for a connection: handed one (or a free slot) once, or gives up once.
+    private sealed class Waiter
+    {
+        private readonly TaskCompletionSource<Rented?> _handed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<Rented?> Task => _handed.Task;
+
+        public bool TryHand(Rented? rented) => _handed.TrySetResult(rented);
+
+        public bool TryAbandon() => _handed.TrySetCanceled();
+
+        public void Fail(Exception e) => _handed.TrySetException(e);
+    }
+}
