@@ -58,11 +58,13 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         state.MailSent = true;
         if (!identity.ByXClient) SendXForward(session, downstream, ct);
         Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct));
-        return new SmtpResponse(MapMailAsync(session, tx, state, reply));
+        var mapped = MapMailAsync(session, tx, state, reply);
+        state.PendingMail = mapped;
+        return new SmtpResponse(mapped);
     }
 
     // The transaction goes to the queue ([queue] mode): no downstream for it in this session.
-    private static SmtpResponse Queued(GatewayTransaction state, string why)
+    private static SmtpReply Queued(GatewayTransaction state, string why)
     {
         state.QueueReason = why;
         return new SmtpReply(250, "2.1.0", "Sender OK");
@@ -237,6 +239,22 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // MAIL refused ends the transaction: its log line is written here.
     private async Task<SmtpReply> MapMailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, Task<SmtpReply> pending)
     {
+        // The connection went before MAIL was answered: in fallback mode the queue takes the transaction.
+        if (ctx.Config.Queue.Mode == QueueMode.Fallback)
+        {
+            try
+            {
+                await pending.ConfigureAwait(false);
+            }
+            catch (DownstreamException e) when (QueueAllowed(session))
+            {
+                Log.Warn($"session={session.Id} downstream lost at MAIL: {e.Message}");
+                ctx.Metrics.DownstreamError();
+                state.MailSent = false;
+                await lease.DropAsync().ConfigureAwait(false);
+                return Queued(state, "downstream unavailable: " + e.Message);
+            }
+        }
         var (reply, reason) = await MapAsync(session, pending).ConfigureAwait(false);
         if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, reason);
         return reply;

@@ -80,19 +80,26 @@ internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
         return _envelope.MailAsync(session, tx, state, ct);
     }
 
-    public ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
+    public async ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
     {
+        // In fallback mode a lost connection at MAIL queues the transaction: its RCPTs wait for that answer.
+        if (GatewayTransaction.Of(tx).PendingMail is { IsCompleted: false } mail && _ctx.Config.Queue.Mode == Configuration.QueueMode.Fallback)
+        {
+            try { await _downstream.FlushAsync(ct).ConfigureAwait(false); }
+            catch (SmtpCore.Downstream.DownstreamException) { }   // MAIL's reply reports it
+            await mail.ConfigureAwait(false);
+        }
         SmtpReply? refusal = _ctx.Relay.OnRecipient(_access, session.AuthenticatedUser, recipient.Path, out var right);
         if (refusal is not null)
         {
             Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
             _ctx.Metrics.RelayRefused();
             GatewayTransaction.Of(tx).RelayRefusal = refusal;
-            return ValueTask.FromResult<SmtpResponse>(refusal);
+            return refusal;
         }
         var state = GatewayTransaction.Of(tx);
-        if (state.Queued) return ValueTask.FromResult<SmtpResponse>(QueuedRecipient(session, state, recipient.Path, right));
-        return ValueTask.FromResult(_envelope.Rcpt(session, state, recipient, ct));
+        if (state.Queued) return QueuedRecipient(session, state, recipient.Path, right);
+        return _envelope.Rcpt(session, state, recipient, ct);
     }
 
     // No server to ask about a queued transaction's recipient: [relay] recipients_file decides

@@ -21,6 +21,9 @@ internal sealed class GatewayTransaction
 
     // Non-null: the transaction goes to the queue ([queue] mode), and why.
     public string? QueueReason;
+
+    // MAIL's reply while it is on its way from the downstream (it may yet turn the transaction into a queued one).
+    public Task<SmtpCore.SmtpReply>? PendingMail;
     public bool Queued => QueueReason is not null;
     private int _logged;
 
