@@ -41,6 +41,7 @@ internal sealed class QueueDelivery
     private readonly Dictionary<string, DateTimeOffset> _arrivals = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _wake = new(0);
     private long _lastScan;
+    private int _serverAway;
     private bool _rescan = true;
 
     // context: the current gateway context (a configuration reload replaces it).
@@ -80,6 +81,15 @@ internal sealed class QueueDelivery
     }
 
     private bool _flushing;
+
+    // The server answers again after attempts that could not reach it: its backlog is due now
+    // rather than spread over each entry's backoff.
+    private void ServerBack()
+    {
+        lock (_lock) _flushing = true;
+        Log.Info("queue: the mail server answers again: every waiting entry is due now");
+        _wake.Release();
+    }
 
     // Runs the scheduler and the workers until `stop`; an attempt in progress is cancelled and
     // its entry stays queued (the next start tries again).
@@ -311,9 +321,11 @@ internal sealed class QueueDelivery
         catch (DownstreamException e)
         {
             ctx.Metrics.DownstreamError();
+            Volatile.Write(ref _serverAway, 1);
             All(RecipientState.Pending, "unavailable: " + e.Message, pending);
             return results;
         }
+        if (Interlocked.Exchange(ref _serverAway, 0) == 1) ServerBack();
 
         if (!EnvelopeRelay.TryMailParameters(entry.Size, entry.EightBitMime, entry.SmtpUtf8, entry.Ret, entry.EnvId,
                 client.Capabilities, out var parameters, out var refusal))
