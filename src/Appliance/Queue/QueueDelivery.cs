@@ -39,6 +39,7 @@ internal sealed class QueueDelivery
     private readonly Dictionary<string, DateTimeOffset> _waiting = new(StringComparer.Ordinal);
     private readonly HashSet<string> _scheduled = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> _arrivals = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _held = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _wake = new(0);
     private long _lastScan;
     private int _serverAway;
@@ -154,6 +155,10 @@ internal sealed class QueueDelivery
     // Reads the folder: entries another process added, released, held or deleted.
     private void Rescan()
     {
+        // Only ids known before the listing can be missing from it (a session's new entry is on
+        // disk before Enqueue makes it known).
+        HashSet<string> known;
+        lock (_lock) known = [.. _arrivals.Keys];
         IReadOnlyList<QueueEntry> entries;
         try
         {
@@ -173,13 +178,22 @@ internal sealed class QueueDelivery
             {
                 present.Add(entry.Id);
                 _arrivals[entry.Id] = entry.Arrival;
-                if (entry.Held) _waiting.Remove(entry.Id);
-                else if (!_waiting.ContainsKey(entry.Id) && !_scheduled.Contains(entry.Id)) _waiting[entry.Id] = entry.NextAttempt;
+                if (entry.Held)
+                {
+                    _waiting.Remove(entry.Id);
+                    if (_held.Add(entry.Id)) Log.Info($"queue: {entry.Id} held");
+                    continue;
+                }
+                if (_held.Remove(entry.Id)) Log.Info($"queue: {entry.Id} released");
+                if (!_waiting.ContainsKey(entry.Id) && !_scheduled.Contains(entry.Id)) _waiting[entry.Id] = entry.NextAttempt;
             }
-            foreach (var id in _arrivals.Keys.Where(id => !present.Contains(id) && !_scheduled.Contains(id)).ToArray())
+            // Gone without a delivery attempt of ours: `portcullis queue delete`.
+            foreach (var id in known.Where(id => !present.Contains(id) && !_scheduled.Contains(id) && _arrivals.ContainsKey(id)))
             {
                 _arrivals.Remove(id);
                 _waiting.Remove(id);
+                _held.Remove(id);
+                Log.Info($"queue: {id} deleted");
             }
         }
         UpdateGauges();

@@ -197,18 +197,34 @@ public sealed class QueueTests(ITestOutputHelper output)
         await gateway.StopAsync();
     }
 
+    // One message queued in fallback mode with the server down, retried every second; returns
+    // the gateway and the first report the sender got.
+    private async Task<(GatewayProcess Gateway, ReceivedMessage Dsn)> QueueOneWhileDownAsync(TestSmtpServer downstream, TestSmtpServer notify,
+        string id, (string Key, string Value) setting)
+    {
+        downstream.CloseAt(SmtpStep.Banner);
+        var gateway = await GatewayProcess.StartAsync(output, downstream, c => NotifyTo(c, notify)
+            .Set("queue", "mode", "fallback").Set("queue", "min_backoff", "1s").Set("queue", "max_backoff", "1s").Set("queue", setting.Key, setting.Value));
+        try
+        {
+            var attempt = await SendFromAsync(gateway.Port, id, TestMessages.Sender);
+            Assert.True(attempt.Accepted, attempt.ToString());
+            return (gateway, (await notify.Messages.WaitForCountAsync(1, Wait, "the DSN"))[0]);
+        }
+        catch
+        {
+            await gateway.DisposeAsync();
+            throw;
+        }
+    }
+
     [Fact]
     public async Task An_expired_lifetime_gives_the_sender_one_DSN()
     {
         await using var downstream = TestSmtpServer.Start();
-        downstream.CloseAt(SmtpStep.Banner);
         await using var notify = TestSmtpServer.Start();
-        await using var gateway = await GatewayProcess.StartAsync(output, downstream, c => NotifyTo(c, notify)
-            .Set("queue", "mode", "fallback").Set("queue", "min_backoff", "1s").Set("queue", "max_backoff", "1s").Set("queue", "max_lifetime", "2s"));
-
-        var attempt = await SendFromAsync(gateway.Port, "expiring", TestMessages.Sender);
-        Assert.True(attempt.Accepted, attempt.ToString());
-        var dsn = (await notify.Messages.WaitForCountAsync(1, Wait, "the DSN"))[0];
+        var (gateway, dsn) = await QueueOneWhileDownAsync(downstream, notify, "expiring", ("max_lifetime", "2s"));
+        await using var _ = gateway;
         await WaitForEmptyQueueAsync(gateway.Config, "the expired message removed");
 
         var text = Encoding.UTF8.GetString(dsn.Content);
@@ -217,6 +233,31 @@ public sealed class QueueTests(ITestOutputHelper output)
         Assert.Contains("Status: 4.4.7", text, StringComparison.Ordinal);
         Assert.Equal(1, notify.Messages.Count);
         Assert.Empty(downstream.Messages.Snapshot());
+        await gateway.StopAsync();
+    }
+
+    [Fact]
+    public async Task Delay_warning_sends_one_delayed_DSN_and_the_message_stays_queued()
+    {
+        await using var downstream = TestSmtpServer.Start();
+        await using var notify = TestSmtpServer.Start();
+        var (gateway, dsn) = await QueueOneWhileDownAsync(downstream, notify, "delayed", ("delay_warning", "1s"));
+        await using var _ = gateway;
+        var text = Encoding.UTF8.GetString(dsn.Content);
+        Assert.Contains("Action: delayed", text, StringComparison.OrdinalIgnoreCase);
+        Assert.Contains("Will-Retry-Until:", text, StringComparison.OrdinalIgnoreCase);
+
+        // Two more attempts later it is still queued and no second warning went out.
+        var attempts = gateway.Stderr.Snapshot().Count(l => l.Contains("queue: ", StringComparison.Ordinal) && l.Contains(" attempt ", StringComparison.Ordinal));
+        await gateway.Stderr.WaitUntilAsync(lines => lines.Count(l => l.Contains("queue: ", StringComparison.Ordinal) && l.Contains(" attempt ", StringComparison.Ordinal)) >= attempts + 2,
+            Wait, "two more delivery attempts");
+        Assert.Equal(1, notify.Messages.Count);
+        Assert.Equal(1, QueueContent(gateway.Config).Entries);
+
+        downstream.ClearScript();
+        await downstream.Messages.WaitForCountAsync(1, Wait, "the message once the server is back");
+        await WaitForEmptyQueueAsync(gateway.Config, "delivered");
+        Assert.Equal(1, notify.Messages.Count);
         await gateway.StopAsync();
     }
 
