@@ -96,6 +96,7 @@ internal static class CommandLine
         root.Subcommands.Add(ScanVerb());
         root.Subcommands.Add(VersionVerb());
         root.Subcommands.Add(QuarantineCommands.Verb());
+        root.Subcommands.Add(QueueCommands.Verb());
         root.Subcommands.Add(ControlVerb("reload", "RELOAD",
             "ask the running gateway to reload its configuration and signatures; waits for it: exit 0 done, 1 failed, 69 no gateway answered"));
         root.Subcommands.Add(ControlVerb("status", "STATUS",

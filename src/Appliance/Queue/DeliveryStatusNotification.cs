@@ -129,7 +129,7 @@ internal static class DeliveryStatusNotification
         {
             text.Append('<').Append(recipient.Address).Append(">: ");
             if (recipient.RemoteMta is { Length: > 0 } host) text.Append("host ").Append(OneLine(host)).Append(" said: ");
-            text.Append(recipient.DiagnosticCode is { Length: > 0 } reply ? OneLine(reply) : "status " + StatusOf(recipient, report.Kind)).Append("\r\n");
+            text.Append(ServerReply(recipient) is { Length: > 0 } reply ? OneLine(reply) : "status " + StatusOf(recipient, report.Kind)).Append("\r\n");
         }
 
         if (copy.Note is { } note) text.Append("\r\n").Append(note).Append("\r\n");
@@ -160,7 +160,7 @@ internal static class DeliveryStatusNotification
             Add(fields, format, "Action", report.Kind == DsnKind.Failed ? "failed" : "delayed");
             Add(fields, format, "Status", StatusOf(recipient, report.Kind));
             if (recipient.RemoteMta is { Length: > 0 } host) Add(fields, format, "Remote-MTA", "dns; " + Printable(host, international));
-            if (recipient.DiagnosticCode is { Length: > 0 } reply) Add(fields, format, "Diagnostic-Code", "smtp; " + Printable(reply, international));
+            if (ServerReply(recipient) is { Length: > 0 } reply) Add(fields, format, "Diagnostic-Code", "smtp; " + Printable(reply, international));
             if (recipient.LastAttempt is { } last) Add(fields, format, "Last-Attempt-Date", MessageDate.Rfc5322(last));
             if (report.Kind == DsnKind.Delayed && report.RetryUntil is { } until) Add(fields, format, "Will-Retry-Until", MessageDate.Rfc5322(until));
             groups.Add(fields);
@@ -184,6 +184,13 @@ internal static class DeliveryStatusNotification
         var header = new Header(name, "");
         header.SetValue(format, Encoding.UTF8, value);
         fields.Add(header);
+    }
+
+    // The server's reply; a DiagnosticCode already typed "smtp;" loses the type (it is added once).
+    private static string? ServerReply(DsnRecipient recipient)
+    {
+        var code = recipient.DiagnosticCode?.Trim();
+        return code is not null && code.StartsWith("smtp;", StringComparison.OrdinalIgnoreCase) ? code[5..].TrimStart() : code;
     }
 
     // RFC 3464 §2.3.4: class 5 for failed (4 is allowed too: a lifetime that ran out on a

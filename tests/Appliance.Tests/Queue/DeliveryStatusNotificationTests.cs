@@ -287,6 +287,15 @@ public sealed class DeliveryStatusNotificationTests
     }
 
     [Fact]
+    public void DiagnosticCodeAlreadyTypedSmtpIsNotTypedTwice()
+    {
+        var recipient = new DsnRecipient("bob@example.net", null, null, "5.1.1", "smtp; 550 5.1.1 unknown user", "mx", Attempt);
+        var (_, text, status, _) = Parts(Parse(Build(Report(recipients: recipient))));
+        Assert.Equal("smtp; 550 5.1.1 unknown user", status.StatusGroups[1]["Diagnostic-Code"]);
+        Assert.Contains("host mx said: 550 5.1.1 unknown user", text.Text);
+    }
+
+    [Fact]
     public void EmptyOriginalStillGivesAReport()
     {
         var (_, _, status, original) = Parts(Parse(Build(Report(), "")));
