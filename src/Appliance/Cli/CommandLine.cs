@@ -105,6 +105,24 @@ internal static class CommandLine
         return root;
     }
 
+    // The configuration for a verb that needs all of it; null after its errors went to `error` (exit 78).
+    internal static GatewayConfig? LoadConfig(string? path, TextWriter error)
+    {
+        try
+        {
+            return ConfigLoader.Load(path ?? ConfigLoader.DefaultPath);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var line in e.Errors)
+            {
+                error.WriteLine(line);
+            }
+
+            return null;
+        }
+    }
+
     internal static Option<string> ConfigOption() => new("--config", "-c")
     {
         Description = $"the configuration file (default {ConfigLoader.DefaultPath})",

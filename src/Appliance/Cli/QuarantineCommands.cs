@@ -140,18 +140,8 @@ internal static class QuarantineCommands
 
     internal static async Task<int> RunAsync(string verb, Options options)
     {
-        GatewayConfig config;
-        try
+        if (CommandLine.LoadConfig(options.Config, Console.Error) is not { } config)
         {
-            config = ConfigLoader.Load(options.Config ?? ConfigLoader.DefaultPath);
-        }
-        catch (ConfigException e)
-        {
-            foreach (var error in e.Errors)
-            {
-                Console.Error.WriteLine(error);
-            }
-
             return CommandLine.ExitConfig;
         }
 

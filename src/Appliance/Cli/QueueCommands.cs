@@ -65,18 +65,8 @@ internal static class QueueCommands
     // One verb other than flush; output and error are the terminal's except in tests.
     internal static int Run(string verb, string? configPath, string? id, bool json, TextWriter output, TextWriter error)
     {
-        GatewayConfig config;
-        try
+        if (CommandLine.LoadConfig(configPath, error) is not { } config)
         {
-            config = ConfigLoader.Load(configPath ?? ConfigLoader.DefaultPath);
-        }
-        catch (ConfigException e)
-        {
-            foreach (var line in e.Errors)
-            {
-                error.WriteLine(line);
-            }
-
             return CommandLine.ExitConfig;
         }
 
