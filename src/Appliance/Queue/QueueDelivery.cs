@@ -39,8 +39,10 @@ internal sealed class QueueDelivery
     private readonly Dictionary<string, DateTimeOffset> _waiting = new(StringComparer.Ordinal);
     private readonly HashSet<string> _scheduled = new(StringComparer.Ordinal);
     private readonly Dictionary<string, DateTimeOffset> _arrivals = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _held = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _wake = new(0);
     private long _lastScan;
+    private int _serverAway;
     private bool _rescan = true;
 
     // context: the current gateway context (a configuration reload replaces it).
@@ -80,6 +82,15 @@ internal sealed class QueueDelivery
     }
 
     private bool _flushing;
+
+    // The server answers again after attempts that could not reach it: its backlog is due now
+    // rather than spread over each entry's backoff.
+    private void ServerBack()
+    {
+        lock (_lock) _flushing = true;
+        Log.Info("queue: the mail server answers again: every waiting entry is due now");
+        _wake.Release();
+    }
 
     // Runs the scheduler and the workers until `stop`; an attempt in progress is cancelled and
     // its entry stays queued (the next start tries again).
@@ -144,6 +155,10 @@ internal sealed class QueueDelivery
     // Reads the folder: entries another process added, released, held or deleted.
     private void Rescan()
     {
+        // Only ids known before the listing can be missing from it (a session's new entry is on
+        // disk before Enqueue makes it known).
+        HashSet<string> known;
+        lock (_lock) known = [.. _arrivals.Keys];
         IReadOnlyList<QueueEntry> entries;
         try
         {
@@ -163,13 +178,22 @@ internal sealed class QueueDelivery
             {
                 present.Add(entry.Id);
                 _arrivals[entry.Id] = entry.Arrival;
-                if (entry.Held) _waiting.Remove(entry.Id);
-                else if (!_waiting.ContainsKey(entry.Id) && !_scheduled.Contains(entry.Id)) _waiting[entry.Id] = entry.NextAttempt;
+                if (entry.Held)
+                {
+                    _waiting.Remove(entry.Id);
+                    if (_held.Add(entry.Id)) Log.Info($"queue: {entry.Id} held");
+                    continue;
+                }
+                if (_held.Remove(entry.Id)) Log.Info($"queue: {entry.Id} released");
+                if (!_waiting.ContainsKey(entry.Id) && !_scheduled.Contains(entry.Id)) _waiting[entry.Id] = entry.NextAttempt;
             }
-            foreach (var id in _arrivals.Keys.Where(id => !present.Contains(id) && !_scheduled.Contains(id)).ToArray())
+            // Gone without a delivery attempt of ours: `portcullis queue delete`.
+            foreach (var id in known.Where(id => !present.Contains(id) && !_scheduled.Contains(id) && _arrivals.ContainsKey(id)))
             {
                 _arrivals.Remove(id);
                 _waiting.Remove(id);
+                _held.Remove(id);
+                Log.Info($"queue: {id} deleted");
             }
         }
         UpdateGauges();
@@ -311,9 +335,11 @@ internal sealed class QueueDelivery
         catch (DownstreamException e)
         {
             ctx.Metrics.DownstreamError();
+            Volatile.Write(ref _serverAway, 1);
             All(RecipientState.Pending, "unavailable: " + e.Message, pending);
             return results;
         }
+        if (Interlocked.Exchange(ref _serverAway, 0) == 1) ServerBack();
 
         if (!EnvelopeRelay.TryMailParameters(entry.Size, entry.EightBitMime, entry.SmtpUtf8, entry.Ret, entry.EnvId,
                 client.Capabilities, out var parameters, out var refusal))
