@@ -166,6 +166,7 @@ internal static class StatusReport
         {
             Row(html, "quarantine", $"{q.Entries} entries, {q.Bytes} bytes");
         }
+        Row(html, "queue", QueueSummary(m));
 
         html.Append("</table>\n<h2>Last detections</h2>\n");
         var detections = m.LastDetections();
@@ -187,6 +188,16 @@ internal static class StatusReport
 
         html.Append("<p><a href=\"/metrics\">metrics</a></p>\n</body></html>\n");
         return html.ToString();
+    }
+
+    // The queue in one line, for the status page and `portcullis status`.
+    public static string QueueSummary(GatewayMetrics m)
+    {
+        var queue = m.Queue;
+        var oldest = queue.Oldest is { } time ? ", oldest " + GatewayRuntime.FormatAge(DateTimeOffset.UtcNow - time) : "";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{queue.Messages} messages, {queue.Bytes} bytes{oldest}; since start {m.QueueDeliveredCount} recipients delivered, "
+            + $"{m.QueueDeferredCount} deferred, {m.QueueBouncedCount} bounced, {m.QueueExpiredCount} expired");
     }
 
     private static void Row(StringBuilder html, string name, string value, string? alarm = null, bool raw = false)
