@@ -109,6 +109,33 @@ public sealed class QueueTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Recipients_file_refuses_unknown_local_recipients_while_the_server_is_away()
+    {
+        await using var downstream = TestSmtpServer.Start();
+        downstream.CloseAt(SmtpStep.Banner);
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream, c =>
+        {
+            Queueing(c);
+            var known = Path.Combine(c.Root, "recipients");
+            File.WriteAllText(known, "# who exists behind the gateway\nbob@dest.test\n@lists.dest.test\n");
+            c.Set("relay", "local_domains", "dest.test, .dest.test").Set("relay", "recipients_file", known);
+        });
+
+        await using var client = await RawSmtpClient.ConnectAsync(gateway.Port);
+        await client.EhloAsync();
+        Assert.Equal(250, (await client.CommandAsync("MAIL FROM:<alice@client.test>")).Code);
+        var unknown = await client.CommandAsync("RCPT TO:<carol@dest.test>");
+        Assert.True(unknown.Code == 550 && unknown.EnhancedCode == "5.1.1", unknown.ToString());
+        Assert.Equal(250, (await client.CommandAsync("RCPT TO:<Bob@DEST.test>")).Code);
+        Assert.Equal(250, (await client.CommandAsync("RCPT TO:<anyone@lists.dest.test>")).Code);
+        Assert.Equal(354, (await client.CommandAsync("DATA")).Code);
+        await client.SendAsync(Traffic.Message("known-only"));
+        Assert.Equal(250, (await client.CommandAsync(".")).Code);
+        Assert.Equal(1, QueueContent(gateway.Config).Entries);
+        await gateway.StopAsync();
+    }
+
+    [Fact]
     public async Task Kill_9_while_queued_and_while_delivering_loses_nothing_and_leaves_nothing_stray()
     {
         await using var downstream = TestSmtpServer.Start();
