@@ -96,12 +96,31 @@ internal static class CommandLine
         root.Subcommands.Add(ScanVerb());
         root.Subcommands.Add(VersionVerb());
         root.Subcommands.Add(QuarantineCommands.Verb());
+        root.Subcommands.Add(QueueCommands.Verb());
         root.Subcommands.Add(ControlVerb("reload", "RELOAD",
             "ask the running gateway to reload its configuration and signatures; waits for it: exit 0 done, 1 failed, 69 no gateway answered"));
         root.Subcommands.Add(ControlVerb("status", "STATUS",
             "print the running gateway's status (signatures, database age, last reload, traffic, last detections); exit 69 when no gateway answered"));
         root.Subcommands.Add(HelpVerb(root));
         return root;
+    }
+
+    // The configuration for a verb that needs all of it; null after its errors went to `error` (exit 78).
+    internal static GatewayConfig? LoadConfig(string? path, TextWriter error)
+    {
+        try
+        {
+            return ConfigLoader.Load(path ?? ConfigLoader.DefaultPath);
+        }
+        catch (ConfigException e)
+        {
+            foreach (var line in e.Errors)
+            {
+                error.WriteLine(line);
+            }
+
+            return null;
+        }
     }
 
     internal static Option<string> ConfigOption() => new("--config", "-c")

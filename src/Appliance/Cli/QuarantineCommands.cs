@@ -140,18 +140,8 @@ internal static class QuarantineCommands
 
     internal static async Task<int> RunAsync(string verb, Options options)
     {
-        GatewayConfig config;
-        try
+        if (CommandLine.LoadConfig(options.Config, Console.Error) is not { } config)
         {
-            config = ConfigLoader.Load(options.Config ?? ConfigLoader.DefaultPath);
-        }
-        catch (ConfigException e)
-        {
-            foreach (var error in e.Errors)
-            {
-                Console.Error.WriteLine(error);
-            }
-
             return CommandLine.ExitConfig;
         }
 
@@ -188,7 +178,7 @@ internal static class QuarantineCommands
 
     // A folder this user may not look into reads as missing to Directory.Exists, and so as an empty
     // quarantine: say so instead. A folder that does not exist yet is an empty quarantine.
-    internal static string? FolderProblem(string folder)
+    internal static string? FolderProblem(string folder, string what = "quarantine")
     {
         try
         {
@@ -198,15 +188,15 @@ internal static class QuarantineCommands
         }
         catch (DirectoryNotFoundException)
         {
-            return File.Exists(folder) ? $"quarantine {folder} is a file, not a folder" : null;
+            return File.Exists(folder) ? $"{what} {folder} is a file, not a folder" : null;
         }
         catch (UnauthorizedAccessException)
         {
-            return $"quarantine {folder}: permission denied (run as root or as the gateway's user, portcullis)";
+            return $"{what} {folder}: permission denied (run as root or as the gateway's user, portcullis)";
         }
         catch (IOException e)
         {
-            return $"quarantine {folder}: {e.Message}";
+            return $"{what} {folder}: {e.Message}";
         }
     }
 

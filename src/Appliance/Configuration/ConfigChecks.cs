@@ -42,6 +42,12 @@ public static class ConfigChecks
                              : " (Debian's ssl-cert package makes a snakeoil pair)");
         }
 
+        if (config.Queue.Mode != QueueMode.Off && config.Relay.RecipientsFile.Length == 0)
+        {
+            yield return $"[queue] mode = {config.Queue.Mode.ToString().ToLowerInvariant()} without [relay] recipients_file: mail queued for " +
+                         "unknown local recipients is accepted and bounced later (backscatter to forged senders); list the valid recipients there";
+        }
+
         foreach (var warning in AccessWarnings(config, account))
         {
             yield return warning;

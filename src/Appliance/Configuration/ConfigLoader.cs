@@ -16,7 +16,7 @@ public static class ConfigLoader
 {
     public const string DefaultPath = "/etc/portcullis/portcullis.ini";
 
-    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status"];
+    private static readonly string[] SectionNames = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status", "queue"];
 
     private static readonly TimeSpan MaxTime = TimeSpan.FromHours(24);
 
@@ -72,6 +72,8 @@ public static class ConfigLoader
         root.GetSection("tls").Bind(rawTls);
         var rawStatus = new RawStatus();
         root.GetSection("status").Bind(rawStatus);
+        var rawQueue = new RawQueue();
+        root.GetSection("queue").Bind(rawQueue);
 
         var errorsBefore = errors.Count;
         var general = ConvertGeneral(rawGeneral, new SectionReader(sourceName, "general", errors));
@@ -85,6 +87,7 @@ public static class ConfigLoader
         var auth = ConvertAuth(rawAuth, new SectionReader(sourceName, "auth", errors));
         var tls = ConvertTls(rawTls, new SectionReader(sourceName, "tls", errors));
         var status = ConvertStatus(rawStatus, new SectionReader(sourceName, "status", errors));
+        var queue = ConvertQueue(rawQueue, new SectionReader(sourceName, "queue", errors));
 
         if (generalOk)
         {
@@ -103,7 +106,7 @@ public static class ConfigLoader
         {
             SourcePath = sourceName, General = general, Scan = scan, Limits = limits, Log = log,
             Quarantine = quarantine, Notification = notification,
-            Relay = relay, Auth = auth, Tls = tls, Status = status,
+            Relay = relay, Auth = auth, Tls = tls, Status = status, Queue = queue,
         };
     }
 
@@ -207,6 +210,7 @@ public static class ConfigLoader
         "auth" => RawAuth.Keys,
         "tls" => RawTls.Keys,
         "status" => RawStatus.Keys,
+        "queue" => RawQueue.Keys,
         _ => null,
     };
 
@@ -309,7 +313,26 @@ public static class ConfigLoader
             RulesFile = r.FilePath("rules_file", raw.RulesFile, "/etc/tcp.smtp.cdb"),
             PopBeforeSmtpFile = r.FilePath("pop_before_smtp_file", raw.PopBeforeSmtpFile, "/var/lib/portcullis/pop-before-smtp"),
             PopBeforeSmtpTtl = r.Time("pop_before_smtp_ttl", raw.PopBeforeSmtpTtl, d.PopBeforeSmtpTtl),
+            RecipientsFile = r.FilePath("recipients_file", raw.RecipientsFile, "/etc/portcullis/recipients"),
         };
+    }
+
+    private static QueueSection ConvertQueue(RawQueue raw, SectionReader r)
+    {
+        var d = new QueueSection();
+        var queue = new QueueSection
+        {
+            Mode = r.Choice("mode", raw.Mode, d.Mode, ("off", QueueMode.Off), ("fallback", QueueMode.Fallback), ("always", QueueMode.Always)),
+            Concurrency = (int)r.Integer("concurrency", raw.Concurrency, d.Concurrency, 1, 64),
+            MinBackoff = r.Time("min_backoff", raw.MinBackoff, d.MinBackoff),
+            MaxBackoff = r.Time("max_backoff", raw.MaxBackoff, d.MaxBackoff),
+            MaxLifetime = r.Time("max_lifetime", raw.MaxLifetime, d.MaxLifetime, max: TimeSpan.FromDays(30)),
+            DelayWarning = r.Time("delay_warning", raw.DelayWarning, d.DelayWarning, allowZero: true, max: TimeSpan.FromDays(30)),
+            MaxSize = r.Size("max_size", raw.MaxSize, d.MaxSize, 1),
+        };
+        if (raw.MaxBackoff is not null && queue.MaxBackoff < queue.MinBackoff)
+            r.Error("max_backoff", raw.MaxBackoff, $"a time at least min_backoff ({ConfigValues.FormatTime(queue.MinBackoff)})");
+        return queue;
     }
 
     private static AuthSection ConvertAuth(RawAuth raw, SectionReader r)

@@ -20,6 +20,7 @@ public sealed record GatewayConfig
     public AuthSection Auth { get; init; } = new();
     public TlsSection Tls { get; init; } = new();
     public StatusSection Status { get; init; } = new();
+    public QueueSection Queue { get; init; } = new();
 
     // What an empty file gives (hostname from this machine).
     public static GatewayConfig Defaults => new() { SourcePath = "(defaults)" };
@@ -295,6 +296,34 @@ public sealed record RelaySection
     public string RulesFile { get; init; } = "";
     public string PopBeforeSmtpFile { get; init; } = "";
     public TimeSpan PopBeforeSmtpTtl { get; init; } = TimeSpan.FromMinutes(30);
+
+    // Known recipients (addresses and @domain lines) for mail queued while the server cannot be
+    // asked; empty: every recipient the relay rules allow is accepted.
+    public string RecipientsFile { get; init; } = "";
+}
+
+public enum QueueMode
+{
+    Off,
+    Fallback,
+    Always,
+}
+
+// [queue]: store and forward (Queue/QueueStore, Gateway/QueueDelivery).
+public sealed record QueueSection
+{
+    public QueueMode Mode { get; init; } = QueueMode.Off;
+    public int Concurrency { get; init; } = 4;
+    public TimeSpan MinBackoff { get; init; } = TimeSpan.FromMinutes(1);
+    public TimeSpan MaxBackoff { get; init; } = TimeSpan.FromHours(1);
+    public TimeSpan MaxLifetime { get; init; } = TimeSpan.FromDays(5);
+
+    // Zero: no delay warning.
+    public TimeSpan DelayWarning { get; init; } = TimeSpan.Zero;
+
+    // All queued messages together. 2G holds about a day of a small site's mail (40 messages of
+    // 50 KB a minute) while its server is away, and stays clear of a small root file system.
+    public long MaxSize { get; init; } = 2L << 30;
 }
 
 public sealed record AuthSection

@@ -135,7 +135,8 @@ internal sealed class RawNotification
 internal sealed class RawRelay
 {
     public static readonly string[] Keys =
-        ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl"];
+        ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl",
+         "recipients_file"];
 
     [ConfigurationKeyName("local_domains")] public string? LocalDomains { get; set; }
     [ConfigurationKeyName("local_domains_file")] public string? LocalDomainsFile { get; set; }
@@ -143,6 +144,7 @@ internal sealed class RawRelay
     [ConfigurationKeyName("rules_file")] public string? RulesFile { get; set; }
     [ConfigurationKeyName("pop_before_smtp_file")] public string? PopBeforeSmtpFile { get; set; }
     [ConfigurationKeyName("pop_before_smtp_ttl")] public string? PopBeforeSmtpTtl { get; set; }
+    [ConfigurationKeyName("recipients_file")] public string? RecipientsFile { get; set; }
 }
 
 internal sealed class RawAuth
@@ -164,4 +166,18 @@ internal sealed class RawTls
 
     [ConfigurationKeyName("certificate")] public string? Certificate { get; set; }
     [ConfigurationKeyName("key")] public string? Key { get; set; }
+}
+
+internal sealed class RawQueue
+{
+    public static readonly string[] Keys =
+        ["mode", "concurrency", "min_backoff", "max_backoff", "max_lifetime", "delay_warning", "max_size"];
+
+    [ConfigurationKeyName("mode")] public string? Mode { get; set; }
+    [ConfigurationKeyName("concurrency")] public string? Concurrency { get; set; }
+    [ConfigurationKeyName("min_backoff")] public string? MinBackoff { get; set; }
+    [ConfigurationKeyName("max_backoff")] public string? MaxBackoff { get; set; }
+    [ConfigurationKeyName("max_lifetime")] public string? MaxLifetime { get; set; }
+    [ConfigurationKeyName("delay_warning")] public string? DelayWarning { get; set; }
+    [ConfigurationKeyName("max_size")] public string? MaxSize { get; set; }
 }

@@ -3,6 +3,7 @@
 // Line protocol, one command per connection:
 //   client: RELOAD\n   server: the outcome, one or more lines, then "OK\n" or "ERR <why>\n"
 //   client: STATUS\n   server: the summary lines, then "OK\n"
+//   client: QUEUE FLUSH\n   server: one line, then "OK\n": every queued entry not held is due now
 // A reload answers when the reload that covers the request has ended.
 using System.Net.Sockets;
 using System.Text;
@@ -97,13 +98,24 @@ internal sealed class ControlServer : IDisposable
                     reply = outcome.Text + "\n" + (outcome.Ok ? "OK\n" : "ERR reload failed (see above and the log)\n");
                     break;
                 case "STATUS":
-                    reply = runtime.Summary() + "OK\n";
+                    reply = runtime.Summary() + "queue: " + Status.StatusReport.QueueSummary(runtime.Metrics) + "\nOK\n";
+                    break;
+                case "QUEUE FLUSH":
+                    if (runtime.Context.Queue is { } queue)
+                    {
+                        queue.FlushNow();
+                        reply = $"flush: every queued message not held is due now ({runtime.Metrics.Queue.Messages} queued)\nOK\n";
+                    }
+                    else
+                    {
+                        reply = "ERR this gateway has no queue\n";
+                    }
                     break;
                 case null:
                     reply = "ERR no command\n";
                     break;
                 default:
-                    reply = "ERR unknown command; expected RELOAD or STATUS\n";
+                    reply = "ERR unknown command; expected RELOAD, STATUS or QUEUE FLUSH\n";
                     break;
             }
 

@@ -8,6 +8,7 @@
 // DATA and the scan is checked, and replaced with the envelope replayed if it died.
 using System.Globalization;
 using System.Net;
+using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
@@ -19,6 +20,8 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
 {
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
+        var mode = ctx.Config.Queue.Mode;
+        if (mode == QueueMode.Always && QueueAllowed(session)) return Queued(state, "[queue] mode = always");
         DownstreamClient downstream;
         ClientIdentity.Presented identity;
         try
@@ -35,6 +38,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         {
             Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
             ctx.Metrics.DownstreamError();
+            await lease.DropAsync().ConfigureAwait(false);
+            if (mode == QueueMode.Fallback && QueueAllowed(session))
+                return Queued(state, "downstream unavailable: " + e.Message);
             log.MailRefused(session, tx, state, DownstreamReplies.Unavailable, "unavailable: " + e.Message);
             return DownstreamReplies.Unavailable;
         }
@@ -52,25 +58,48 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         state.MailSent = true;
         if (!identity.ByXClient) SendXForward(session, downstream, ct);
         Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct));
-        return new SmtpResponse(MapMailAsync(session, tx, state, reply));
+        var mapped = MapMailAsync(session, tx, state, reply);
+        state.PendingMail = mapped;
+        return new SmtpResponse(mapped);
     }
 
-    // The client's MAIL parameters as this downstream connection can take them: false with the
-    // refusal when it cannot carry the message at all (8BITMIME, SMTPUTF8).
+    // The transaction goes to the queue ([queue] mode): no downstream for it in this session.
+    private static SmtpReply Queued(GatewayTransaction state, string why)
+    {
+        state.QueueReason = why;
+        return new SmtpReply(250, "2.1.0", "Sender OK");
+    }
+
+    // [auth] downstream = yes: the client's login lives on this session's downstream connection,
+    // so its mail cannot wait in the queue for another one; it stays in-line.
+    private bool QueueAllowed(SmtpSession session)
+    {
+        if (session.AuthenticatedUser is null || ctx.Passwords is not null || !ctx.Config.Auth.Downstream) return true;
+        Log.Info($"session={session.Id} not queued: logged in at the downstream ([auth] downstream = yes), the message stays in-line");
+        return false;
+    }
+
     private static bool TryMailParameters(SmtpTransaction tx, DownstreamCapabilities caps, out string? parameters,
+        [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out SmtpReply? refusal) =>
+        TryMailParameters(tx.DeclaredSize, tx.Body == BodyType.EightBitMime, tx.SmtpUtf8, tx.DsnRet, tx.DsnEnvId, caps, out parameters, out refusal);
+
+    // The client's MAIL parameters as this downstream connection can take them: false with the
+    // refusal when it cannot carry the message at all (8BITMIME, SMTPUTF8). Queue delivery too.
+    internal static bool TryMailParameters(long? declaredSize, bool eightBitMime, bool smtpUtf8, string? ret, string? envId,
+        DownstreamCapabilities caps, out string? parameters,
         [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out SmtpReply? refusal)
     {
         parameters = null;
         refusal = null;
         var list = new List<string>();
-        if (tx.DeclaredSize is long size && caps.MaxSize is not null)
+        if (declaredSize is long size && caps.MaxSize is not null)
             list.Add($"SIZE={size + 1024}"); // room for the trace headers we add
-        if (tx.Body == BodyType.EightBitMime)
+        if (eightBitMime)
         {
             if (!caps.EightBitMime) refusal = new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
             list.Add("BODY=8BITMIME");
         }
-        if (tx.SmtpUtf8)
+        if (smtpUtf8)
         {
             if (!caps.SmtpUtf8) refusal ??= new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
             list.Add("SMTPUTF8");
@@ -78,8 +107,8 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         // RFC 3461 §4: a relay to a server without DSN drops RET and ENVID rather than refusing.
         if (caps.Dsn)
         {
-            if (tx.DsnRet is not null) list.Add("RET=" + tx.DsnRet);
-            if (tx.DsnEnvId is not null) list.Add("ENVID=" + tx.DsnEnvId);
+            if (ret is not null) list.Add("RET=" + ret);
+            if (envId is not null) list.Add("ENVID=" + envId);
         }
         parameters = Join(list);
         return refusal is null;
@@ -87,7 +116,10 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
 
     // RFC 3461 §4: NOTIFY and ORCPT go only to a downstream connection that has DSN.
     private static string? RcptParameters(SmtpRecipient recipient, DownstreamCapabilities caps) =>
-        Join(recipient.Parameters
+        RcptParameters(recipient.Parameters, caps);
+
+    internal static string? RcptParameters(IEnumerable<KeyValuePair<string, string?>> parameters, DownstreamCapabilities caps) =>
+        Join(parameters
             .Where(p => caps.Dsn || p.Key is not ("NOTIFY" or "ORCPT"))
             .Select(p => p.Value is null ? p.Key : p.Key + "=" + p.Value));
 
@@ -107,12 +139,13 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // and replays it on a fresh connection when the old one died (the server's idle timeout) or
     // does not answer a NOOP after DownstreamTimings.ProbeAfter idle. The client gets 451 only
     // when the replayed replies differ from the 2xx it was given. Returns the connection to send
-    // the message on, or null and why not.
-    public async Task<(DownstreamClient? Downstream, string Problem)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    // the message on, or null and why not (Unreachable: no server answered, as opposed to a
+    // server that answered differently).
+    public async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
         if (lease.Usable is { } current
             && (lease.Idle < ctx.DownstreamTimings.ProbeAfter || await lease.ProbeAsync().ConfigureAwait(false)))
-            return (current, "");
+            return (current, "", false);
 
         Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
         DownstreamClient fresh;
@@ -123,12 +156,12 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         catch (DownstreamException e)
         {
             ctx.Metrics.DownstreamError();
-            return (null, "unavailable: " + e.Message);
+            return (null, "unavailable: " + e.Message, true);
         }
         if (!TryMailParameters(tx, fresh.Capabilities, out string? parameters, out SmtpReply? refusal))
         {
             await lease.ResetAsync().ConfigureAwait(false);
-            return (null, "replayed on a new connection: " + refusal);
+            return (null, "replayed on a new connection: " + refusal, false);
         }
         try
         {
@@ -137,7 +170,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
             if (identity.Refusal is { } refused)
             {
                 await lease.ResetAsync().ConfigureAwait(false);
-                return (null, "replayed on a new connection: XCLIENT: " + refused);
+                return (null, "replayed on a new connection: XCLIENT: " + refused, false);
             }
             if (!identity.ByXClient) SendXForward(session, fresh, ct);
             var mail = Send(() => fresh.MailAsync(tx.ReversePath.ToString(), parameters, ct));
@@ -150,15 +183,15 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
                 if (await reply.ConfigureAwait(false) is { IsPositiveCompletion: false } rcptReply)
                     differs ??= $"RCPT {path}: {rcptReply}";
             lease.Touch();
-            if (differs is null) return (fresh, "");
+            if (differs is null) return (fresh, "", false);
             await lease.ResetAsync().ConfigureAwait(false);
-            return (null, "replayed on a new connection: " + differs);
+            return (null, "replayed on a new connection: " + differs, false);
         }
         catch (DownstreamException e)
         {
             ctx.Metrics.DownstreamError();
             await lease.DropAsync().ConfigureAwait(false);
-            return (null, "replayed on a new connection: " + e.Message);
+            return (null, "replayed on a new connection: " + e.Message, true);
         }
     }
 
@@ -168,18 +201,25 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     private static void SendXForward(SmtpSession session, DownstreamClient downstream, CancellationToken ct)
     {
         if (downstream.Capabilities.XForward.Count == 0) return;
-        var client = session.RemoteEndPoint as IPEndPoint;
-        var address = GatewaySession.ClientAddress(session);
-        List<KeyValuePair<string, string>> attributes =
-        [
-            new("NAME", "[UNAVAILABLE]"),   // no reverse DNS lookups here
-            new("ADDR", ClientIdentity.FormatAddress(address)),
-            new("PORT", client is null ? "[UNAVAILABLE]" : client.Port.ToString(CultureInfo.InvariantCulture)),
-            new("PROTO", session.Extended ? "ESMTP" : "SMTP"),
-            new("HELO", session.HeloName ?? "[UNAVAILABLE]"),
-            new("IDENT", session.Id),
-            new("SOURCE", address is not null && IPAddress.IsLoopback(address) ? "LOCAL" : "REMOTE"),
-        ];
+        SendXForward(downstream, XForwardAttributes(GatewaySession.ClientAddress(session), (session.RemoteEndPoint as IPEndPoint)?.Port,
+            session.Extended, session.HeloName, session.Id), session.Id, ct);
+    }
+
+    // The attributes for a client, from the session in-line or from a queue entry later.
+    internal static List<KeyValuePair<string, string>> XForwardAttributes(IPAddress? address, int? port, bool extended, string? helo, string ident) =>
+    [
+        new("NAME", "[UNAVAILABLE]"),   // no reverse DNS lookups here
+        new("ADDR", ClientIdentity.FormatAddress(address)),
+        new("PORT", port is int p ? p.ToString(CultureInfo.InvariantCulture) : "[UNAVAILABLE]"),
+        new("PROTO", extended ? "ESMTP" : "SMTP"),
+        new("HELO", string.IsNullOrEmpty(helo) ? "[UNAVAILABLE]" : helo),
+        new("IDENT", ident),
+        new("SOURCE", address is not null && IPAddress.IsLoopback(address) ? "LOCAL" : "REMOTE"),
+    ];
+
+    internal static void SendXForward(DownstreamClient downstream, List<KeyValuePair<string, string>> attributes, string logId, CancellationToken ct)
+    {
+        if (downstream.Capabilities.XForward.Count == 0) return;
         Task<SmtpReply?> sent;
         try { sent = downstream.XForwardAsync(attributes, ct); }
         catch (DownstreamException) { return; }   // the MAIL that follows reports the broken connection
@@ -187,7 +227,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         {
             if (t.IsCompletedSuccessfully && t.Result is { IsPositiveCompletion: false } refused)
                 Log.Warn($"session={id} downstream refused XFORWARD: {refused}");
-        }, session.Id, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }, logId, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     private static Task<SmtpReply> Send(Func<Task<SmtpReply>> send)
@@ -199,6 +239,22 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // MAIL refused ends the transaction: its log line is written here.
     private async Task<SmtpReply> MapMailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, Task<SmtpReply> pending)
     {
+        // The connection went before MAIL was answered: in fallback mode the queue takes the transaction.
+        if (ctx.Config.Queue.Mode == QueueMode.Fallback)
+        {
+            try
+            {
+                await pending.ConfigureAwait(false);
+            }
+            catch (DownstreamException e) when (QueueAllowed(session))
+            {
+                Log.Warn($"session={session.Id} downstream lost at MAIL: {e.Message}");
+                ctx.Metrics.DownstreamError();
+                state.MailSent = false;
+                await lease.DropAsync().ConfigureAwait(false);
+                return Queued(state, "downstream unavailable: " + e.Message);
+            }
+        }
         var (reply, reason) = await MapAsync(session, pending).ConfigureAwait(false);
         if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, reason);
         return reply;

@@ -123,6 +123,12 @@ internal sealed class GatewayContext
     // Null: notifications are not sent (no templates or nobody to tell).
     public Notifier? Notifier { get; init; }
 
+    // The store-and-forward queue and its delivery workers; null: nothing can be queued.
+    public QueueDelivery? Queue { get; init; }
+
+    // [relay] recipients_file for queued transactions; null when not configured.
+    public Access.WatchedFile<Access.RecipientsFile>? KnownRecipients => field ??= Access.RecipientsFile.Watch(Config.Relay);
+
     // Learned from the newest downstream EHLO; decides whether DSN is offered to clients.
     public DownstreamCapabilities? DownstreamCapabilities
     {
@@ -147,6 +153,7 @@ internal sealed class GatewayContext
             AuthThrottle = AuthThrottle.WithLimits(next.Auth.MaxFailures, next.Auth.FailureWindow),
             Templates = Templates,
             Notifier = Notifier,
+            Queue = Queue,
             Tls = access is null ? Tls : access.Tls,
             Passwords = access is null ? Passwords : access.Passwords,
             Connections = Connections,

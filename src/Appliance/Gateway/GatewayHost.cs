@@ -89,6 +89,19 @@ internal static class GatewayHost
             }
         }
 
+        // The queue's leftovers from a crash are cleared before anything is accepted.
+        var queueStore = new Queue.QueueStore(Queue.QueueStore.FolderFor(config.General.QueueFolder), config.Queue.MaxSize);
+        try
+        {
+            var queued = queueStore.Recover(Log.Warn);
+            if (queued.Count > 0) Log.Info($"queue: {queued.Count} message(s), {queueStore.Bytes} bytes waiting in {queueStore.Folder}");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Log.Error($"[general] queue_folder {queueStore.Folder} is not usable: {e.Message}");
+            return 73; // EX_CANTCREAT
+        }
+
         // Read (and removed from the environment) before anything else could start a child.
         var passed = SocketActivation.TakeFromEnvironment(out var passProblem);
         if (passProblem is not null)
@@ -137,16 +150,29 @@ internal static class GatewayHost
         Messages.MessageMemoryBudget.Shared.Limit = Messages.MessageMemoryBudget.LimitFor(config.Limits.MemoryBudget);
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder, writer: logWriter);
         var notifier = new Notifier(outbox, NotificationServer(config));
+        GatewayRuntime? current = null;
+        var queue = new QueueDelivery(queueStore, () => current!.Context);
         var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
         {
             Templates = templates,
             Notifier = notifier,
+            Queue = queue,
             Tls = access.Tls,
             Passwords = access.Passwords,
             Connections = new ConnectionLimiter(config.Limits.MaxConnections, config.Limits.MaxConnectionsPerIp),
         };
         if (access.Tls is not null) Log.Info($"TLS certificate {access.Tls.Subject} from {config.Tls.Certificate}");
-        var runtime = new GatewayRuntime(configPath, ctx, systemd);
+        var runtime = current = new GatewayRuntime(configPath, ctx, systemd);
+        try
+        {
+            if (ctx.KnownRecipients is { } known) Log.Info($"[relay] recipients_file {known.Path}: {known.Current.Count} entries");
+        }
+        catch (InvalidDataException e)
+        {
+            Log.Error($"{config.SourcePath}: [relay] recipients_file: {e.Message}");
+            engine?.Dispose();
+            return 78; // EX_CONFIG
+        }
         runtime.Reloader.WarnIfOld(force: true);
 
         await ProbeDownstreamAsync(runtime.Context, stop).ConfigureAwait(false);
@@ -202,6 +228,7 @@ internal static class GatewayHost
         {
             HousekeepingAsync(runtime, background.Token),
             notifier.RunAsync(background.Token),
+            queue.RunAsync(config.Queue.Concurrency, background.Token),
             PurgeDailyAsync(quarantine, config.Quarantine.RetentionDays, background.Token),
         };
         if (status is not null) services.Add(status.RunAsync(background.Token));

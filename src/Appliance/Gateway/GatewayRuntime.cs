@@ -98,6 +98,8 @@ internal sealed class GatewayRuntime
         foreach (var (name, changed) in new[]
                  {
                      ("[general] proxy_trusted", !Equals(old.General.ProxyTrusted, next.General.ProxyTrusted)),
+                     ("[queue] concurrency", old.Queue.Concurrency != next.Queue.Concurrency),
+                     ("[queue] max_size", old.Queue.MaxSize != next.Queue.MaxSize),
                      ("[limits] max_connections", old.Limits.MaxConnections != next.Limits.MaxConnections
                                                   || old.Limits.MaxConnectionsPerIp != next.Limits.MaxConnectionsPerIp),
                  })

@@ -64,9 +64,10 @@ internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
     // EHLO is answered before this session has a downstream connection: DSN is offered when the
     // last connection any session made had it (a hint). MAIL and RCPT never fail for it: when this
     // session's own connection lacks DSN, EnvelopeRelay drops the parameters (RFC 3461 §4).
+    // With [queue] mode = always the gateway itself delivers and sends the DSNs: it offers DSN.
     public void AddExtensions(SmtpSession session, List<string> lines)
     {
-        if (_ctx.DownstreamCapabilities?.Dsn == true) lines.Add("DSN");
+        if (_ctx.DownstreamCapabilities?.Dsn == true || _ctx.Config.Queue.Mode == Configuration.QueueMode.Always) lines.Add("DSN");
     }
 
     public ValueTask<SmtpReply?> OnHeloAsync(SmtpSession session, string domain, CancellationToken ct) =>
@@ -79,17 +80,42 @@ internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
         return _envelope.MailAsync(session, tx, state, ct);
     }
 
-    public ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
+    public async ValueTask<SmtpResponse> OnRcptAsync(SmtpSession session, SmtpTransaction tx, SmtpRecipient recipient, CancellationToken ct)
     {
-        SmtpReply? refusal = _ctx.Relay.OnRecipient(_access, session.AuthenticatedUser, recipient.Path, out _);
+        // In fallback mode a lost connection at MAIL queues the transaction: its RCPTs wait for that answer.
+        if (GatewayTransaction.Of(tx).PendingMail is { IsCompleted: false } mail && _ctx.Config.Queue.Mode == Configuration.QueueMode.Fallback)
+        {
+            try { await _downstream.FlushAsync(ct).ConfigureAwait(false); }
+            catch (SmtpCore.Downstream.DownstreamException) { }   // MAIL's reply reports it
+            await mail.ConfigureAwait(false);
+        }
+        SmtpReply? refusal = _ctx.Relay.OnRecipient(_access, session.AuthenticatedUser, recipient.Path, out var right);
         if (refusal is not null)
         {
             Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Path.Mailbox} refused: {refusal}");
             _ctx.Metrics.RelayRefused();
             GatewayTransaction.Of(tx).RelayRefusal = refusal;
-            return ValueTask.FromResult<SmtpResponse>(refusal);
+            return refusal;
         }
-        return ValueTask.FromResult(_envelope.Rcpt(session, GatewayTransaction.Of(tx), recipient, ct));
+        var state = GatewayTransaction.Of(tx);
+        if (state.Queued) return QueuedRecipient(session, state, recipient.Path, right);
+        return _envelope.Rcpt(session, state, recipient, ct);
+    }
+
+    // No server to ask about a queued transaction's recipient: [relay] recipients_file decides
+    // for local domains (the relay rules already allowed it).
+    private SmtpReply QueuedRecipient(SmtpSession session, GatewayTransaction state, SmtpCore.Protocol.SmtpPath recipient, string right)
+    {
+        bool local = right == "local"
+                     || (_ctx.Relay is RelayPolicy policy && !recipient.Domain.StartsWith('[') && policy.IsLocal(MailDomain.Normalize(recipient.Domain)));
+        if (local && _ctx.KnownRecipients?.Current is { } known && !known.Knows(recipient))
+        {
+            var unknown = new SmtpReply(550, "5.1.1", $"<{recipient.Mailbox}>: Recipient address rejected: unknown user");
+            Log.Info($"session={session.Id} client={ClientAddress(session)} rcpt={recipient.Mailbox} refused: not in recipients_file");
+            state.RelayRefusal = unknown;
+            return unknown;
+        }
+        return new SmtpReply(250, "2.1.5", "Recipient OK");
     }
 
     public ValueTask FlushAsync(SmtpSession session, CancellationToken ct) => _downstream.FlushAsync(ct);

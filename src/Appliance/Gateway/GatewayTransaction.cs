@@ -7,8 +7,8 @@ namespace Portcullis.Appliance.Gateway;
 // What the gateway keeps about one SMTP transaction (SmtpTransaction.HandlerState): when it
 // began, the message buffer while it is being received and scanned, whether MAIL went to the
 // downstream (so an abort must RSET it), whether a verdict was reached, the last recipient
-// refusal (the reason in the log when the transaction ends without delivery), and whether its
-// log line was written.
+// refusal (the reason in the log when the transaction ends without delivery), whether it is
+// queued rather than relayed in-line, and whether its log line was written.
 internal sealed class GatewayTransaction
 {
     public long Started = Stopwatch.GetTimestamp();
@@ -18,6 +18,13 @@ internal sealed class GatewayTransaction
     public Logging.MessageLogEntry? Entry;
     public SmtpCore.SmtpReply? RelayRefusal;
     public SmtpCore.SmtpReply? DownstreamRefusal;
+
+    // Non-null: the transaction goes to the queue ([queue] mode), and why.
+    public string? QueueReason;
+
+    // MAIL's reply while it is on its way from the downstream (it may yet turn the transaction into a queued one).
+    public Task<SmtpCore.SmtpReply>? PendingMail;
+    public bool Queued => QueueReason is not null;
     private int _logged;
 
     // True once: the caller writes the transaction's one message log line.

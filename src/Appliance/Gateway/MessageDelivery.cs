@@ -1,9 +1,12 @@
 // A message the gateway lets through: the trace headers (Received, X-Virus-Scanned, and for a
 // detection X-Virus-Status) in front of the content, sent on the session's downstream
 // connection; the client hears the downstream's own final reply (mapped like the envelope's),
-// so nothing is acknowledged that the downstream has not accepted.
+// so nothing is acknowledged that the downstream has not accepted. A queued transaction
+// ([queue] mode) goes to the queue instead, answered once it is durably on disk.
 using System.Net;
+using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
+using Portcullis.Appliance.Queue;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
 using Portcullis.SmtpCore.Server;
@@ -19,17 +22,21 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
     public async Task<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
         GatewayTransaction state, MessageVerdict verdict, IMessageContent content, Delivery? delivery, CancellationToken ct)
     {
-        var (downstream, problem) = await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);
-        string action = delivery?.Action ?? MessageAction.Delivered;
         entry = entry with { Quarantine = delivery?.Quarantine ?? "" };
+        if (state.QueueReason is { } why) return Queue(session, tx, entry, state, verdict, content, delivery, why);
+
+        var (downstream, problem, unreachable) = await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);
+        string action = delivery?.Action ?? MessageAction.Delivered;
         var virus = delivery?.Virus ?? "";
         if (downstream is null)
+        {
+            // The server accepted the envelope, then went away: in fallback mode the queue takes it.
+            if (unreachable && ctx.Config.Queue.Mode == QueueMode.Fallback)
+                return Queue(session, tx, entry, state, verdict, content, delivery, "downstream lost before the message: " + problem);
             return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, problem, DownstreamReplies.Unavailable);
+        }
 
-        byte[] headers = MessageHeaders.Build(ctx.Config.General.Hostname, session.HeloName,
-            session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,
-            entry.Recipients, DateTimeOffset.Now, ctx.ScannedHeaderValue, delivery?.Status, delivery?.AddedSubject,
-            session.AuthenticatedUser);
+        byte[] headers = Headers(session, tx, entry, delivery);
         SmtpReply reply;
         try
         {
@@ -41,6 +48,9 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
             Log.Warn($"session={entry.Session} downstream failed during delivery: {e.Message}");
             ctx.Metrics.DownstreamError();
             await lease.DropAsync().ConfigureAwait(false);
+            // No final reply came: the server has not taken it (at worst a duplicate, RFC 5321 §6.1).
+            if (ctx.Config.Queue.Mode == QueueMode.Fallback)
+                return Queue(session, tx, entry, state, verdict, content, delivery, "downstream lost during the message: " + e.Message);
             return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, e.Message, DownstreamReplies.Unavailable);
         }
         SmtpReply answer = DownstreamReplies.MapFinal(reply);
@@ -48,6 +58,63 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         if (downstream.IsBroken) await lease.DropAsync().ConfigureAwait(false);
         return log.Finish(entry, state, verdict, virus, action, reply.ToString(), answer);
     }
+
+    // Store and forward: the message with its trace headers goes to the queue, and the client
+    // hears 250 only once it is on disk; a full queue or disk is 452 4.3.1 (RFC 3463).
+    private SmtpReply Queue(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry, GatewayTransaction state,
+        MessageVerdict verdict, IMessageContent content, Delivery? delivery, string why)
+    {
+        string action = delivery?.Action is { } detection && detection != MessageAction.Delivered ? detection : TransactionLog.QueuedAction;
+        var virus = delivery?.Virus ?? "";
+        if (ctx.Queue is not { } queue)
+            return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, "no queue: " + why, DownstreamReplies.Unavailable);
+        QueueEntry queued;
+        try
+        {
+            queued = queue.Store.Add(QueueEnvelope(session, tx, entry), Headers(session, tx, entry, delivery), content, DateTimeOffset.UtcNow);
+        }
+        catch (Exception e) when (e is QueueFullException or IOException or UnauthorizedAccessException)
+        {
+            Log.Warn($"session={entry.Session} queue: cannot take the message: {e.Message}");
+            return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, "queue full: " + e.Message,
+                new SmtpReply(452, "4.3.1", "Insufficient system storage, try again later"));
+        }
+        Log.Info($"queue: {queued.Id} queued session={entry.Session} from=<{queued.Sender}> rcpts={queued.Recipients.Count} size={queued.Size} ({why})");
+        queue.Enqueue(queued);
+        return log.Finish(entry, state, verdict, virus, action, $"queued as {queued.Id} ({why})",
+            new SmtpReply(250, "2.0.0", $"Ok: queued as {queued.Id}"));
+    }
+
+    private byte[] Headers(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry, Delivery? delivery) =>
+        MessageHeaders.Build(ctx.Config.General.Hostname, session.HeloName,
+            session.RemoteEndPoint as IPEndPoint, Protocol(session, tx), entry.Session,
+            entry.Recipients, DateTimeOffset.Now, ctx.ScannedHeaderValue, delivery?.Status, delivery?.AddedSubject,
+            session.AuthenticatedUser);
+
+    // What the queue keeps of the transaction: the envelope with its DSN parameters and the client.
+    private static QueueEntry QueueEnvelope(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry) => new()
+    {
+        Sender = tx.ReversePath.Mailbox,
+        Recipients = tx.Recipients.Select(r => new QueuedRecipient
+        {
+            Address = r.Path.Mailbox,
+            Notify = Parameter(r.Parameters, "NOTIFY"),
+            OriginalRecipient = Parameter(r.Parameters, "ORCPT"),
+        }).ToArray(),
+        Ret = tx.DsnRet,
+        EnvId = tx.DsnEnvId,
+        EightBitMime = tx.Body != BodyType.SevenBit,
+        SmtpUtf8 = tx.SmtpUtf8,
+        ClientAddress = GatewaySession.ClientAddress(session)?.ToString() ?? "",
+        ClientPort = (session.RemoteEndPoint as IPEndPoint)?.Port,
+        Helo = session.HeloName ?? "",
+        Extended = session.Extended,
+        AuthUser = session.AuthenticatedUser,
+        Session = entry.Session,
+    };
+
+    private static string? Parameter(IReadOnlyList<KeyValuePair<string, string?>> parameters, string key) =>
+        parameters.FirstOrDefault(p => string.Equals(p.Key, key, StringComparison.OrdinalIgnoreCase)).Value;
 
     // RFC 3848 protocol types for the Received header: ESMTP, then S for TLS and A for AUTH.
     private static string Protocol(SmtpSession session, SmtpTransaction tx)

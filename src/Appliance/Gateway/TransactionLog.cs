@@ -14,6 +14,9 @@ internal sealed class TransactionLog(GatewayContext ctx)
     // action= for a transaction the gateway's own code failed on (SmtpSession's observer).
     public const string ErrorAction = "error";
 
+    // action= for a clean message written to the queue ([queue] mode) and answered 250.
+    public const string QueuedAction = "queued";
+
     private int _messages;
 
     // A transaction keeps the number it got first (GatewayTransaction.Entry), so a failure after

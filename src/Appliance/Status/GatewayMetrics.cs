@@ -23,7 +23,34 @@ internal sealed class GatewayMetrics
     private long relayRefusals;
     private long authFailures;
 
+    private long queueDelivered;
+    private long queueDeferred;
+    private long queueBounced;
+    private long queueExpired;
+    private QueueGauges queue = new(0, 0, null);
+
     public DateTimeOffset Started { get; } = DateTimeOffset.UtcNow;
+
+    // The store-and-forward queue: what is in it now (set by QueueDelivery) and what left it.
+    public QueueGauges Queue => Volatile.Read(ref queue);
+
+    public long QueueDeliveredCount => Interlocked.Read(ref queueDelivered);
+
+    public long QueueDeferredCount => Interlocked.Read(ref queueDeferred);
+
+    public long QueueBouncedCount => Interlocked.Read(ref queueBounced);
+
+    public long QueueExpiredCount => Interlocked.Read(ref queueExpired);
+
+    public void SetQueue(int messages, long bytes, DateTimeOffset? oldest) => Volatile.Write(ref queue, new QueueGauges(messages, bytes, oldest));
+
+    public void QueueDelivered(int recipients) => Interlocked.Add(ref queueDelivered, recipients);
+
+    public void QueueDeferred() => Interlocked.Increment(ref queueDeferred);
+
+    public void QueueBounced() => Interlocked.Increment(ref queueBounced);
+
+    public void QueueExpired() => Interlocked.Increment(ref queueExpired);
 
     public Histogram ScanSeconds { get; } = Histogram.Seconds();
 
@@ -129,5 +156,7 @@ internal sealed class GatewayMetrics
         public void Increment() => Interlocked.Increment(ref value);
     }
 }
+
+internal sealed record QueueGauges(int Messages, long Bytes, DateTimeOffset? Oldest);
 
 internal sealed record Detection(DateTimeOffset Time, string Virus, string From, string Client, string Action);

@@ -59,6 +59,15 @@ internal static class StatusReport
         Gauge(text, "portcullis_scanner_busy", "Scanner threads running a scan.", runtime.Scanners.Busy);
         Gauge(text, "portcullis_scanner_threads", "Scanner threads.", runtime.Scanners.ThreadCount);
         Counter(text, "portcullis_downstream_errors_total", "Failures to reach or talk to the downstream mail server.", m.DownstreamErrors);
+        var queue = m.Queue;
+        Gauge(text, "portcullis_queue_messages", "Messages in the store-and-forward queue.", queue.Messages);
+        Gauge(text, "portcullis_queue_bytes", "Bytes of the messages in the queue.", queue.Bytes);
+        Gauge(text, "portcullis_queue_oldest_age_seconds", "Age of the oldest queued message (0: queue empty).",
+            queue.Oldest is { } oldest ? (long)Math.Max(0, (DateTimeOffset.UtcNow - oldest).TotalSeconds) : 0);
+        Counter(text, "portcullis_queue_delivered_total", "Recipients delivered from the queue.", m.QueueDeliveredCount);
+        Counter(text, "portcullis_queue_deferred_total", "Queue delivery attempts that left recipients for a later attempt.", m.QueueDeferredCount);
+        Counter(text, "portcullis_queue_bounced_total", "Queued messages with recipients refused for good (a DSN to the sender).", m.QueueBouncedCount);
+        Counter(text, "portcullis_queue_expired_total", "Queued messages given up at max_lifetime.", m.QueueExpiredCount);
 
         text.Append("# HELP portcullis_reloads_total Signature reloads, by result.\n# TYPE portcullis_reloads_total counter\n");
         text.Append($"portcullis_reloads_total{{result=\"success\"}} {m.ReloadsOk}\n");
@@ -157,6 +166,7 @@ internal static class StatusReport
         {
             Row(html, "quarantine", $"{q.Entries} entries, {q.Bytes} bytes");
         }
+        Row(html, "queue", QueueSummary(m));
 
         html.Append("</table>\n<h2>Last detections</h2>\n");
         var detections = m.LastDetections();
@@ -178,6 +188,16 @@ internal static class StatusReport
 
         html.Append("<p><a href=\"/metrics\">metrics</a></p>\n</body></html>\n");
         return html.ToString();
+    }
+
+    // The queue in one line, for the status page and `portcullis status`.
+    public static string QueueSummary(GatewayMetrics m)
+    {
+        var queue = m.Queue;
+        var oldest = queue.Oldest is { } time ? ", oldest " + GatewayRuntime.FormatAge(DateTimeOffset.UtcNow - time) : "";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{queue.Messages} messages, {queue.Bytes} bytes{oldest}; since start {m.QueueDeliveredCount} recipients delivered, "
+            + $"{m.QueueDeferredCount} deferred, {m.QueueBouncedCount} bounced, {m.QueueExpiredCount} expired");
     }
 
     private static void Row(StringBuilder html, string name, string value, string? alarm = null, bool raw = false)

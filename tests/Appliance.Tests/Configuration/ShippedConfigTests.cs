@@ -48,6 +48,7 @@ public sealed partial class ShippedConfigTests
         Assert.Equal(defaults.Auth, shipped.Auth);
         Assert.Equal(defaults.Tls, shipped.Tls);
         Assert.Equal(defaults.Status, shipped.Status);
+        Assert.Equal(defaults.Queue, shipped.Queue);
         Assert.Equal(defaults.General with { Interfaces = [] }, shipped.General with { Interfaces = [] });
         Assert.Equal(defaults.General.Interfaces.Select(i => i.ToString()), shipped.General.Interfaces.Select(i => i.ToString()));
     }
@@ -56,7 +57,7 @@ public sealed partial class ShippedConfigTests
     public void ShippedFileShowsEveryKeyWithAComment()
     {
         var lines = File.ReadAllLines(ShippedPath());
-        string[] sections = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status"];
+        string[] sections = ["general", "scan", "limits", "log", "quarantine", "notification", "relay", "auth", "tls", "status", "queue"];
         string[][] keys =
         [
             ["interfaces", "hostname", "smtp_server_address", "smtp_server_port", "smtp_server_timeout", "temp_folder", "queue_folder",
@@ -69,10 +70,12 @@ public sealed partial class ShippedConfigTests
             ["folder"],
             ["folder", "copy", "retention_days"],
             ["smtp_server_address", "smtp_server_port", "sender", "notify_list", "notify_recipients", "notify_sender", "template_folder"],
-            ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl"],
+            ["local_domains", "local_domains_file", "trusted_networks", "rules_file", "pop_before_smtp_file", "pop_before_smtp_ttl",
+             "recipients_file"],
             ["passwd_file", "downstream", "allow_plaintext", "max_failures", "failure_window", "failure_delay"],
             ["certificate", "key"],
             ["listen"],
+            ["mode", "concurrency", "min_backoff", "max_backoff", "max_lifetime", "delay_warning", "max_size"],
         ];
 
         for (var s = 0; s < sections.Length; s++)

@@ -40,6 +40,8 @@ namespace Portcullis.Appliance.Tests.Gateway;
 //                 scanner fails with an exception. The gateway must ask for exactly as many
 //                 verdicts as there are V lines
 //   L: text       the next message log line, whole; "..." stands for any run of characters
+//   Q: text       the next entry written to the queue ([queue] mode), as "<sender> -> <rcpt>, <rcpt>";
+//                 its message file must hold the trace headers and the content
 //   # ...         a comment
 // C, C+, D and R take escapes: \r \n \t \\ \xHH. When the script ends the client half-closes;
 // the gateway must then close without saying more, a downstream connection still open may only
@@ -61,6 +63,7 @@ internal sealed class GatewayTranscript
     private sealed record DownstreamSends(int Line, byte[] Bytes) : Step(Line);
     private sealed record DownstreamDrops(int Line) : Step(Line);
     private sealed record ClientStartsTls(int Line) : Step(Line);
+    private sealed record QueueHolds(int Line, string Text) : Step(Line);
 
     private readonly string _name;
     private readonly List<Step> _steps = [];
@@ -98,6 +101,7 @@ internal sealed class GatewayTranscript
                 t._steps.Add(body == "<close>" ? new DownstreamDrops(n) : new DownstreamSends(n, [.. Unescape(body, t.Where(n)), (byte)'\r', (byte)'\n']));
             else if (TryBody(line, "V:", out body)) t._verdicts.Enqueue(Verdict(body, t.Where(n)));
             else if (TryBody(line, "L:", out body)) t._logLines.Add((n, body));
+            else if (TryBody(line, "Q:", out body)) t._steps.Add(new QueueHolds(n, body));
             else throw new FormatException($"{t.Where(n)}: cannot read '{line}'");
         }
         return t;
@@ -199,6 +203,7 @@ internal sealed class GatewayTranscript
         {
             [("general", "hostname")] = "mx.test",
             [("general", "temp_folder")] = folder,
+            [("general", "queue_folder")] = Path.Combine(folder, "spool"),
             [("general", "smtp_server_address")] = "127.0.0.1",
             [("general", "smtp_server_port")] = downstreamPort.ToString(CultureInfo.InvariantCulture),
             [("quarantine", "folder")] = Path.Combine(folder, "quarantine"),
@@ -247,8 +252,14 @@ internal sealed class GatewayTranscript
         var connector = new CountingConnector();
         var logOutput = new MemoryStream();
         using var log = new MessageLog(logOutput);
-        var ctx = new GatewayContext(config, scanner, log, new RelayPolicy(config.Relay))
+        GatewayContext? current = null;
+        var queue = new QueueDelivery(
+            new Portcullis.Appliance.Queue.QueueStore(Portcullis.Appliance.Queue.QueueStore.FolderFor(config.General.QueueFolder), config.Queue.MaxSize),
+            () => current!);
+        int queueEntriesSeen = 0;
+        var ctx = current = new GatewayContext(config, scanner, log, new RelayPolicy(config.Relay))
         {
+            Queue = queue,
             Downstream = connector,
             DownstreamTimings = _timings,
             Tls = config.Tls.Enabled ? new TlsCertificates(config.Tls) : null,
@@ -297,6 +308,20 @@ internal sealed class GatewayTranscript
                             string rest = await client.ReadToEndAsync();
                             Assert.True(rest.Length == 0, $"{Where(step.Line)}: expected the gateway to close, got '{rest}'");
                             clientClosed = true;
+                            break;
+                        case QueueHolds holds:
+                            var entries = queue.Store.List();
+                            Assert.True(entries.Count > queueEntriesSeen, $"{Where(step.Line)}: expected a queue entry, the queue holds {entries.Count}");
+                            var entry = entries[queueEntriesSeen++];
+                            var summary = $"<{entry.Sender}> -> {string.Join(", ", entry.Recipients.Select(r => "<" + r.Address + ">"))}";
+                            Assert.True(summary == holds.Text, $"{Where(step.Line)}: expected queue entry '{holds.Text}', got '{summary}'");
+                            using (var message = queue.Store.OpenMessage(entry.Id))
+                            using (var reader = new StreamReader(message))
+                            {
+                                var text = reader.ReadToEnd();
+                                Assert.True(text.StartsWith("Received: from ", StringComparison.Ordinal) && text.Contains("X-Virus-Scanned: ", StringComparison.Ordinal),
+                                    $"{Where(step.Line)}: the queued message lacks the trace headers: '{text}'");
+                            }
                             break;
                         case ClientStartsTls:
                             await client.StartTlsAsync();
