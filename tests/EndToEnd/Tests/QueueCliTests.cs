@@ -51,6 +51,31 @@ public sealed class QueueCliTests(ITestOutputHelper output)
     private static bool Arrived(IReadOnlyList<ReceivedMessage> messages, string subject) =>
         messages.Any(m => Encoding.ASCII.GetString(m.Content).Contains($"\r\nSubject: {subject}\r\n", StringComparison.Ordinal));
 
+    [Theory]
+    [InlineData("queue")]
+    [InlineData("queue list")]
+    [InlineData("queue show")]
+    [InlineData("queue flush")]
+    [InlineData("queue hold")]
+    [InlineData("queue release")]
+    [InlineData("queue delete")]
+    public async Task Every_queue_verb_prints_its_help_and_exits_0(string verb)
+    {
+        var result = await PortcullisBinary.RunAsync([.. verb.Split(' '), "--help"]);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"Usage:\n  portcullis {verb}", result.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Queue_show_without_an_id_is_bad_usage()
+    {
+        var result = await PortcullisBinary.RunAsync("queue", "show");
+
+        Assert.True(result.ExitCode == 64, result.ToString());
+        Assert.Contains("Run 'portcullis queue show --help' for usage.", result.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Queue_verbs_operate_a_running_gateway_whose_server_is_down_then_up()
     {
