@@ -117,6 +117,8 @@ public sealed class QueueCliTests(ITestOutputHelper output)
         var status = await PortcullisBinary.RunAsync("status", "--config", config.FilePath);
         Assert.True(status.ExitCode == 0, status.ToString());
         Assert.Matches(@"(?m)^queue: 3 messages, [1-9][0-9]* bytes, oldest ", status.Stdout);
+        Assert.Matches(@"<th>queue</th><td>3 messages, [1-9][0-9]* bytes, oldest ", await Control.GetAsync(config.StatusPort, "/"));
+        Assert.Contains("portcullis_queue_messages 3\n", await Control.GetAsync(config.StatusPort, "/metrics"), StringComparison.Ordinal);
 
         var hold = await QueueAsync(config, "hold", bySubject["second"]);
         Assert.True(hold.ExitCode == 0, hold.ToString());
