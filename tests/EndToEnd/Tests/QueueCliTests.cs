@@ -94,7 +94,7 @@ public sealed class QueueCliTests(ITestOutputHelper output)
             "three entries, each tried once");
         var ids = entries.Select(e => e.GetProperty("id").GetString()!).ToArray();
         Assert.All(entries, e => Assert.Equal("bob@dest.test", e.GetProperty("recipients")[0].GetProperty("address").GetString()));
-        Assert.All(entries, e => Assert.Equal("Pending", e.GetProperty("recipients")[0].GetProperty("state").GetString()));
+        Assert.All(entries, e => Assert.Equal("pending", e.GetProperty("recipients")[0].GetProperty("state").GetString()));
         Assert.All(entries, e => Assert.NotEqual("", e.GetProperty("last_reply").GetString()));
 
         var list = await QueueAsync(config, "list");
