@@ -290,7 +290,7 @@ public enum QueueMode
     Always,
 }
 
-// [queue]: store and forward (Queue/QueueStore, Queue/QueueDelivery).
+// [queue]: store and forward (Queue/QueueStore, Gateway/QueueDelivery).
 public sealed record QueueSection
 {
     public QueueMode Mode { get; init; } = QueueMode.Off;

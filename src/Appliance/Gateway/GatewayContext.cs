@@ -105,7 +105,7 @@ internal sealed class GatewayContext
     public Notifier? Notifier { get; init; }
 
     // The store-and-forward queue and its delivery workers; null: nothing can be queued.
-    public Queue.QueueDelivery? Queue { get; init; }
+    public QueueDelivery? Queue { get; init; }
 
     // [relay] recipients_file for queued transactions; null when not configured.
     public Access.WatchedFile<Access.RecipientsFile>? KnownRecipients => field ??= Access.RecipientsFile.Watch(Config.Relay);

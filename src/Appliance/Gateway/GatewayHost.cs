@@ -151,7 +151,7 @@ internal static class GatewayHost
         using var messageLog = new MessageLog(Console.OpenStandardOutput(), config.Log.Folder, writer: logWriter);
         var notifier = new Notifier(outbox, NotificationServer(config));
         GatewayRuntime? current = null;
-        var queue = new Queue.QueueDelivery(queueStore, () => current!.Context);
+        var queue = new QueueDelivery(queueStore, () => current!.Context);
         var ctx = new GatewayContext(config, engines, scanners, messageLog, access.Relay)
         {
             Templates = templates,

@@ -313,7 +313,7 @@ public sealed class ConfigLoaderTests
     public void UnknownSectionIsReportedEvenWhenEmpty()
     {
         Assert.Equal(
-            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, quarantine, notification, relay, auth, tls, status)",
+            $"{Source}: unknown section [bogus] (known sections: general, scan, limits, log, quarantine, notification, relay, auth, tls, status, queue)",
             SingleError("[bogus]\nlisten = 127.0.0.1:8025\n"));
     }
 

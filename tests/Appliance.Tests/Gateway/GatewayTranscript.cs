@@ -252,7 +252,7 @@ internal sealed class GatewayTranscript
         var logOutput = new MemoryStream();
         using var log = new MessageLog(logOutput);
         GatewayContext? current = null;
-        var queue = new Portcullis.Appliance.Queue.QueueDelivery(
+        var queue = new QueueDelivery(
             new Portcullis.Appliance.Queue.QueueStore(Portcullis.Appliance.Queue.QueueStore.FolderFor(config.General.QueueFolder), config.Queue.MaxSize),
             () => current!);
         int queueEntriesSeen = 0;

@@ -1,4 +1,5 @@
 using System.Text;
+using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Messages;
 using Portcullis.Appliance.Queue;
 using Xunit;

@@ -47,14 +47,17 @@ public sealed class QueueTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<Attempt> SendFromAsync(int port, string id, string sender)
+    private static async Task<Attempt> SendFromAsync(int port, string id, string sender, params string[] recipients)
     {
         await using var client = await RawSmtpClient.ConnectAsync(port);
         await client.EhloAsync();
         var mail = await client.CommandAsync($"MAIL FROM:<{sender}>");
         if (mail.Code != 250) return new Attempt(id, "MAIL", mail, null);
-        var rcpt = await client.CommandAsync($"RCPT TO:<{TestMessages.Recipient}>");
-        if (rcpt.Code != 250) return new Attempt(id, "RCPT", rcpt, null);
+        foreach (var recipient in recipients.Length == 0 ? [TestMessages.Recipient] : recipients)
+        {
+            var rcpt = await client.CommandAsync($"RCPT TO:<{recipient}>");
+            if (rcpt.Code != 250) return new Attempt(id, "RCPT", rcpt, null);
+        }
         var data = await client.CommandAsync("DATA");
         if (data.Code != 354) return new Attempt(id, "DATA", data, null);
         await client.SendAsync(Traffic.Message(id));
@@ -162,6 +165,39 @@ public sealed class QueueTests(ITestOutputHelper output)
         await third.StopAsync();
         Assert.Equal((0, Array.Empty<string>()), QueueContent(config));
         Assert.False(Directory.Exists(Path.Combine(QueueFolder(config), "corrupt")), "an entry was found corrupt after kill -9");
+    }
+
+    [Fact]
+    public async Task Each_recipient_keeps_its_own_result_delivered_ones_are_never_sent_again()
+    {
+        // The test server numbers the recipients it accepted: 2 is whoever follows the first accepted one.
+        await using var downstream = TestSmtpServer.Start();
+        downstream.Fail(SmtpStep.Rcpt, "450 4.2.1 mailbox busy", rcpt: 2);
+        await using var notify = TestSmtpServer.Start();
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream, c =>
+        {
+            Queueing(NotifyTo(c, notify), "always");
+            c.Set("queue", "min_backoff", "3s").Set("queue", "max_backoff", "3s");
+        });
+
+        var attempt = await SendFromAsync(gateway.Port, "per-rcpt", TestMessages.Sender, "carol@dest.test", "dave@dest.test", "erin@dest.test");
+        Assert.True(attempt.Accepted, attempt.ToString());
+        // Attempt 1: carol delivered, dave and erin 450. Attempt 2 (3 s later): dave accepted, erin 550.
+        await gateway.Stderr.WaitForAsync(l => l.Contains("deferred: 2 recipient(s) pending", StringComparison.Ordinal), Wait, "the first attempt deferred");
+        downstream.ClearScript().Fail(SmtpStep.Rcpt, "550 5.1.1 <erin@dest.test>: unknown user", rcpt: 2);
+        var copies = await downstream.Messages.WaitForCountAsync(2, Wait, "carol's copy, then dave's on the retry");
+        await WaitForEmptyQueueAsync(gateway.Config, "every recipient settled");
+
+        Assert.Equal(["RCPT TO:<carol@dest.test>"], copies[0].RcptCommands.Select(r => r.Split(' ')[0] + " " + r.Split(' ')[1]));
+        Assert.Equal(["RCPT TO:<dave@dest.test>"], copies[1].RcptCommands.Select(r => r.Split(' ')[0] + " " + r.Split(' ')[1]));
+        var dsn = (await notify.Messages.WaitForCountAsync(1, Wait, "erin's DSN"))[0];
+        var text = Encoding.UTF8.GetString(dsn.Content).Replace("; ", ";");
+        Assert.Contains("Final-Recipient: rfc822;erin@dest.test", text, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Final-Recipient: rfc822;carol@dest.test", text, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Final-Recipient: rfc822;dave@dest.test", text, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(2, downstream.Messages.Count);
+        Assert.Equal(1, notify.Messages.Count);
+        await gateway.StopAsync();
     }
 
     [Fact]

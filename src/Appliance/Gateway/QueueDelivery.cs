@@ -6,19 +6,20 @@
 // again), 5xx failed, 4xx or no answer retried after an exponential backoff from min_backoff to
 // max_backoff. Past max_lifetime the pending recipients fail (4.4.7). Recipients that failed in
 // an attempt get one RFC 3464 DSN to the sender through the notification outbox, null sender <>;
-// delay_warning sends one "delayed" DSN. A worker keeps its connection for the next entry
-// while the server keeps it open (RFC 5321 §4.1.1.5: a new MAIL after the end of data).
+// delay_warning sends one "delayed" DSN. A worker keeps its connection for the next entry while
+// the server keeps it open (RFC 5321 §4.1.1.5: a new MAIL after the end of data). It lives with
+// the gateway, whose downstream and envelope code it uses; Queue/ holds the store and the DSN builder.
 using System.Diagnostics;
 using System.Net;
 using System.Threading.Channels;
-using Portcullis.Appliance.Gateway;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
 using Portcullis.Appliance.Notifications;
+using Portcullis.Appliance.Queue;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
 
-namespace Portcullis.Appliance.Queue;
+namespace Portcullis.Appliance.Gateway;
 
 internal sealed class QueueDelivery
 {
