@@ -201,9 +201,12 @@ internal static class QueueCommands
     private static string Time(DateTimeOffset time) => time.ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
 }
 
-// `queue list --json`: the entries as the queue keeps them (snake_case names, states as words);
-// absent values are null, so every entry has the same keys.
+// `queue list --json`: the entries as the queue keeps them, with snake_case names and states as
+// the text output writes them (pending, delivered, failed); absent values are null, so every
+// entry has the same keys.
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, WriteIndented = true,
-    UseStringEnumConverter = true)]
+    Converters = [typeof(RecipientStateWords)])]
 [JsonSerializable(typeof(List<QueueEntry>))]
 internal sealed partial class QueueListJson : JsonSerializerContext;
+
+internal sealed class RecipientStateWords() : JsonStringEnumConverter<RecipientState>(JsonNamingPolicy.SnakeCaseLower);

@@ -12,7 +12,7 @@
 // - NOTIFY per recipient (RFC 3461 §4.1): NEVER → never; FAILURE → failed; DELAY → delayed.
 //   NOTIFY absent is FAILURE,DELAY (§4.1 leaves DELAY to the MTA; delay reports go out only when
 //   [queue] delay_warning is set, so an admin who turned them on gets them).
-// - Never for the null sender, nor for MAILER-DAEMON or postmaster@<reporting host> (the senders of
+// - Never for the null sender, nor for a sender that is not a mail address, nor for MAILER-DAEMON or postmaster@<reporting host> (the senders of
 //   the gateway's own reports), nor for a message that is itself a report or auto-submitted
 //   (RFC 3834 Auto-Submitted other than "no"). Precedence: list does not stop it: list software
 //   counts on bounces.
@@ -59,9 +59,11 @@ internal static class DeliveryStatusNotification
             || copy.HasEightBitHeaders;
         var format = international ? InternationalFormat : Format;
 
+        // A sender MimeKit cannot write as an address could not be sent to either.
+        if (!MailboxAddress.TryParse(ParserOptions.Default, "<" + report.Sender + ">", out var to) || report.Sender.Any(char.IsControl)) return null;
         var message = new MimeMessage();
         message.From.Add(new MailboxAddress("Mail Delivery System", "MAILER-DAEMON@" + report.ReportingMta));
-        message.To.Add(new MailboxAddress("", report.Sender));
+        message.To.Add(to);
         message.Subject = report.Kind == DsnKind.Failed ? "Undelivered Mail Returned to Sender" : "Delayed Mail (still being retried)";
         message.Date = DateTimeOffset.UtcNow;
         message.MessageId = MimeUtils.GenerateMessageId(report.ReportingMta);

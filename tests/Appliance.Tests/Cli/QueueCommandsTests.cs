@@ -96,7 +96,7 @@ public sealed class QueueCommandsTests : IDisposable
         Assert.False(e.GetProperty("held").GetBoolean());
         var recipient = Assert.Single(e.GetProperty("recipients").EnumerateArray());
         Assert.Equal("bob@example.net", recipient.GetProperty("address").GetString());
-        Assert.Equal("Pending", recipient.GetProperty("state").GetString());
+        Assert.Equal("pending", recipient.GetProperty("state").GetString());
         Assert.Equal("FAILURE", recipient.GetProperty("notify").GetString());
         Assert.Equal("rfc822;bob@example.net", recipient.GetProperty("original_recipient").GetString());
         Assert.True(ById(second.Id).GetProperty("held").GetBoolean());

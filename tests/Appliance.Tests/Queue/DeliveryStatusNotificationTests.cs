@@ -189,6 +189,20 @@ public sealed class DeliveryStatusNotificationTests
     [InlineData("postmaster@gw.example.net")]
     public void NoReportToTheNullSenderOrTheGatewaysOwnSenders(string sender) => Assert.Null(Build(Report(sender: sender)));
 
+    [Theory]
+    [InlineData("\"john doe\"@example.org")]
+    [InlineData("o'brien+tag@example.org")]
+    public void QuotedAndUnusualSendersGetTheirReport(string sender)
+    {
+        var message = Parse(Build(Report(sender: sender)));
+        Assert.Equal(sender, message.To.Mailboxes.Single().Address);
+    }
+
+    [Theory]
+    [InlineData("bob@example.org\r\nBcc: x@y")]
+    [InlineData("<<>>")]
+    public void SenderThatIsNoAddressGetsNoReportAndNoCrash(string sender) => Assert.Null(Build(Report(sender: sender)));
+
     [Fact]
     public void PostmasterOfAnotherDomainGetsItsReport() => Assert.NotNull(Build(Report(sender: "postmaster@example.org")));
 

@@ -281,12 +281,13 @@ public sealed class CliTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("portcullis ", "check-config quarantine reload run scan status version")]
+    [InlineData("portcullis ", "check-config quarantine queue reload run scan status version")]
     [InlineData("portcullis sc", "scan")]
     [InlineData("portcullis --v", "--version")]
     [InlineData("portcullis scan -", "--config --help --policy --recursive -c -h -r")]
     [InlineData("portcullis scan --r", "--recursive")]
     [InlineData("portcullis quarantine ", "delete list purge release show")]
+    [InlineData("portcullis queue ", "delete flush hold list release show")]
     [InlineData("portcullis quarantine list --", "--config --help --json --since --virus")]
     [InlineData("portcullis quarantine release x --t", "--to")]
     [InlineData("portcullis scan ", "")]

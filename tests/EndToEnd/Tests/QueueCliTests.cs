@@ -51,6 +51,31 @@ public sealed class QueueCliTests(ITestOutputHelper output)
     private static bool Arrived(IReadOnlyList<ReceivedMessage> messages, string subject) =>
         messages.Any(m => Encoding.ASCII.GetString(m.Content).Contains($"\r\nSubject: {subject}\r\n", StringComparison.Ordinal));
 
+    [Theory]
+    [InlineData("queue")]
+    [InlineData("queue list")]
+    [InlineData("queue show")]
+    [InlineData("queue flush")]
+    [InlineData("queue hold")]
+    [InlineData("queue release")]
+    [InlineData("queue delete")]
+    public async Task Every_queue_verb_prints_its_help_and_exits_0(string verb)
+    {
+        var result = await PortcullisBinary.RunAsync([.. verb.Split(' '), "--help"]);
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        Assert.Contains($"Usage:\n  portcullis {verb}", result.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Queue_show_without_an_id_is_bad_usage()
+    {
+        var result = await PortcullisBinary.RunAsync("queue", "show");
+
+        Assert.True(result.ExitCode == 64, result.ToString());
+        Assert.Contains("Run 'portcullis queue show --help' for usage.", result.Stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Queue_verbs_operate_a_running_gateway_whose_server_is_down_then_up()
     {
@@ -69,7 +94,7 @@ public sealed class QueueCliTests(ITestOutputHelper output)
             "three entries, each tried once");
         var ids = entries.Select(e => e.GetProperty("id").GetString()!).ToArray();
         Assert.All(entries, e => Assert.Equal("bob@dest.test", e.GetProperty("recipients")[0].GetProperty("address").GetString()));
-        Assert.All(entries, e => Assert.Equal("Pending", e.GetProperty("recipients")[0].GetProperty("state").GetString()));
+        Assert.All(entries, e => Assert.Equal("pending", e.GetProperty("recipients")[0].GetProperty("state").GetString()));
         Assert.All(entries, e => Assert.NotEqual("", e.GetProperty("last_reply").GetString()));
 
         var list = await QueueAsync(config, "list");
@@ -92,6 +117,8 @@ public sealed class QueueCliTests(ITestOutputHelper output)
         var status = await PortcullisBinary.RunAsync("status", "--config", config.FilePath);
         Assert.True(status.ExitCode == 0, status.ToString());
         Assert.Matches(@"(?m)^queue: 3 messages, [1-9][0-9]* bytes, oldest ", status.Stdout);
+        Assert.Matches(@"<th>queue</th><td>3 messages, [1-9][0-9]* bytes, oldest ", await Control.GetAsync(config.StatusPort, "/"));
+        Assert.Contains("portcullis_queue_messages 3\n", await Control.GetAsync(config.StatusPort, "/metrics"), StringComparison.Ordinal);
 
         var hold = await QueueAsync(config, "hold", bySubject["second"]);
         Assert.True(hold.ExitCode == 0, hold.ToString());
