@@ -32,6 +32,9 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
     private long _length;
 
+    // Past memory_threshold: its memory is given back when it is gone (LargeMessageMemory).
+    private bool _large;
+
     // Spilled state: the file holds [0, _flushed); _staging[0.._staged] follows it.
     private FileStream? _spill;
     private byte[]? _staging;
@@ -216,6 +219,10 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
         _spill?.Dispose();
         _spill = null;
+        if (_large)
+        {
+            LargeMessageMemory.End();
+        }
     }
 
     private void ThrowIfUnwritable()
@@ -375,6 +382,12 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
     // Moves everything written so far into a fresh file that has no name; later writes go there too.
     private void Spill()
     {
+        if (!_large && _length > _memoryThreshold)
+        {
+            _large = true;
+            LargeMessageMemory.Begin();
+        }
+
         var path = "";
         try
         {
