@@ -57,7 +57,8 @@ def env_int(name, default):
 
 def variants():
     """BENCH_AB="NAME=VALUE ...": a second gateway with that environment beside the plain one, both
-    in every round (direct, A, B), so the two compare by ratios from one run."""
+    in every round (direct, A, B), so the two compare by ratios from one run. BENCH_AB=scratch=disk
+    (or tmpfs) gives B the other scratch folder instead."""
     ab = os.environ.get("BENCH_AB", "").split()
     if not ab:
         return [("portcullis", {})]
@@ -438,9 +439,8 @@ def main():
 
     work = tempfile.mkdtemp(prefix="portcullis-bench-")
     os.chmod(work, 0o755)
-    scratch = None
-    if os.environ.get("BENCH_SCRATCH", "tmpfs") == "tmpfs":
-        scratch = tempfile.mkdtemp(prefix="portcullis-bench-scratch-", dir="/dev/shm")
+    tmpfs = tempfile.mkdtemp(prefix="portcullis-bench-scratch-", dir="/dev/shm")
+    scratch = tmpfs if os.environ.get("BENCH_SCRATCH", "tmpfs") == "tmpfs" else None
     procs = []
     try:
         os.makedirs(f"{work}/db")
@@ -473,7 +473,11 @@ def main():
         for s in sizes:
             label = SIZES[s][0]
             sent, timed, scans = QUICK_COUNTS[s] if QUICK else SIZES[s][2:]
-            gws = [Gateway(binary, work, sink_port, f"gw-{s}-{v}", scratch, env) for v, env in VARIANTS]
+            gws = []
+            for v, env in VARIANTS:
+                env = dict(env)
+                where = {"disk": None, "tmpfs": tmpfs}.get(env.pop("scratch", None), scratch)
+                gws.append(Gateway(binary, work, sink_port, f"gw-{s}-{v}", where, env))
             procs.extend(g.proc for g in gws)
             # Warm-up: a few messages each way (first connections, JIT-free but pools and caches).
             send_load(sink_port, msgs[s], CLIENTS)
@@ -559,8 +563,7 @@ def main():
                 p.kill()
                 p.wait()
         shutil.rmtree(work, ignore_errors=True)
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(tmpfs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
     private long _length;
 
-    // Past memory_threshold: its memory is given back when it is gone (LargeMessageMemory).
+    // Past 1 MiB in memory or past memory_threshold: its memory is given back when it is gone.
     private bool _large;
 
     // Spilled state: the file holds [0, _flushed); _staging[0.._staged] follows it.
@@ -245,7 +245,21 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         _reserved += SegmentSize;
         var segment = ArrayPool<byte>.Shared.Rent(SegmentSize);
         _segments.Add(segment);
+        if (_segments.Count == LargeMessageMemory.Segments)
+        {
+            MarkLarge();
+        }
+
         return segment;
+    }
+
+    private void MarkLarge()
+    {
+        if (!_large)
+        {
+            _large = true;
+            LargeMessageMemory.Begin();
+        }
     }
 
     private void ReturnSegments()
@@ -382,10 +396,9 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
     // Moves everything written so far into a fresh file that has no name; later writes go there too.
     private void Spill()
     {
-        if (!_large && _length > _memoryThreshold)
+        if (_length > _memoryThreshold)
         {
-            _large = true;
-            LargeMessageMemory.Begin();
+            MarkLarge();
         }
 
         var path = "";
