@@ -17,8 +17,9 @@ histogram of final replies and how many messages smtp-sink's side of the gateway
 
 Measurements are printed, never asserted. Loopback only; everything started here is stopped.
 Environment: BENCH_QUICK=1 (a 1-2 minute smoke), BENCH_ROUNDS, BENCH_SIGNATURES (1000),
-BENCH_BURST (200), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
-BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm).
+BENCH_BURST (200,1000: one burst per number; 0 skips), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
+BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm), BENCH_KEEP=1
+(keep the work folder with the gateways' logs), BENCH_AB (see variants()).
 Usage: build/bench.py path/to/portcullis
 """
 import asyncio
@@ -430,7 +431,7 @@ def main():
     binary = os.path.realpath(sys.argv[1])
     rounds = env_int("BENCH_ROUNDS", 2 if QUICK else 3)
     sizes = [s for s in os.environ.get("BENCH_SIZES", "2k,100k,5m").split(",") if s]
-    burst_clients = env_int("BENCH_BURST", 200)
+    bursts = [int(n) for n in os.environ.get("BENCH_BURST", "200,1000").split(",") if n and int(n) > 0]
     burst_size = os.environ.get("BENCH_BURST_SIZE", "100k")
     signatures = env_int("BENCH_SIGNATURES", 1000)
     for s in sizes + [burst_size]:
@@ -544,16 +545,16 @@ def main():
             if w["delivered"] != w["through"] or w["refused"]:
                 print(f"  {w['label']}: gateway delivered {w['delivered']} of {w['through']}; refused: {dict(w['refused'])}")
 
-        if burst_clients > 0:
-            gw = Gateway(binary, work, sink_port, "burst", scratch)
+        for clients in bursts:
+            gw = Gateway(binary, work, sink_port, f"burst-{clients}", scratch)
             procs.append(gw.proc)
-            replies, seconds = asyncio.run(burst(gw.port, msgs[burst_size], burst_clients))
+            replies, seconds = asyncio.run(burst(gw.port, msgs[burst_size], clients))
             peak = gw.peak_rss()
             gw.stop()
             delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
             print()
-            print(f"burst: {burst_clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
-                  f"{seconds:.1f} s, peak RSS {mib(peak)}; gateway delivered {delivered}")
+            print(f"burst: {clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
+                  f"{seconds:.1f} s, peak RSS {mib(peak)} (engine loaded, idle: {mib(gw.start_rss)}); gateway delivered {delivered}")
             for reply, n in sorted(replies.items()):
                 print(f"  {n:5d}  {reply}")
         print(f"\ntotal {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
@@ -562,7 +563,10 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") == "1":
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmpfs, ignore_errors=True)
 
 
