@@ -1,4 +1,4 @@
-using Portcullis.NativeScan;
+using Portcullis.Appliance.Systemd;
 
 namespace Portcullis.Appliance.Messages;
 
@@ -41,7 +41,7 @@ internal static class LargeMessageMemory
         }
 
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        HeapTrim.Trim();
+        Libc.TrimHeap();
         Interlocked.Increment(ref s_returns);
     }
 }

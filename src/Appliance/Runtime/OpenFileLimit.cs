@@ -40,17 +40,12 @@ internal static partial class OpenFileLimit
             return null;
         }
 
-        if (limit.Current < limit.Maximum)
-        {
-            var raised = limit with { Current = limit.Maximum };
-            if (setrlimit(RLIMIT_NOFILE, raised) == 0)
-            {
-                return raised.Current;
-            }
-        }
-
-        return limit.Current;
+        return limit.Current < limit.Maximum && TrySetSoft(limit.Maximum) ? limit.Maximum : limit.Current;
     }
+
+    // Sets the soft limit (at most the hard one); false when the system refuses.
+    internal static bool TrySetSoft(ulong soft) =>
+        getrlimit(RLIMIT_NOFILE, out var limit) == 0 && setrlimit(RLIMIT_NOFILE, limit with { Current = soft }) == 0;
 
     // Descriptors max_connections sessions need at most (0 connections: no limit, nothing to say).
     public static ulong Needed(int maxConnections) => (ulong)maxConnections * PerSession + Reserve;
