@@ -17,13 +17,15 @@ histogram of final replies and how many messages smtp-sink's side of the gateway
 
 Measurements are printed, never asserted. Loopback only; everything started here is stopped.
 Environment: BENCH_QUICK=1 (a 1-2 minute smoke), BENCH_ROUNDS, BENCH_SIGNATURES (1000),
-BENCH_BURST (200), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
-BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm).
+BENCH_BURST (200,1000: one burst per number; 0 skips), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
+BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm), BENCH_KEEP=1
+(keep the work folder with the gateways' logs), BENCH_AB (see variants()).
 Usage: build/bench.py path/to/portcullis
 """
 import asyncio
 import base64
 import collections
+import multiprocessing
 import os
 import random
 import shutil
@@ -54,15 +56,36 @@ def env_int(name, default):
     return int(os.environ.get(name, default))
 
 
+def variants():
+    """BENCH_AB="NAME=VALUE ...": a second gateway with that environment beside the plain one, both
+    in every round (direct, A, B), so the two compare by ratios from one run. BENCH_AB=scratch=disk
+    (or tmpfs) gives B the other scratch folder instead."""
+    ab = os.environ.get("BENCH_AB", "").split()
+    if not ab:
+        return [("portcullis", {})]
+    return [("A", {}), ("B", dict(kv.split("=", 1) for kv in ab))]
+
+
+VARIANTS = variants()
+
+
 # ---------------------------------------------------------------- messages
 
+# Every message sent is different, as real mail is: a serial number in the Message-ID and in the
+# body, and for an attachment in its first base64 line, so the attachment's bytes (and its hash)
+# differ too. libclamav's clean cache is keyed by content; with one fixed file a cache would
+# answer every scan after the first (ScanEngine.Load keeps it off, docs/PERFORMANCE.md).
+SERIAL = b"0000000000000000"   # 16 base64-alphabet characters, replaced per message
+
+
 def message_text(name):
-    """The message as smtp-source -F wants it: LF line ends, no dot-stuffing (it adds both)."""
+    """The message with LF line ends and SERIAL where each message gets its number."""
     label, attachment, *_ = SIZES[name]
+    serial = SERIAL.decode()
     head = (f"From: <bench@client.test>\nTo: <sink@dest.test>\nSubject: bench {label}\n"
-            f"Message-ID: <bench-{name}@client.test>\nMIME-Version: 1.0\n")
+            f"Message-ID: <bench-{name}-{serial}@client.test>\nMIME-Version: 1.0\n")
     if attachment is None:
-        body = "Content-Type: text/plain; charset=us-ascii\n\n"
+        body = f"Content-Type: text/plain; charset=us-ascii\n\nReference {serial}.\n"
         line = "The quick brown fox jumps over the lazy dog, and the report follows below.\n"
         text = head + body
         while len(text) + len(line) <= 2048:
@@ -70,6 +93,7 @@ def message_text(name):
         return text
     rng = random.Random(20240501 + attachment)
     payload = base64.encodebytes(rng.randbytes(attachment)).decode("ascii")
+    payload = serial + payload[len(serial):]
     return (head + 'Content-Type: multipart/mixed; boundary="b1"\n\n--b1\n'
             "Content-Type: text/plain; charset=us-ascii\n\nThe report is attached.\n\n--b1\n"
             'Content-Type: application/octet-stream; name="report.bin"\n'
@@ -77,12 +101,31 @@ def message_text(name):
             "Content-Transfer-Encoding: base64\n\n" + payload + "--b1--\n")
 
 
-def wire_body(text):
-    """CRLF line ends, dot-stuffed, with the end-of-data line."""
+def crlf(text):
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return ("".join(("." + l if l.startswith(".") else l) + "\r\n" for l in lines) + ".\r\n").encode("ascii")
+    return lines
+
+
+def wire_body(text):
+    """CRLF line ends, dot-stuffed, with the end-of-data line."""
+    return ("".join(("." + l if l.startswith(".") else l) + "\r\n" for l in crlf(text)) + ".\r\n").encode("ascii")
+
+
+class Messages:
+    """The wire form of one size, cut at its serial numbers: message(n) is message number n."""
+
+    def __init__(self, name):
+        self.pieces = wire_body(message_text(name)).split(SERIAL)
+        self.file_pieces = "".join(l + "\r\n" for l in crlf(message_text(name))).encode("ascii").split(SERIAL)
+
+    def message(self, n):
+        return (b"%016d" % n).join(self.pieces)
+
+    def file_content(self, n):
+        """The message as the gateway scans it (CRLF, not dot-stuffed, no end-of-data line)."""
+        return (b"%016d" % n).join(self.file_pieces)
 
 
 # ---------------------------------------------------------------- processes
@@ -121,7 +164,7 @@ def proc_cpu_seconds(pid):
 
 
 class Gateway:
-    def __init__(self, binary, work, sink_port, name, scratch):
+    def __init__(self, binary, work, sink_port, name, scratch, env=None):
         self.binary, self.name = binary, name
         self.port = free_port()
         self.folder = os.path.join(work, name)
@@ -148,7 +191,7 @@ listen =
         self.log = open(os.path.join(self.folder, "out.log"), "w+")
         self.err = open(os.path.join(self.folder, "err.log"), "w+")
         self.proc = subprocess.Popen([binary, "run", "--config", self.ini], stdout=self.log, stderr=self.err,
-                                     env=dict(os.environ, PORTCULLIS_GC_REPORT="1"))
+                                     env=dict(os.environ, PORTCULLIS_GC_REPORT="1", **(env or {})))
         wait_port(self.port, self.proc, f"gateway {name}")
         self.start_rss = proc_status(self.proc.pid, "VmRSS")
 
@@ -157,6 +200,9 @@ listen =
 
     def peak_rss(self):
         return proc_status(self.proc.pid, "VmHWM")
+
+    def rss(self):
+        return proc_status(self.proc.pid, "VmRSS")
 
     def delivered(self):
         self.log.flush()
@@ -180,29 +226,93 @@ listen =
         return allocated
 
 
-def smtp_source(port, file, count):
-    """Seconds for smtp-source to send `count` messages, CLIENTS at a time, one connection each."""
+class Serials:
+    """Message numbers, never reused within a run."""
+    next = 0
+
+    @classmethod
+    def take(cls, count):
+        first = cls.next
+        cls.next += count
+        return first
+
+
+def _expect(stream, code):
+    """Reads one (multi-line) reply; returns its last line, or raises when the code differs."""
+    while True:
+        line = stream.readline()
+        if not line:
+            raise ConnectionError("connection closed")
+        if len(line) < 4 or line[3:4] != b"-":
+            if int(line[:3]) != code:
+                raise ValueError(line.decode("ascii", "replace").strip())
+            return line
+
+
+def _sender(port, msgs, first, count, results):
+    """One client process: `count` messages, one connection each, commands one at a time, as
+    smtp-source sends them; puts (sent, {refusal: n}) on the results queue."""
+    sent, refused = 0, collections.Counter()
+    for n in range(first, first + count):
+        body = msgs.message(n)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=300) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                stream = s.makefile("rb")
+                _expect(stream, 220)
+                for command, code in ((b"EHLO bench.client.test\r\n", 250), (b"MAIL FROM:<bench@client.test>\r\n", 250),
+                                      (b"RCPT TO:<sink@dest.test>\r\n", 250), (b"DATA\r\n", 354)):
+                    s.sendall(command)
+                    _expect(stream, code)
+                s.sendall(body)
+                _expect(stream, 250)
+                sent += 1
+                s.sendall(b"QUIT\r\n")
+                try:
+                    _expect(stream, 221)
+                except (OSError, ConnectionError, ValueError):
+                    pass
+        except (OSError, ConnectionError, ValueError) as e:
+            refused[str(e)[:60]] += 1
+    results.put((sent, dict(refused)))
+
+
+def send_load(port, msgs, count):
+    """Seconds for CLIENTS processes to send `count` different messages, a new connection each;
+    and the refusals. Python's own client instead of smtp-source, which repeats one file."""
+    first = Serials.take(count)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    shares = [count // CLIENTS + (1 if i < count % CLIENTS else 0) for i in range(CLIENTS)]
+    starts = [first + sum(shares[:i]) for i in range(CLIENTS)]
+    workers = [context.Process(target=_sender, args=(port, msgs, starts[i], shares[i], results)) for i in range(CLIENTS)]
     start = time.monotonic()
-    result = subprocess.run(["smtp-source", "-s", str(CLIENTS), "-m", str(count), "-F", file,
-                             "-f", "bench@client.test", "-t", "sink@dest.test", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for w in workers:
+        w.start()
+    outcomes = [results.get() for _ in workers]
     seconds = time.monotonic() - start
-    if result.returncode != 0 or result.stderr.strip():
-        print(f"  smtp-source to port {port}: exit {result.returncode}: {result.stderr.strip()[:300]}")
-    return seconds
+    for w in workers:
+        w.join()
+    refused = collections.Counter()
+    for _, r in outcomes:
+        refused.update(r)
+    if refused:
+        print(f"  sending to port {port}: {dict(refused)}")
+    return seconds, refused
 
 
-def scan_cpu(binary, ini, file, tiny, n):
-    """libclamav's CPU seconds for one scan of `file`: N scans minus N scans of a tiny file."""
-    def run(path):
+def scan_cpu(binary, ini, files, tiny):
+    """libclamav's CPU seconds for one scan: `portcullis scan` of N different messages of the size
+    (as the gateway gets them) minus N scans of a tiny file, ÷ N."""
+    def run(paths):
         # wait4 gives this child's own CPU (RUSAGE_CHILDREN would mix in the gateways). Its
         # ru_maxrss is no use: Linux keeps the high-water mark of the forked copy of this script.
-        proc = subprocess.Popen([binary, "scan", "--config", ini] + [path] * n, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([binary, "scan", "--config", ini] + paths, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         _, _, usage = os.wait4(proc.pid, 0)
         proc.returncode = 0
         return usage.ru_utime + usage.ru_stime
-    return max(run(file) - run(tiny), 0.0) / n
+    return max(run(files) - run([tiny] * len(files)), 0.0) / len(files)
 
 
 # ---------------------------------------------------------------- SMTP clients
@@ -247,13 +357,15 @@ async def end_transaction(reader, writer, body):
     return line
 
 
-async def timed_messages(port, body, count):
+async def timed_messages(port, msgs, count):
     """Latencies in seconds, connect to final reply, CLIENTS at a time; and refusals."""
     latencies, refused = [], collections.Counter()
-    todo = iter(range(count))
+    first = Serials.take(count)
+    todo = iter(range(first, first + count))
 
     async def client():
-        for _ in todo:
+        for n in todo:
+            body = msgs.message(n)
             start = time.perf_counter()
             try:
                 reader, writer, refusal = await open_transaction(port)
@@ -268,14 +380,16 @@ async def timed_messages(port, body, count):
     return latencies, refused
 
 
-async def burst(port, body, clients):
+async def burst(port, msgs, clients):
     """All clients inside DATA, then every message ends at once; final replies counted."""
     everyone_in_data = asyncio.Event()
     ready = 0
     replies = collections.Counter()
+    serials = iter(range(Serials.take(clients), Serials.next))
 
     async def client():
         nonlocal ready
+        body = msgs.message(next(serials))
         try:
             reader, writer, refusal = await open_transaction(port)
         except (OSError, ConnectionError) as e:
@@ -317,7 +431,7 @@ def main():
     binary = os.path.realpath(sys.argv[1])
     rounds = env_int("BENCH_ROUNDS", 2 if QUICK else 3)
     sizes = [s for s in os.environ.get("BENCH_SIZES", "2k,100k,5m").split(",") if s]
-    burst_clients = env_int("BENCH_BURST", 200)
+    bursts = [int(n) for n in os.environ.get("BENCH_BURST", "200,1000").split(",") if n and int(n) > 0]
     burst_size = os.environ.get("BENCH_BURST_SIZE", "100k")
     signatures = env_int("BENCH_SIGNATURES", 1000)
     for s in sizes + [burst_size]:
@@ -326,18 +440,13 @@ def main():
 
     work = tempfile.mkdtemp(prefix="portcullis-bench-")
     os.chmod(work, 0o755)
-    scratch = None
-    if os.environ.get("BENCH_SCRATCH", "tmpfs") == "tmpfs":
-        scratch = tempfile.mkdtemp(prefix="portcullis-bench-scratch-", dir="/dev/shm")
+    tmpfs = tempfile.mkdtemp(prefix="portcullis-bench-scratch-", dir="/dev/shm")
+    scratch = tmpfs if os.environ.get("BENCH_SCRATCH", "tmpfs") == "tmpfs" else None
     procs = []
     try:
         os.makedirs(f"{work}/db")
         subprocess.run([sys.executable, f"{ROOT}/build/gen-signatures.py", f"{work}/db/bench.hdb", str(signatures)], check=True)
-        files = {}
-        for s in set(sizes + [burst_size]):
-            files[s] = f"{work}/{s}.eml"
-            with open(files[s], "w") as f:
-                f.write(message_text(s))
+        msgs = {s: Messages(s) for s in set(sizes + [burst_size])}
         tiny = f"{work}/tiny.txt"
         with open(tiny, "w") as f:
             f.write("tiny\n")
@@ -349,7 +458,7 @@ def main():
         wait_port(sink_port, sink, "smtp-sink")
 
         started = time.monotonic()
-        print(f"portcullis bench: {binary}")
+        print(f"portcullis bench: {binary}" + (f"; A/B: B has {os.environ['BENCH_AB']}" if len(VARIANTS) > 1 else ""))
         print(f"  {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; {signatures} signatures; "
               f"{rounds} rounds; {CLIENTS} clients, a new connection per message; scratch {'tmpfs' if scratch else 'temp_folder on disk'}"
               f"{'; QUICK' if QUICK else ''}")
@@ -365,65 +474,87 @@ def main():
         for s in sizes:
             label = SIZES[s][0]
             sent, timed, scans = QUICK_COUNTS[s] if QUICK else SIZES[s][2:]
-            body = wire_body(message_text(s))
-            gw = Gateway(binary, work, sink_port, f"gw-{s}", scratch)
-            procs.append(gw.proc)
-            engine_rss = gw.start_rss
+            gws = []
+            for v, env in VARIANTS:
+                env = dict(env)
+                where = {"disk": None, "tmpfs": tmpfs}.get(env.pop("scratch", None), scratch)
+                gws.append(Gateway(binary, work, sink_port, f"gw-{s}-{v}", where, env))
+            procs.extend(g.proc for g in gws)
             # Warm-up: a few messages each way (first connections, JIT-free but pools and caches).
-            smtp_source(sink_port, files[s], CLIENTS)
-            smtp_source(gw.port, files[s], CLIENTS)
-            direct_s, gw_s, ratios, cpu = [], [], [], 0.0
-            lat_direct, lat_gw, refused = [], [], collections.Counter()
+            send_load(sink_port, msgs[s], CLIENTS)
+            for g in gws:
+                send_load(g.port, msgs[s], CLIENTS)
+            direct_s, lat_direct = [], []
+            per = [dict(secs=[], ratios=[], cpu=0.0, lat=[], refused=collections.Counter()) for _ in gws]
             for r in range(rounds):
-                d = smtp_source(sink_port, files[s], sent)
-                c0 = gw.cpu()
-                g = smtp_source(gw.port, files[s], sent)
-                cpu += gw.cpu() - c0
+                d, _ = send_load(sink_port, msgs[s], sent)
                 direct_s.append(d)
-                gw_s.append(g)
-                ratios.append(d / g)
-                ld, rd = asyncio.run(timed_messages(sink_port, body, timed))
-                lg, rg = asyncio.run(timed_messages(gw.port, body, timed))
+                line = f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s"
+                for (v, _), g, m in zip(VARIANTS, gws, per):
+                    c0 = g.cpu()
+                    t, refused = send_load(g.port, msgs[s], sent)
+                    c = g.cpu() - c0
+                    m["cpu"] += c
+                    m["secs"].append(t)
+                    m["ratios"].append(d / t)
+                    m["refused"] += refused
+                    line += f", {v} {sent / t:7.1f} msg/s (ratio {d / t:.2f}, {c / sent * 1e3:.2f} ms CPU/msg)"
+                print(line)
+                ld, _ = asyncio.run(timed_messages(sink_port, msgs[s], timed))
                 lat_direct += ld
-                lat_gw += lg
-                refused += rd + rg
-                print(f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s, portcullis {sent / g:7.1f} msg/s, ratio {d / g:.2f}")
-            peak = gw.peak_rss()
-            through = CLIENTS + rounds * (sent + timed)
-            allocated = gw.stop()
-            delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
-            scan = scan_cpu(binary, gw.ini, files[s], tiny, scans)
-            rows.append(dict(label=label, direct=rounds * sent / sum(direct_s), gw=rounds * sent / sum(gw_s),
-                             ratio=sum(direct_s) / sum(gw_s), rmin=min(ratios), rmax=max(ratios),
-                             ld50=pct(lat_direct, 50), ld99=pct(lat_direct, 99), lg50=pct(lat_gw, 50), lg99=pct(lat_gw, 99),
-                             cpu=cpu / (rounds * sent), scan=scan, engine_rss=engine_rss, peak=peak,
-                             alloc=(allocated - idle_alloc) / through if allocated else None,
-                             delivered=delivered, through=through, refused=refused))
+                for g, m in zip(gws, per):
+                    lg, rg = asyncio.run(timed_messages(g.port, msgs[s], timed))
+                    m["lat"] += lg
+                    m["refused"] += rg
+            for (v, _), g, m in zip(VARIANTS, gws, per):
+                peak, settled = g.peak_rss(), g.rss()
+                through = CLIENTS + rounds * (sent + timed)
+                allocated = g.stop()
+                delivered = g.delivered()  # after the stop: the daemon's log writer has flushed
+                rows.append(dict(label=label if len(VARIANTS) == 1 else f"{label}, {v}",
+                                 direct=rounds * sent / sum(direct_s), gw=rounds * sent / sum(m["secs"]),
+                                 ratio=sum(direct_s) / sum(m["secs"]), rmin=min(m["ratios"]), rmax=max(m["ratios"]),
+                                 ld50=pct(lat_direct, 50), ld99=pct(lat_direct, 99), lg50=pct(m["lat"], 50), lg99=pct(m["lat"], 99),
+                                 cpu=m["cpu"] / (rounds * sent), engine_rss=g.start_rss, peak=peak, settled=settled,
+                                 alloc=(allocated - idle_alloc) / through if allocated else None,
+                                 delivered=delivered, through=through, refused=m["refused"]))
+            # libclamav's own CPU for as many different messages of this size.
+            folder = f"{work}/scan-{s}"
+            os.makedirs(folder)
+            paths = []
+            for n in range(scans):
+                paths.append(f"{folder}/{n}.eml")
+                with open(paths[-1], "wb") as f:
+                    f.write(msgs[s].file_content(Serials.take(1)))
+            scan = scan_cpu(binary, gws[0].ini, paths, tiny)
+            shutil.rmtree(folder, ignore_errors=True)
+            for w in rows[-len(VARIANTS):]:
+                w["scan"] = scan
 
         print()
         print("| message | straight to smtp-sink | through portcullis | ratio (min-max) | p50 / p99 ms, direct -> portcullis "
-              "| portcullis CPU/msg | libclamav scan CPU/msg | peak RSS (engine loaded, idle) | managed bytes/msg |")
+              "| portcullis CPU/msg | libclamav scan CPU/msg | RSS peak / after the load (engine loaded, idle) | managed bytes/msg |")
         print("|---|---|---|---|---|---|---|---|---|")
         for w in rows:
             alloc = f"{w['alloc']:,.0f}" if w["alloc"] is not None else "n/a"
             print(f"| {w['label']} | {w['direct']:,.1f} msg/s | {w['gw']:,.1f} msg/s | {w['ratio']:.2f} ({w['rmin']:.2f}-{w['rmax']:.2f}) "
                   f"| {w['ld50'] * 1e3:.2f} / {w['ld99'] * 1e3:.2f} -> {w['lg50'] * 1e3:.2f} / {w['lg99'] * 1e3:.2f} "
-                  f"| {w['cpu'] * 1e3:.2f} ms | {w['scan'] * 1e3:.2f} ms | {mib(w['peak'])} ({mib(w['engine_rss'])}) "
+                  f"| {w['cpu'] * 1e3:.2f} ms | {w['scan'] * 1e3:.2f} ms | {mib(w['peak'])} / {mib(w['settled'])} ({mib(w['engine_rss'])}) "
                   f"| {alloc} |")
         for w in rows:
             if w["delivered"] != w["through"] or w["refused"]:
                 print(f"  {w['label']}: gateway delivered {w['delivered']} of {w['through']}; refused: {dict(w['refused'])}")
 
-        if burst_clients > 0:
-            gw = Gateway(binary, work, sink_port, "burst", scratch)
+        for clients in bursts:
+            gw = Gateway(binary, work, sink_port, f"burst-{clients}", scratch)
             procs.append(gw.proc)
-            replies, seconds = asyncio.run(burst(gw.port, wire_body(message_text(burst_size)), burst_clients))
+            replies, seconds = asyncio.run(burst(gw.port, msgs[burst_size], clients))
             peak = gw.peak_rss()
             gw.stop()
             delivered = gw.delivered()  # after the stop: the daemon's log writer has flushed
             print()
-            print(f"burst: {burst_clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
-                  f"{seconds:.1f} s, peak RSS {mib(peak)}; gateway delivered {delivered}")
+            print(f"burst: {clients} simultaneous one-message clients ({SIZES[burst_size][0]}, default settings), "
+                  f"{seconds:.1f} s, peak RSS {mib(peak)} (engine loaded, idle: {mib(gw.start_rss)}); gateway delivered {delivered}")
             for reply, n in sorted(replies.items()):
                 print(f"  {n:5d}  {reply}")
         print(f"\ntotal {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
@@ -432,9 +563,11 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        shutil.rmtree(work, ignore_errors=True)
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") == "1":
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(tmpfs, ignore_errors=True)
 
 
 if __name__ == "__main__":

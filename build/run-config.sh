@@ -26,6 +26,8 @@ control_socket = $root/artifacts/run/control.sock
 
 [scan]
 database_folder = $db
+; tmpfs, as the package's /run/portcullis/scan (docs/PERFORMANCE.md)
+scratch_folder = /dev/shm/portcullis-run-$(id -u)
 
 [quarantine]
 folder = $root/artifacts/run/quarantine

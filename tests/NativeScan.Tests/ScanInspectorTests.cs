@@ -107,6 +107,26 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
     }
 
     [Fact]
+    public void With_the_clean_cache_a_container_seen_once_hides_its_members_from_the_policy()
+    {
+        // Why ScanEngine keeps the cache off: the callback still sees the message (it runs before the
+        // cache lookup), but the zip, cached clean the first time, is not unpacked the second time,
+        // even inside a different message, so a banned member is never seen.
+        using var cached = ScanEngine.Load(new EngineOptions(fixture.Folder) { CleanCache = true });
+        var zip = Zip("evil.exe", HarmlessPe);
+        var first = new Recorder();
+        Assert.Equal(ScanResult.Clean, cached.Scan(new SegmentedSource(Message(zip, "a.zip"), 4096), null, first));
+        Assert.Contains(first.Files, f => f.Name == "evil.exe");
+
+        var second = new Recorder("evil.exe");
+        var result = cached.Scan(new SegmentedSource(Message(zip, "b.zip"), 4096), null, second);
+
+        Assert.Equal(ScanResult.Clean, result);
+        Assert.Contains(second.Files, f => f.Depth == 0);
+        Assert.DoesNotContain(second.Files, f => f.Name == "evil.exe");
+    }
+
+    [Fact]
     public void Stopping_the_scan_ends_it_at_that_file_with_the_inspector_detection()
     {
         // EICAR comes after the stopped file: it is never reached, and the callback's name is replaced.

@@ -52,6 +52,26 @@ public static class ConfigChecks
         {
             yield return warning;
         }
+
+        if (Runtime.OpenFileLimit.Read() is { } files && OpenFileWarning(config.Limits.MaxConnections, files.Hard) is { } tooFew)
+        {
+            yield return tooFew;
+        }
+    }
+
+    // `run` raises its soft RLIMIT_NOFILE to the hard limit; past that, sessions fail to accept.
+    internal static string? OpenFileWarning(int maxConnections, ulong hardLimit)
+    {
+        var needed = Runtime.OpenFileLimit.Needed(maxConnections);
+        if (maxConnections == 0 || needed <= hardLimit)
+        {
+            return null;
+        }
+
+        var sessions = hardLimit > Runtime.OpenFileLimit.Reserve ? (hardLimit - Runtime.OpenFileLimit.Reserve) / Runtime.OpenFileLimit.PerSession : 0;
+        return $"[limits] max_connections {maxConnections} needs about {needed} open files ({Runtime.OpenFileLimit.PerSession} per session " +
+               $"and {Runtime.OpenFileLimit.Reserve} more), but the open file limit (RLIMIT_NOFILE hard limit here: {hardLimit}) allows " +
+               $"about {sessions} sessions; raise LimitNOFILE= in the unit (or ulimit -Hn) or lower max_connections";
     }
 
     private static IEnumerable<string> AccessWarnings(GatewayConfig config, ServiceAccount? account)

@@ -272,7 +272,7 @@ public sealed record LimitsSection
     public BareNewlinePolicy BareNewline { get; init; } = BareNewlinePolicy.Normalize;
 
     // Open client connections in all and from one address; 0 means no limit.
-    public int MaxConnections { get; init; } = 500;
+    public int MaxConnections { get; init; } = 2000;
     public int MaxConnectionsPerIp { get; init; } = 20;
 
     // All message buffers in memory together; past it new messages spill to temp_folder at once.

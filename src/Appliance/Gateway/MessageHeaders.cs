@@ -10,13 +10,18 @@ namespace Portcullis.Appliance.Gateway;
 
 internal static class MessageHeaders
 {
+    // What Clean replaces: the C0 and C1 controls (char.IsControl), DEL, and parentheses (a comment's ends).
+    private static readonly System.Buffers.SearchValues<char> HeaderUnsafe = System.Buffers.SearchValues.Create(
+        string.Concat(Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x7f, 0x21)).Select(c => (char)c)) + "()");
+
     public static byte[] Build(string hostname, string? helo, IPEndPoint? client, string protocol, string id,
         IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status,
         string? subject = null, string? authenticatedUser = null)
     {
         var sb = new StringBuilder(256);
         sb.Append("Received: from ").Append(Clean(helo ?? "unknown"));
-        sb.Append(" (").Append(client is null ? "unknown" : "[" + client.Address + "]").Append(')');
+        if (client is null) sb.Append(" (unknown)");
+        else sb.Append($" ([{client.Address}])");
         if (authenticatedUser is not null) sb.Append("\r\n\t(Authenticated sender: ").Append(Clean(authenticatedUser)).Append(')');
         sb.Append("\r\n\tby ").Append(hostname).Append(" (Portcullis) with ").Append(protocol).Append(" id ").Append(id);
         if (recipients.Count == 1) sb.Append("\r\n\tfor <").Append(Clean(recipients[0])).Append('>');
@@ -33,6 +38,7 @@ internal static class MessageHeaders
     // A header value from a signature name or the configuration: one line, whatever it holds.
     private static string NoControls(string text)
     {
+        if (!text.AsSpan().ContainsAnyInRange('\0', '\x1f') && !text.AsSpan().ContainsAnyInRange('\x7f', '\x9f')) return text;
         var sb = new StringBuilder(text.Length);
         foreach (char c in text)
             sb.Append(char.IsControl(c) ? '?' : c);
@@ -42,6 +48,7 @@ internal static class MessageHeaders
     // Client-supplied text goes into a header: no CR, LF or other controls may survive.
     private static string Clean(string text)
     {
+        if (!text.AsSpan().ContainsAny(HeaderUnsafe)) return text;
         var sb = new StringBuilder(text.Length);
         foreach (char c in text)
             sb.Append(char.IsControl(c) || c == '(' || c == ')' ? '?' : c);

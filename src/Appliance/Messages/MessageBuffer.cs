@@ -32,6 +32,9 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
     private long _length;
 
+    // Past 1 MiB in memory or past memory_threshold: its memory is given back when it is gone.
+    private bool _large;
+
     // Spilled state: the file holds [0, _flushed); _staging[0.._staged] follows it.
     private FileStream? _spill;
     private byte[]? _staging;
@@ -216,6 +219,10 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
 
         _spill?.Dispose();
         _spill = null;
+        if (_large)
+        {
+            LargeMessageMemory.End();
+        }
     }
 
     private void ThrowIfUnwritable()
@@ -238,7 +245,21 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
         _reserved += SegmentSize;
         var segment = ArrayPool<byte>.Shared.Rent(SegmentSize);
         _segments.Add(segment);
+        if (_segments.Count == LargeMessageMemory.Segments)
+        {
+            MarkLarge();
+        }
+
         return segment;
+    }
+
+    private void MarkLarge()
+    {
+        if (!_large)
+        {
+            _large = true;
+            LargeMessageMemory.Begin();
+        }
     }
 
     private void ReturnSegments()
@@ -375,6 +396,11 @@ public sealed class MessageBuffer : IBufferWriter<byte>, IScanSource, IMessageCo
     // Moves everything written so far into a fresh file that has no name; later writes go there too.
     private void Spill()
     {
+        if (_length > _memoryThreshold)
+        {
+            MarkLarge();
+        }
+
         var path = "";
         try
         {

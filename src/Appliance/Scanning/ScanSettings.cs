@@ -20,7 +20,21 @@ internal static class ScanSettings
         TempFolder = Directory.Exists(ScratchFolder(config)) ? ScratchFolder(config) : null,
     };
 
-    // Where libclamav unpacks attachments ([scan] scratch_folder, by default temp_folder).
+    // Where libclamav unpacks attachments: [scan] scratch_folder; empty: scan/ in the unit's
+    // RuntimeDirectory (a tmpfs under /run; libclamav's per-message mkdir on disk cost 1.45x the
+    // CPU of a small message), else temp_folder.
     public static string ScratchFolder(GatewayConfig config) =>
-        config.Scan.ScratchFolder.Length > 0 ? config.Scan.ScratchFolder : config.General.TempFolder;
+        ScratchFolder(config, Environment.GetEnvironmentVariable("RUNTIME_DIRECTORY"));
+
+    // runtimeDirectory: systemd's $RUNTIME_DIRECTORY, the unit's RuntimeDirectory= paths joined by ':'.
+    internal static string ScratchFolder(GatewayConfig config, string? runtimeDirectory)
+    {
+        if (config.Scan.ScratchFolder.Length > 0)
+        {
+            return config.Scan.ScratchFolder;
+        }
+
+        var first = runtimeDirectory?.Split(':')[0];
+        return string.IsNullOrEmpty(first) ? config.General.TempFolder : Path.Combine(first, "scan");
+    }
 }

@@ -515,7 +515,7 @@ public sealed class AccessConfigTests
         Assert.Equal(TlsSection.DebianDefault(), config.Tls);
         Assert.False(Load("[tls]\ncertificate =\nkey =").Tls.Enabled);
         Assert.Equal(SmtpServerTlsMode.None, config.General.SmtpServerTls);
-        Assert.Equal(500, config.Limits.MaxConnections);
+        Assert.Equal(2000, config.Limits.MaxConnections);
         Assert.Equal(20, config.Limits.MaxConnectionsPerIp);
     }
 
