@@ -420,7 +420,7 @@ internal sealed class QueueDelivery
             Log.Warn($"queue: {entry.Id} {kind.ToString().ToLowerInvariant()} DSN to <{entry.Sender}> not sent: notifications are not running");
             return;
         }
-        notifier.Queue(new NotificationBuilder.Notification("", [entry.Sender], dsn));
+        if (!notifier.AddDurably(new NotificationBuilder.Notification("", [entry.Sender], dsn))) return;
         Log.Info($"queue: {entry.Id} {kind.ToString().ToLowerInvariant()} DSN to <{entry.Sender}> for {string.Join(", ", recipients.Select(r => r.Address))}");
     }
 

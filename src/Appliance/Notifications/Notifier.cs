@@ -31,6 +31,10 @@ public sealed class Notifier
 
     public void Queue(NotificationBuilder.Notification notification) => _queued.Writer.TryWrite(notification);
 
+    // Written to the outbox before this returns (the queue's DSNs: the queue entry they report on
+    // is removed right after), then sent like the others. False when the outbox cannot take it.
+    public bool AddDurably(NotificationBuilder.Notification notification) => TryAdd(notification);
+
     public Task RunAsync(CancellationToken stop) => Task.WhenAll(WriteLoopAsync(), SendLoopAsync(stop));
 
     // Ends the writer once everything queued so far is in the outbox.
@@ -39,16 +43,21 @@ public sealed class Notifier
     private async Task WriteLoopAsync()
     {
         await foreach (var notification in _queued.Reader.ReadAllAsync().ConfigureAwait(false))
+            TryAdd(notification);
+    }
+
+    private bool TryAdd(NotificationBuilder.Notification notification)
+    {
+        try
         {
-            try
-            {
-                _outbox.Add(notification.EnvelopeFrom, notification.Recipients, notification.Message, DateTimeOffset.UtcNow);
-                _wake.Release();
-            }
-            catch (IOException e)
-            {
-                Log.Error($"notification to {string.Join(", ", notification.Recipients)} lost: cannot write it to the outbox {_outbox.Folder}: {e.Message}");
-            }
+            _outbox.Add(notification.EnvelopeFrom, notification.Recipients, notification.Message, DateTimeOffset.UtcNow);
+            _wake.Release();
+            return true;
+        }
+        catch (IOException e)
+        {
+            Log.Error($"notification to {string.Join(", ", notification.Recipients)} lost: cannot write it to the outbox {_outbox.Folder}: {e.Message}");
+            return false;
         }
     }
 
