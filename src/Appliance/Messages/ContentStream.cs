@@ -8,6 +8,21 @@ public sealed class ContentStream(IMessageContent content) : Stream
 {
     private long _position;
 
+    // Every byte of the content into destination (a quarantine or queue file); IOException when
+    // the content ends before its Length, so a short copy is never stored as the message.
+    public static void CopyWhole(IMessageContent content, Stream destination)
+    {
+        var buffer = new byte[64 * 1024];
+        long offset = 0;
+        while (offset < content.Length)
+        {
+            var n = content.Read(offset, buffer);
+            if (n <= 0) throw new IOException($"the message ended at {offset} of {content.Length} bytes");
+            destination.Write(buffer, 0, n);
+            offset += n;
+        }
+    }
+
     public override bool CanRead => true;
     public override bool CanSeek => true;
     public override bool CanWrite => false;

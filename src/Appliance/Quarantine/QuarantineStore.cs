@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Portcullis.Appliance.Messages;
 using Portcullis.Appliance.Storage;
 using Portcullis.SmtpCore;
 
@@ -56,7 +57,7 @@ public sealed partial class QuarantineStore(string folder)
         var id = entry.Id.Length > 0 ? entry.Id : NewId(entry.Time);
         entry = entry with { Id = id, Size = message.Length };
         EnsureFolder();
-        DurableFile.Write(Folder, id + MessageExtension, file => CopyTo(message, file));
+        DurableFile.Write(Folder, id + MessageExtension, file => ContentStream.CopyWhole(message, file));
         try
         {
             DurableFile.Write(Folder, id + MetadataExtension, file => JsonSerializer.Serialize(file, entry, QuarantineJson.Default.QuarantineEntry));
@@ -256,23 +257,6 @@ public sealed partial class QuarantineStore(string folder)
         }
 
         return (Path.Combine(Folder, id + MetadataExtension), Path.Combine(Folder, id + MessageExtension));
-    }
-
-    private static void CopyTo(IMessageContent message, Stream destination)
-    {
-        var buffer = new byte[64 * 1024];
-        long offset = 0;
-        while (offset < message.Length)
-        {
-            var n = message.Read(offset, buffer);
-            if (n <= 0)
-            {
-                throw new IOException($"the message ended at {offset} of {message.Length} bytes");
-            }
-
-            destination.Write(buffer, 0, n);
-            offset += n;
-        }
     }
 
     [GeneratedRegex("^[0-9]{8}-[0-9]{6}-[0-9a-f]{8}$")]

@@ -13,6 +13,7 @@ using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Win32.SafeHandles;
+using Portcullis.Appliance.Messages;
 using Portcullis.Appliance.Storage;
 using Portcullis.SmtpCore;
 
@@ -154,7 +155,7 @@ public sealed partial class QueueStore
             DurableFile.Write(Folder, id + MessageExtension, file =>
             {
                 file.Write(prefix);
-                CopyContent(content, file);
+                ContentStream.CopyWhole(content, file);
             });
             var entry = envelope with { Id = id, Size = size, Arrival = now, NextAttempt = now };
             try
@@ -327,18 +328,6 @@ public sealed partial class QueueStore
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             report($"queue: entry {id} is corrupt ({problem}) and cannot be moved aside: {e.Message}");
-        }
-    }
-
-    private static void CopyContent(IMessageContent content, FileStream file)
-    {
-        var buffer = new byte[64 * 1024];
-        long offset = 0;
-        int read;
-        while ((read = content.Read(offset, buffer)) > 0)
-        {
-            file.Write(buffer, 0, read);
-            offset += read;
         }
     }
 
