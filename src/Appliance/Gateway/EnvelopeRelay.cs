@@ -20,8 +20,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
 {
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
-        var mode = ctx.Config.Queue.Mode;
-        if (mode == QueueMode.Always && QueueAllowed(session)) return Queued(state, "[queue] mode = always");
+        if (ctx.Config.Queue.Mode == QueueMode.Always && QueueAllowed(session)) return Queued(state, "[queue] mode = always");
         DownstreamClient downstream;
         ClientIdentity.Presented identity;
         try
@@ -39,7 +38,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
             Log.Warn($"session={session.Id} downstream unavailable: {e.Message}");
             ctx.Metrics.DownstreamError();
             await lease.DropAsync().ConfigureAwait(false);
-            if (mode == QueueMode.Fallback && QueueAllowed(session))
+            if (FallsBackToQueue(session))
                 return Queued(state, "downstream unavailable: " + e.Message);
             log.MailRefused(session, tx, state, DownstreamReplies.Unavailable, "unavailable: " + e.Message);
             return DownstreamReplies.Unavailable;
@@ -69,6 +68,10 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         state.QueueReason = why;
         return new SmtpReply(250, "2.1.0", "Sender OK");
     }
+
+    // [queue] mode = fallback, and this session's mail may wait in the queue (at MAIL, and when the
+    // server goes away after the envelope).
+    public bool FallsBackToQueue(SmtpSession session) => ctx.Config.Queue.Mode == QueueMode.Fallback && QueueAllowed(session);
 
     // [auth] downstream = yes: the client's login lives on this session's downstream connection,
     // so its mail cannot wait in the queue for another one; it stays in-line.

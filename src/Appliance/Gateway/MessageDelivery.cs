@@ -31,7 +31,7 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         if (downstream is null)
         {
             // The server accepted the envelope, then went away: in fallback mode the queue takes it.
-            if (unreachable && ctx.Config.Queue.Mode == QueueMode.Fallback)
+            if (unreachable && envelope.FallsBackToQueue(session))
                 return Queue(session, tx, entry, state, verdict, content, delivery, "downstream lost before the message: " + problem);
             return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, problem, DownstreamReplies.Unavailable);
         }
@@ -49,7 +49,7 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
             ctx.Metrics.DownstreamError();
             await lease.DropAsync().ConfigureAwait(false);
             // No final reply came: the server has not taken it (at worst a duplicate, RFC 5321 §6.1).
-            if (ctx.Config.Queue.Mode == QueueMode.Fallback)
+            if (envelope.FallsBackToQueue(session))
                 return Queue(session, tx, entry, state, verdict, content, delivery, "downstream lost during the message: " + e.Message);
             return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, e.Message, DownstreamReplies.Unavailable);
         }
