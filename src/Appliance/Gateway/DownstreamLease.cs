@@ -113,7 +113,13 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     public async Task ResetAsync()
     {
         var client = _client;
-        if (client is null || client.IsBroken) return;
+        if (client is null) return;
+        if (client.IsBroken)
+        {
+            // Its pool slot goes to another session now, not at this session's next MAIL or end.
+            await DiscardCurrentAsync().ConfigureAwait(false);
+            return;
+        }
         if (Shareable)
         {
             await GiveBackAsync().ConfigureAwait(false);

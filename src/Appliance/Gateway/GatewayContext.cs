@@ -101,11 +101,18 @@ internal sealed class GatewayContext
     {
         get => LazyInitializer.EnsureInitialized(ref _pool, () =>
             new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings,
-                Config.General.SmtpServerConnections > 0 ? Config.General.SmtpServerConnections : Math.Max(1, Config.Limits.MaxConnections)));
+                DownstreamLimit(Config)));
         init => _pool = value;
     }
 
     private DownstreamPool? _pool;
+
+    // [general] smtp_server_connections, else as many as the gateway takes clients
+    // ([limits] max_connections, where 0 is no limit).
+    private static int DownstreamLimit(GatewayConfig config) =>
+        config.General.SmtpServerConnections > 0 ? config.General.SmtpServerConnections
+        : config.Limits.MaxConnections > 0 ? config.Limits.MaxConnections
+        : int.MaxValue;
     public DownstreamTimings DownstreamTimings { get; init; } = DownstreamTimings.Default;
     public MessageLog Log { get; }
     public IRelayPolicy Relay { get; }

@@ -146,6 +146,7 @@ public sealed class DownstreamPoolTests : IDisposable
         Assert.Equal(3, Context("127.0.0.1", "[limits]\nmax_connections = 3").DownstreamPool.Limit);
         var byDefault = Context("127.0.0.1");
         Assert.Equal(byDefault.Config.Limits.MaxConnections, byDefault.DownstreamPool.Limit);
+        Assert.Equal(int.MaxValue, Context("127.0.0.1", "[limits]\nmax_connections = 0").DownstreamPool.Limit);
         Assert.Equal(7, Context("127.0.0.1", "smtp_server_connections = 7").DownstreamPool.Limit);
     }
 
