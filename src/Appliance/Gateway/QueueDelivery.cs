@@ -186,7 +186,10 @@ internal sealed class QueueDelivery
                     continue;
                 }
                 if (_held.Remove(entry.Id)) Log.Info($"queue: {entry.Id} released");
-                if (!_waiting.ContainsKey(entry.Id) && !_scheduled.Contains(entry.Id)) _waiting[entry.Id] = entry.NextAttempt;
+                // The earlier of ours and the file's: `queue release` writes "now" into the file,
+                // even for an entry whose hold this daemon never saw.
+                if (!_scheduled.Contains(entry.Id))
+                    _waiting[entry.Id] = _waiting.TryGetValue(entry.Id, out var due) && due < entry.NextAttempt ? due : entry.NextAttempt;
             }
             // Gone without a delivery attempt of ours: `portcullis queue delete`.
             foreach (var id in known.Where(id => !present.Contains(id) && !_scheduled.Contains(id) && _arrivals.ContainsKey(id)))
