@@ -8,9 +8,13 @@ namespace Portcullis.Appliance.Messages;
 // glibc keeps what libclamav freed. When the last large message in flight (1 MiB of segments, or
 // spilled past memory_threshold) is disposed, both are given back once: a compacting gen-2
 // collection in aggressive mode (it decommits the free regions) and malloc_trim(0). Small mail
-// never triggers it, so the hot path does not pay for it.
+// never triggers it, so the hot path does not pay for it; a steady stream of large messages pays
+// at most one collection per QuietPeriod, as the return waits that long and is skipped when
+// another large message is in flight by then.
 internal static class LargeMessageMemory
 {
+    private static readonly TimeSpan QuietPeriod = TimeSpan.FromSeconds(1);
+
     // Segments (MessageBuffer.SegmentSize each) that make a message in memory large: 1 MiB.
     public const int Segments = 16;
 
@@ -28,7 +32,8 @@ internal static class LargeMessageMemory
         if (Interlocked.Decrement(ref s_inFlight) == 0 && Interlocked.Exchange(ref s_queued, 1) == 0)
         {
             // Off the session's thread: the collection blocks for as long as it runs.
-            ThreadPool.UnsafeQueueUserWorkItem(static _ => Return(), null);
+            _ = Task.Delay(QuietPeriod).ContinueWith(static _ => Return(), CancellationToken.None,
+                TaskContinuationOptions.None, TaskScheduler.Default);
         }
     }
 
