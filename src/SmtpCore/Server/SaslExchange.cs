@@ -90,9 +90,13 @@ public sealed partial class SmtpSession
         Write(new SmtpReply(334, null, challenge));
         await _output.FlushAsync(_shutdown).ConfigureAwait(false);
         int cap = Math.Max(_options.MaxLineLength, MaxSaslLine);
+        // One command timeout for the whole line, as for commands: a response trickled a byte at
+        // a time cannot hold the session open past it.
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         while (true)
         {
-            var read = await ReadAsync(_options.CommandTimeout, "AUTH response").ConfigureAwait(false);
+            var left = _options.CommandTimeout - System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            var read = await ReadAsync(left > TimeSpan.Zero ? left : TimeSpan.FromTicks(1), "AUTH response").ConfigureAwait(false);
             if (read is null) { _closing = true; return (null, null); }
             var buffer = read.Value.Buffer;
             var lf = buffer.PositionOf((byte)'\n');

@@ -284,6 +284,36 @@ public sealed class TlsAndAuthSessionTests
     }
 
     [Fact]
+    public async Task An_AUTH_response_trickled_a_byte_at_a_time_still_times_out()
+    {
+        var handler = new RecordingHandler { AuthOffer = new SaslOffer(["PLAIN", "LOGIN"], RequiresTls: false) };
+        // Long enough that a loaded test machine still gets EHLO and AUTH in; the trickle outlasts it fourfold.
+        await using var client = await Client.StartAsync(handler, new SmtpServerOptions { HostName = "mx.test", CommandTimeout = TimeSpan.FromSeconds(2) });
+        await client.SendAsync("EHLO client.test\r\n");
+        await client.ReplyAsync();
+        await client.SendAsync("AUTH LOGIN\r\n");
+        Assert.Equal(["334 VXNlcm5hbWU6"], await client.ReplyAsync());
+        // A byte every 50 ms, never a line end: each byte arrives well inside the timeout, so only a
+        // deadline for the whole response line can end this.
+        using var stop = new CancellationTokenSource();
+        bool ranOut = false; // the client sent everything it had: only then could a per-read timeout fire
+        var trickle = Task.Run(async () =>
+        {
+            for (int i = 0; i < 160 && !stop.IsCancellationRequested; i++)
+            {
+                try { await client.SendAsync("Y"); } catch (Exception e) when (e is IOException or ObjectDisposedException) { return; }
+                await Task.Delay(50, CancellationToken.None); // the attack's own pace, not synchronisation
+            }
+            Volatile.Write(ref ranOut, !stop.IsCancellationRequested);
+        });
+
+        Assert.Equal(["421 4.4.2 mx.test Timeout waiting for AUTH response, closing connection"], await client.ReplyAsync());
+        Assert.False(Volatile.Read(ref ranOut), "the 421 came only after the client stopped sending");
+        stop.Cancel();
+        await trickle;
+    }
+
+    [Fact]
     public async Task A_throttled_client_gets_the_handlers_refusal_before_any_challenge()
     {
         var handler = new RecordingHandler
