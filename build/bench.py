@@ -506,6 +506,9 @@ def main():
                     lg, rg = asyncio.run(timed_messages(g.port, msgs[s], timed))
                     m["lat"] += lg
                     m["refused"] += rg
+            # "After the load": past the quiet second after which the gateway gives memory back
+            # (Messages/LargeMessageMemory.cs).
+            time.sleep(2)
             for (v, _), g, m in zip(VARIANTS, gws, per):
                 peak, settled = g.peak_rss(), g.rss()
                 through = CLIENTS + rounds * (sent + timed)
