@@ -81,9 +81,9 @@ public sealed record GeneralSection
         IPAddress.TryParse(s.Host, out var address) ? new IPEndPoint(address, s.Port).ToString() : $"{s.Host}:{s.Port}"));
 
     // At most this many connections to the mail server at once, shared by all client sessions;
-    // 0: as many as [limits] max_connections (a transaction in progress holds one, so a lower
-    // bound makes the clients past it wait at MAIL).
-    public int SmtpServerConnections { get; init; }
+    // 0: as many as [limits] max_connections (a transaction in progress holds one outside DATA,
+    // so a lower bound makes the clients past it wait at MAIL). Postfix's default_process_limit.
+    public int SmtpServerConnections { get; init; } = 100;
 
     internal static string DefaultHostname()
     {

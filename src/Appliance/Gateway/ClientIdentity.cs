@@ -3,8 +3,9 @@
 // downstream takes over the client's address, port, HELO, protocol, SASL login and the address
 // it connected to, and applies its own restrictions to them ("post-filter access control").
 // Sent once per downstream connection, and again when those attributes change (a new EHLO, an
-// AUTH): on the same connection while it still offers XCLIENT, else on a fresh one, because
-// once ADDR is sent Postfix usually stops accepting XCLIENT from us.
+// AUTH, a pooled connection serving another client): on the same connection while it still
+// offers XCLIENT, else on a fresh one, because Postfix judges smtpd_authorized_xclient_hosts
+// again for the client it was told about and usually stops offering XCLIENT after ADDR.
 // Replies: 220 accepted; 421 breaks the connection (451 to the client, nothing is lost); 501,
 // 503 and 550 refuse the command itself (logged, XFORWARD as before); any other 4xx/5xx is the
 // downstream's verdict on the real client and answers the client's MAIL.

@@ -22,8 +22,12 @@ internal sealed record DownstreamTimings(TimeSpan ResetTimeout, TimeSpan ProbeAf
 // One client session's use of the downstream: a connection rented from the gateway's pool at the
 // first MAIL (or AUTH), given back when the transaction is over (after delivery as it is, else
 // after RSET) or the session ends, and rented again for the next MAIL. A connection that became
-// this client's own (XCLIENT, a downstream login) is never given back: the session keeps it while
-// it is fresh and it is closed at the end. A broken one is closed.
+// this client's own (a downstream login, or XCLIENT when the server no longer offers it) is never
+// given back: the session keeps it while it is fresh and it is closed at the end. A broken one is closed.
+// While the client sends its message the connection is parked in the pool (Park), which may lend
+// it to another session; every use after that asks for it back first (Reclaim), and finds no
+// connection when it was lent: EnvelopeRelay.ReadyForDataAsync then replays the envelope on
+// another one.
 internal sealed class DownstreamLease(GatewayContext ctx)
 {
     // A downstream connection idle this long may have been closed by the server's own timeout
@@ -34,17 +38,72 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     private long _created;
     private long _used;
     private bool _loggedIn;
+    private bool _parked;     // the session's own flag: Park set it, Reclaim clears it
+    private bool _lent;       // set by the pool (under its lock) when it lent the parked connection
 
-    // The connection to use now, or null when there is none or it broke.
-    public DownstreamClient? Usable => _client is { IsBroken: false } client ? client : null;
+    // The connection to use now, or null when there is none, it broke, or it was lent.
+    public DownstreamClient? Usable
+    {
+        get
+        {
+            Reclaim();
+            return _client is { IsBroken: false } client ? client : null;
+        }
+    }
+
+    // The connection went to another session while this one's message came in (reset by the next
+    // connection this session takes).
+    public bool WasLent { get; private set; }
 
     // How long the downstream has said nothing.
     public TimeSpan Idle => Stopwatch.GetElapsedTime(_used);
+
+    // The client is sending its message: nothing will be said on the connection until it is in
+    // and scanned, so the pool may lend it meanwhile. Only a connection that could serve another
+    // client is parked (not logged in as this one, no AUTH tried, not broken).
+    public void Park()
+    {
+        if (_parked || _loggedIn || _client is not { IsBroken: false, AuthAttempted: false, XClientRefusal: null }) return;
+        _parked = true;
+        ctx.DownstreamPool.Park(this);
+    }
+
+    // Back from the pool: the connection is this session's again, or it was lent (no connection).
+    private void Reclaim()
+    {
+        if (!_parked) return;
+        _parked = false;
+        if (!ctx.DownstreamPool.Unpark(this))
+        {
+            WasLent = true;
+            _lent = false;
+        }
+    }
+
+    // Called by the pool under its lock: the parked connection goes to another session.
+    internal (DownstreamClient Client, long Created) Surrender()
+    {
+        var client = _client!;
+        _client = null;
+        _lent = true;
+        return (client, _created);
+    }
+
+    // Called by the pool under its lock: the session it was lent to had given up waiting.
+    internal void Restore(DownstreamClient client, long created)
+    {
+        _client = client;
+        _created = created;
+        _lent = false;
+    }
+
+    internal bool WasLentLocked => _lent;
 
     // The current connection when it is fresh enough, else one from the pool. DownstreamException
     // when the downstream cannot be reached.
     public async Task<DownstreamClient> AcquireAsync(CancellationToken ct)
     {
+        Reclaim();
         if (_client is { IsBroken: false } existing && Stopwatch.GetElapsedTime(_used) < ReuseLimit)
         {
             _used = Stopwatch.GetTimestamp();
@@ -56,8 +115,10 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     // Another connection in place of the current one (which is closed first).
     public async Task<DownstreamClient> ReplaceAsync(CancellationToken ct)
     {
+        Reclaim();
         await DiscardCurrentAsync().ConfigureAwait(false);
         var rented = await ctx.DownstreamPool.RentAsync(ct).ConfigureAwait(false);
+        WasLent = false;
         _client = rented.Client;
         _created = rented.Created;
         _used = Stopwatch.GetTimestamp();
@@ -71,17 +132,23 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     // message the transaction is over, and a connection nobody owns goes back to the pool.
     public void Touch()
     {
+        Reclaim();
         _used = Stopwatch.GetTimestamp();
         if (_client is { IsBetweenTransactions: true } && Shareable) _ = GiveBackAsync();
     }
 
     // The current connection is logged in with the client's credentials ([auth] downstream = yes).
-    public void MarkLoggedIn() => _loggedIn = true;
+    public void MarkLoggedIn()
+    {
+        Reclaim();
+        _loggedIn = true;
+    }
 
     // The client's authentication was reset (STARTTLS, RFC 3207 §4.2): a connection still logged
     // in as that user must not carry the session's next mail, so it goes.
     public async Task ForgetLoginAsync()
     {
+        Reclaim();
         if (_loggedIn) await DropAsync().ConfigureAwait(false);
     }
 
@@ -102,8 +169,10 @@ internal sealed class DownstreamLease(GatewayContext ctx)
         }
     }
 
+    // A parked connection has nothing waiting to be sent (and stays parked).
     public async ValueTask FlushAsync(CancellationToken ct)
     {
+        if (_parked) return;
         if (Usable is { } client) await client.FlushAsync(ct).ConfigureAwait(false);
     }
 
@@ -112,6 +181,7 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     // connection nobody owns goes back to the pool, which sends that RSET itself.
     public async Task ResetAsync()
     {
+        Reclaim();
         var client = _client;
         if (client is null) return;
         if (client.IsBroken)
@@ -142,6 +212,7 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     // client, closed otherwise.
     public async Task DropAsync()
     {
+        Reclaim();
         if (_client is null) return;
         if (Shareable) await GiveBackAsync().ConfigureAwait(false);
         else await DiscardCurrentAsync().ConfigureAwait(false);

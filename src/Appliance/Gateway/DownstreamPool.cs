@@ -11,6 +11,13 @@
 // - A connection idle ProbeAfter or more answers a NOOP before it is rented out again; one that
 //   does not is closed and the next (or a new one) is tried, so a stale connection never costs
 //   the client a 451.
+// - A session receiving its message (DATA or BDAT) parks its connection here: the envelope is on
+//   it, but nothing will be said on it until the message is in and scanned. A rent past the
+//   limit takes a parked connection (the one parked last first), resets its transaction with
+//   RSET and uses it; the session it came from replays its envelope on another connection when
+//   its message is ready (EnvelopeRelay.ReadyForDataAsync). So as many clients as the gateway
+//   takes can be inside DATA at once with Limit downstream connections, and the mail server never
+//   sees more than Limit of them (issue 13's burst of 1,000 senders).
 // - Close (shutdown, or a reload that changes the server) ends every idle connection with QUIT;
 //   the ones rented out are closed when they come back.
 using System.Diagnostics;
@@ -26,10 +33,12 @@ internal sealed class DownstreamPool : IAsyncDisposable
     private readonly object _gate = new();
     private readonly List<Idle> _idle = [];          // oldest first; rented from the end (warmest)
     private readonly Queue<Waiter> _waiters = new();
+    private readonly List<DownstreamLease> _parked = [];   // sessions inside DATA; lent from the end
     private readonly Timer _sweeper;
     private int _open;
     private bool _closed;
     private long _connects;
+    private long _lent;
 
     public DownstreamPool(IDownstreamConnector connector, DownstreamOptions options, DownstreamTimings timings, int limit)
     {
@@ -58,12 +67,23 @@ internal sealed class DownstreamPool : IAsyncDisposable
         get { lock (_gate) return _idle.Count; }
     }
 
-    // A connection for one session: a warm one when there is one, else a new one (warm: false).
+    // Connections taken from a session inside DATA for another session so far.
+    public long Lent => Interlocked.Read(ref _lent);
+
+    // Connections parked by sessions receiving their message now.
+    public int ParkedCount
+    {
+        get { lock (_gate) return _parked.Count; }
+    }
+
+    // A connection for one session: a warm one when there is one, else a new one (warm: false),
+    // else one lent by a session inside DATA, else the first given back or a slot come free.
     public async Task<Rented> RentAsync(CancellationToken ct)
     {
         while (true)
         {
             Idle? warm = null;
+            Rented? lent = null;
             List<DownstreamClient>? stale = null;
             Waiter? waiter = null;
             bool connect = false;
@@ -90,6 +110,11 @@ internal sealed class DownstreamPool : IAsyncDisposable
                         _open++;
                         connect = true;
                     }
+                    else if (_parked.Count > 0)
+                    {
+                        lent = LendLocked(_parked[^1]);
+                        _parked.RemoveAt(_parked.Count - 1);
+                    }
                     else
                     {
                         waiter = new Waiter();
@@ -108,10 +133,80 @@ internal sealed class DownstreamPool : IAsyncDisposable
             }
             if (connect) return await ConnectAsync(ct).ConfigureAwait(false);
 
-            var handed = await WaitAsync(waiter!, ct).ConfigureAwait(false);
-            if (handed is { } given) return given;
-            return await ConnectAsync(ct).ConfigureAwait(false);   // a slot came free
+            var handed = lent ?? await WaitAsync(waiter!, ct).ConfigureAwait(false);
+            if (handed is not { } given) return await ConnectAsync(ct).ConfigureAwait(false);   // a slot came free
+            if (!given.Lent) return given;
+            if (await TakeOverAsync(given, ct).ConfigureAwait(false) is { } taken) return taken;
+            // The lent connection did not take the RSET: its slot is free again, try once more.
         }
+    }
+
+    // Parks the connection of a session that is receiving its message: a session waiting for a
+    // connection gets it now, a later rent past the limit may take it. The session asks for it
+    // back with Unpark before it says anything on it.
+    public void Park(DownstreamLease lease)
+    {
+        lock (_gate)
+        {
+            if (_closed) return;
+            while (_waiters.TryDequeue(out var waiter))
+            {
+                var lent = LendLocked(lease);
+                if (waiter.TryHand(lent)) return;
+                lease.Restore(lent.Client, lent.Created);   // that waiter gave up: the next one
+                Interlocked.Decrement(ref _lent);
+            }
+            _parked.Add(lease);
+        }
+    }
+
+    // True when the parked connection is still the session's; false when it was lent (the lease
+    // no longer holds it). Also true for a lease that was not parked.
+    public bool Unpark(DownstreamLease lease)
+    {
+        lock (_gate)
+        {
+            return _parked.Remove(lease) || !lease.WasLentLocked;
+        }
+    }
+
+    private Rented LendLocked(DownstreamLease lease)
+    {
+        var (client, created) = lease.Surrender();
+        Interlocked.Increment(ref _lent);
+        return new Rented(client, created, Warm: true, Lent: true);
+    }
+
+    // A lent connection still has the other session's envelope open: RSET ends it. A connection
+    // that was told who that session's client is, and no longer offers XCLIENT to tell it again,
+    // cannot speak for another client: it is closed and its slot connects afresh. Null when the
+    // lent connection failed (its slot was given up).
+    private async Task<Rented?> TakeOverAsync(Rented lent, CancellationToken ct)
+    {
+        var client = lent.Client;
+        bool reset;
+        using (var bounded = new CancellationTokenSource(_timings.ResetTimeout))
+        {
+            try
+            {
+                reset = (await client.RsetAsync(bounded.Token).ConfigureAwait(false)).IsPositiveCompletion && client.IsBetweenTransactions;
+            }
+            catch (Exception e) when (e is DownstreamException or OperationCanceledException)
+            {
+                reset = false;
+            }
+        }
+        if (!reset)
+        {
+            await DiscardAsync(client).ConfigureAwait(false);
+            return null;
+        }
+        if (ClaimsAnotherClient(client) || !Reusable(client, lent.Created))
+        {
+            CloseInBackground(client);   // the slot stays with this rent
+            return await ConnectAsync(ct).ConfigureAwait(false);
+        }
+        return lent with { Lent = false };
     }
 
     // Takes a connection back from a session: kept warm when it can carry another client's
@@ -172,6 +267,7 @@ internal sealed class DownstreamPool : IAsyncDisposable
         lock (_gate)
         {
             _closed = true;
+            _parked.Clear();   // their sessions still hold them: closed when they come back
             idle = [.. _idle];
             _idle.Clear();
             _open -= idle.Count;
@@ -189,9 +285,16 @@ internal sealed class DownstreamPool : IAsyncDisposable
     // still open is reset first).
     public bool Keeps(DownstreamClient client, long created) => Reusable(client, created);
 
+    // A connection told who one client is (XCLIENT) can carry another client's mail only while the
+    // server still offers XCLIENT on it, to be told again (ClientIdentity does before MAIL). Postfix
+    // re-evaluates smtpd_authorized_xclient_hosts for the client it was told about, so behind
+    // Postfix such a connection usually stays that client's own.
     private bool Reusable(DownstreamClient client, long created) =>
-        !client.IsBroken && client.XClientAttributes is null && client.XClientRefusal is null && !client.AuthAttempted
+        !client.IsBroken && !ClaimsAnotherClient(client) && client.XClientRefusal is null && !client.AuthAttempted
         && Stopwatch.GetElapsedTime(created) < _timings.MaxAge;
+
+    private static bool ClaimsAnotherClient(DownstreamClient client) =>
+        client.XClientAttributes is not null && client.Capabilities.XClient.Count == 0;
 
     private async Task<Rented> ConnectAsync(CancellationToken ct)
     {
@@ -287,7 +390,8 @@ internal sealed class DownstreamPool : IAsyncDisposable
         catch (Exception e) when (e is DownstreamException or IOException or ObjectDisposedException) { }
     }
 
-    public readonly record struct Rented(DownstreamClient Client, long Created, bool Warm);
+    // Lent: taken from a session inside DATA, its transaction still open (RentAsync resets it).
+    public readonly record struct Rented(DownstreamClient Client, long Created, bool Warm, bool Lent = false);
 
     private readonly record struct Idle(DownstreamClient Client, long Created, long Since);
 

@@ -140,7 +140,8 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // message is in, as Postfix's speed_adjust, or keep it and replay it) this keeps the in-line
     // envelope, so unknown users are still refused at RCPT time with the downstream's own reply,
     // and replays it on a fresh connection when the old one died (the server's idle timeout) or
-    // does not answer a NOOP after DownstreamTimings.ProbeAfter idle. The client gets 451 only
+    // does not answer a NOOP after DownstreamTimings.ProbeAfter idle, or the pool lent it to another
+    // session while this one's message came in (DownstreamPool.Park). The client gets 451 only
     // when the replayed replies differ from the 2xx it was given. Returns the connection to send
     // the message on, or null and why not (Unreachable: no server answered, as opposed to a
     // server that answered differently).
@@ -150,7 +151,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
             && (lease.Idle < ctx.DownstreamTimings.ProbeAfter || await lease.ProbeAsync().ConfigureAwait(false)))
             return (current, "", false);
 
-        Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
+        // A connection lent to another session is the pool doing its job: no log line for it.
+        if (!lease.WasLent)
+            Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
         DownstreamClient fresh;
         try
         {

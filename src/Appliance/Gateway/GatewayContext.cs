@@ -169,11 +169,13 @@ internal sealed class GatewayContext
         };
     }
 
-    // Everything a pooled connection was made with.
+    // Everything a pooled connection was made with (and XCLIENT: a pooled connection told about
+    // one client must not carry another's mail once the gateway stops telling).
     private static bool SameDownstream(GeneralSection a, GeneralSection b) =>
         a.SmtpServers.SequenceEqual(b.SmtpServers) && a.Hostname == b.Hostname && a.SmtpServerTls == b.SmtpServerTls
         && a.SmtpServerTlsVerify == b.SmtpServerTlsVerify && a.SmtpServerCaFile == b.SmtpServerCaFile
-        && a.SmtpServerTimeout == b.SmtpServerTimeout && a.SmtpServerConnections == b.SmtpServerConnections;
+        && a.SmtpServerTimeout == b.SmtpServerTimeout && a.SmtpServerConnections == b.SmtpServerConnections
+        && a.SmtpServerXClient == b.SmtpServerXClient;
     // (A changed [limits] max_connections keeps the pool and its bound until the server changes.)
 
     public static string ProductVersion => typeof(GatewayContext).Assembly.GetName().Version?.ToString(3) ?? "0.0.0";

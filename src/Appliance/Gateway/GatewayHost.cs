@@ -259,7 +259,7 @@ internal static class GatewayHost
         // The warm downstream connections hear QUIT (the mail server logs a clean disconnect).
         var pool = runtime.Context.DownstreamPool;
         await pool.CloseAsync().ConfigureAwait(false);
-        Log.Info($"downstream connections made: {pool.Connects}");
+        Log.Info($"downstream connections made: {pool.Connects}, lent by sessions inside DATA: {pool.Lent}");
 
         // Notifications the last sessions queued go to the outbox; the next start sends them.
         notifier.Complete();

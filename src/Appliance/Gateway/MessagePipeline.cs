@@ -18,9 +18,12 @@ namespace Portcullis.Appliance.Gateway;
 internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease, TransactionLog log,
     MessageDelivery delivery, DetectionHandler detections)
 {
+    // The message starts: its envelope waits on the downstream connection until the message is in
+    // and scanned, so the connection is parked for another session to use meanwhile.
     public MessageBuffer OpenContent(GatewayTransaction state)
     {
         state.Buffer = new MessageBuffer(ctx.Config.Limits.MemoryThreshold, ctx.Config.General.TempFolder);
+        if (state.MailSent) lease.Park();
         return state.Buffer;
     }
 

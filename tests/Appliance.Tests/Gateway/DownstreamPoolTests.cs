@@ -31,6 +31,14 @@ public sealed class DownstreamPoolTests : IDisposable
 
     private static string At(DownstreamSink sink) => "127.0.0.1:" + sink.Port.ToString(CultureInfo.InvariantCulture);
 
+    // MAIL alone (pipelined: it goes out with the flush).
+    private static async Task MailOnlyAsync(DownstreamClient client)
+    {
+        var mail = client.MailAsync("<alice@example.org>");
+        await client.FlushAsync();
+        Assert.Equal(250, (await mail).Code);
+    }
+
     // One whole transaction on the lease's connection, as the gateway makes it.
     private static async Task DeliverAsync(DownstreamLease lease, string to = "<bob@example.net>")
     {
@@ -88,14 +96,16 @@ public sealed class DownstreamPoolTests : IDisposable
     }
 
     [Fact]
-    public async Task AConnectionThatDidXClientOrAuthIsNeverShared()
+    public async Task AConnectionThatSpeaksForOneClientOrIsLoggedInIsNeverShared()
     {
-        await using var sink = new DownstreamSink("PIPELINING\r\n250-XCLIENT NAME ADDR HELO\r\n250 AUTH PLAIN");
+        // After XCLIENT the sink stops offering it, as Postfix does for most clients.
+        await using var sink = new DownstreamSink("PIPELINING\r\n250-XCLIENT NAME ADDR HELO\r\n250 AUTH PLAIN") { XClientOnce = true };
         var ctx = Context(At(sink));
 
         var xclient = new DownstreamLease(ctx);
         var client = await xclient.AcquireAsync(CancellationToken.None);
         Assert.Equal(220, (await client.XClientAsync([new("ADDR", "192.0.2.7")], null))!.Code);
+        Assert.Empty(client.Capabilities.XClient);
         await xclient.DropAsync();
         await sink.Seen[0].Closed.WaitAsync(Patience);
         Assert.Equal("QUIT", sink.Seen[0].Lines[^1]);
@@ -113,6 +123,129 @@ public sealed class DownstreamPoolTests : IDisposable
         Assert.Equal(0, ctx.DownstreamPool.Open);
         await DeliverAsync(new DownstreamLease(ctx));
         Assert.Equal(3, ctx.DownstreamPool.Connects);
+        await ctx.DownstreamPool.CloseAsync();
+    }
+
+    [Fact]
+    public async Task AConnectionThatStillOffersXClientAfterItIsSharedToBeToldAboutTheNextClient()
+    {
+        await using var sink = new DownstreamSink("PIPELINING\r\n250 XCLIENT NAME ADDR HELO");
+        var ctx = Context(At(sink));
+
+        var first = new DownstreamLease(ctx);
+        var client = await first.AcquireAsync(CancellationToken.None);
+        Assert.Equal(220, (await client.XClientAsync([new("ADDR", "192.0.2.7")], null))!.Code);
+        Assert.NotEmpty(client.Capabilities.XClient);
+        await DeliverAsync(first);   // given back after delivery
+        Assert.Null(first.Usable);
+        Assert.Equal(1, ctx.DownstreamPool.IdleCount);
+
+        var second = new DownstreamLease(ctx);
+        var again = await second.AcquireAsync(CancellationToken.None);
+        Assert.Same(client, again);
+        Assert.Equal(220, (await again.XClientAsync([new("ADDR", "192.0.2.8")], null))!.Code);
+        await DeliverAsync(second);
+        Assert.Equal(1, ctx.DownstreamPool.Connects);
+        Assert.Equal(2, sink.Seen[0].Lines.Count(l => l.StartsWith("XCLIENT", StringComparison.Ordinal)));
+        await ctx.DownstreamPool.CloseAsync();
+    }
+
+    // A session inside DATA parks its connection (MessagePipeline.OpenContent); past the limit
+    // another session takes it, with RSET first, and the first one finds it gone when its message
+    // is ready (EnvelopeRelay replays the envelope then).
+    [Fact]
+    public async Task PastTheLimitAConnectionParkedInsideDataIsLentAfterRset()
+    {
+        await using var sink = new DownstreamSink();
+        var ctx = Context(At(sink), "smtp_server_connections = 1");
+        var owner = new DownstreamLease(ctx);
+        var client = await owner.AcquireAsync(CancellationToken.None);
+        var mail = client.MailAsync("<alice@example.org>");
+        var rcpt = client.RcptAsync("<bob@example.net>");
+        await client.FlushAsync();
+        Assert.Equal(250, (await rcpt).Code);
+        owner.Park();
+        Assert.Equal(1, ctx.DownstreamPool.ParkedCount);
+
+        var other = new DownstreamLease(ctx);
+        Assert.Same(client, await other.AcquireAsync(CancellationToken.None).WaitAsync(Patience));
+        Assert.Equal(["RCPT TO:<bob@example.net>", "RSET"], sink.Seen[0].Lines.TakeLast(2));
+        Assert.True(client.IsBetweenTransactions);
+        await DeliverAsync(other);
+        Assert.Equal(1, ctx.DownstreamPool.Lent);
+        Assert.Equal(0, ctx.DownstreamPool.ParkedCount);
+
+        // The owner's message is ready: its connection is gone, the next one is the pool's again.
+        Assert.Null(owner.Usable);
+        Assert.True(owner.WasLent);
+        Assert.Same(client, await owner.ReplaceAsync(CancellationToken.None));
+        Assert.False(owner.WasLent);
+        Assert.Equal(1, ctx.DownstreamPool.Connects);
+        await owner.DropAsync();
+        await ctx.DownstreamPool.CloseAsync();
+    }
+
+    [Fact]
+    public async Task ASessionWaitingPastTheLimitIsHandedAConnectionAsSoonAsItsOwnerParksIt()
+    {
+        await using var sink = new DownstreamSink();
+        var ctx = Context(At(sink), "smtp_server_connections = 1");
+        var owner = new DownstreamLease(ctx);
+        var client = await owner.AcquireAsync(CancellationToken.None);
+        await MailOnlyAsync(client);
+
+        var waiting = new DownstreamLease(ctx).AcquireAsync(CancellationToken.None);
+        Assert.False(waiting.IsCompleted);
+        owner.Park();
+        Assert.Same(client, await waiting.WaitAsync(Patience));
+        Assert.Equal(0, ctx.DownstreamPool.ParkedCount);
+        Assert.Equal("RSET", sink.Seen[0].Lines[^1]);
+        Assert.Null(owner.Usable);
+        await ctx.DownstreamPool.CloseAsync();
+    }
+
+    [Fact]
+    public async Task AParkedConnectionNobodyNeededIsStillTheSessionsAndIsNotReset()
+    {
+        await using var sink = new DownstreamSink();
+        var ctx = Context(At(sink), "smtp_server_connections = 1");
+        var owner = new DownstreamLease(ctx);
+        var client = await owner.AcquireAsync(CancellationToken.None);
+        await MailOnlyAsync(client);
+        owner.Park();
+        await owner.FlushAsync(CancellationToken.None);   // a flush leaves it parked
+        Assert.Equal(1, ctx.DownstreamPool.ParkedCount);
+
+        Assert.Same(client, owner.Usable);
+        Assert.False(owner.WasLent);
+        Assert.Equal(0, ctx.DownstreamPool.ParkedCount);
+        Assert.DoesNotContain("RSET", sink.Seen[0].Lines);
+        await owner.DropAsync();
+        await ctx.DownstreamPool.CloseAsync();
+    }
+
+    // Lent after XCLIENT when the server no longer offers it: the connection speaks for the
+    // owner's client, so it is closed and the slot connects afresh for the other session.
+    [Fact]
+    public async Task ALentConnectionThatSpeaksForAnotherClientIsClosedAndItsSlotConnectsAfresh()
+    {
+        await using var sink = new DownstreamSink("PIPELINING\r\n250 XCLIENT NAME ADDR HELO") { XClientOnce = true };
+        var ctx = Context(At(sink), "smtp_server_connections = 1");
+        var owner = new DownstreamLease(ctx);
+        var client = await owner.AcquireAsync(CancellationToken.None);
+        Assert.Equal(220, (await client.XClientAsync([new("ADDR", "192.0.2.7")], null))!.Code);
+        await MailOnlyAsync(client);
+        owner.Park();
+
+        var other = new DownstreamLease(ctx);
+        var fresh = await other.AcquireAsync(CancellationToken.None).WaitAsync(Patience);
+        Assert.NotSame(client, fresh);
+        Assert.Null(fresh.XClientAttributes);
+        await sink.Seen[0].Closed.WaitAsync(Patience);
+        Assert.Equal(2, ctx.DownstreamPool.Connects);
+        Assert.Equal(1, ctx.DownstreamPool.Open);
+        await DeliverAsync(other);
+        Assert.Null(owner.Usable);
         await ctx.DownstreamPool.CloseAsync();
     }
 
@@ -141,12 +274,13 @@ public sealed class DownstreamPoolTests : IDisposable
     }
 
     [Fact]
-    public void WithoutItsOwnLimitThePoolTakesAsManyConnectionsAsTheGatewayTakesClients()
+    public void ThePoolTakes100ConnectionsByDefaultAndWithZeroAsManyAsTheGatewayTakesClients()
     {
-        Assert.Equal(3, Context("127.0.0.1", "[limits]\nmax_connections = 3").DownstreamPool.Limit);
-        var byDefault = Context("127.0.0.1");
-        Assert.Equal(byDefault.Config.Limits.MaxConnections, byDefault.DownstreamPool.Limit);
-        Assert.Equal(int.MaxValue, Context("127.0.0.1", "[limits]\nmax_connections = 0").DownstreamPool.Limit);
+        Assert.Equal(100, Context("127.0.0.1").DownstreamPool.Limit);   // Postfix's default_process_limit
+        Assert.Equal(3, Context("127.0.0.1", "smtp_server_connections = 0\n[limits]\nmax_connections = 3").DownstreamPool.Limit);
+        var unbounded = Context("127.0.0.1", "smtp_server_connections = 0");
+        Assert.Equal(unbounded.Config.Limits.MaxConnections, unbounded.DownstreamPool.Limit);
+        Assert.Equal(int.MaxValue, Context("127.0.0.1", "smtp_server_connections = 0\n[limits]\nmax_connections = 0").DownstreamPool.Limit);
         Assert.Equal(7, Context("127.0.0.1", "smtp_server_connections = 7").DownstreamPool.Limit);
     }
 

@@ -9,7 +9,9 @@ namespace Portcullis.Appliance.Tests.Gateway;
 // 127.0.0.1 and answers every command of each (220 banner, EHLO with the given extensions, 250 to
 // MAIL/RCPT/RSET/NOOP/AUTH, 220 to XCLIENT, 354 and 250 around DATA, 221 to QUIT), recording what each
 // connection received. Greeting replaces the banner (a 4xx banner is followed by a close);
-// CloseAfterMessage drops the connection after a message's 250; NoopReply answers NOOP.
+// CloseAfterMessage drops the connection after a message's 250; NoopReply answers NOOP;
+// XClientOnce leaves XCLIENT out of the EHLO reply after an XCLIENT, as Postfix does when the
+// client it was told about is not in smtpd_authorized_xclient_hosts.
 internal sealed class DownstreamSink : IAsyncDisposable
 {
     private readonly Socket _listener;
@@ -35,6 +37,7 @@ internal sealed class DownstreamSink : IAsyncDisposable
     public string Greeting { get; }
     public bool CloseAfterMessage { get; init; }
     public string NoopReply { get; init; } = "250 2.0.0 Ok";
+    public bool XClientOnce { get; init; }
 
     public int Messages => Volatile.Read(ref _messages);
 
@@ -77,6 +80,7 @@ internal sealed class DownstreamSink : IAsyncDisposable
         await using var stream = new NetworkStream(socket, ownsSocket: false);
         using var reader = new StreamReader(stream, Encoding.ASCII);
         async Task Say(string text) => await stream.WriteAsync(Encoding.ASCII.GetBytes(text + "\r\n"), _stop.Token);
+        bool told = false;
         try
         {
             await Say(Greeting);
@@ -87,11 +91,16 @@ internal sealed class DownstreamSink : IAsyncDisposable
                 string verb = line.Split(' ', ':')[0].ToUpperInvariant();
                 switch (verb)
                 {
-                    case "EHLO": await Say("250-sink.test\r\n250-" + Extensions); break;
+                    case "EHLO":
+                        var lines = ("250-" + Extensions).Split("\r\n")
+                            .Where(l => !(told && XClientOnce && l.Contains("XCLIENT", StringComparison.Ordinal))).ToList();
+                        lines[^1] = "250 " + lines[^1][4..];
+                        await Say("250-sink.test\r\n" + string.Join("\r\n", lines));
+                        break;
                     case "NOOP": await Say(NoopReply); if (NoopReply.StartsWith("421", StringComparison.Ordinal)) return; break;
                     case "QUIT": await Say("221 2.0.0 Bye"); return;
                     case "AUTH": await Say("235 2.7.0 Authentication successful"); break;
-                    case "XCLIENT": await Say("220 sink.test ESMTP"); break;
+                    case "XCLIENT": told = true; await Say("220 sink.test ESMTP"); break;
                     case "DATA":
                         await Say("354 End data with <CR><LF>.<CR><LF>");
                         while (await reader.ReadLineAsync(_stop.Token) is { } data && data != ".") { }
