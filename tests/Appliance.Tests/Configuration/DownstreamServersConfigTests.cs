@@ -31,11 +31,12 @@ public class DownstreamServersConfigTests
     }
 
     [Fact]
-    public void TheDefaultIsOneServerAndAsManyConnectionsAsClients()
+    public void TheDefaultIsOneServerAndAtMostAHundredConnections()
     {
         var general = Load("").General;
         Assert.Equal([("127.0.0.1", 2525)], general.SmtpServers);
-        Assert.Equal(0, general.SmtpServerConnections);
+        Assert.Equal(100, general.SmtpServerConnections);   // Postfix's default_process_limit
+        Assert.Equal(0, Load("[general]\nsmtp_server_connections = 0\n").General.SmtpServerConnections);
         Assert.Equal(7, Load("[general]\nsmtp_server_connections = 7\n").General.SmtpServerConnections);
     }
 

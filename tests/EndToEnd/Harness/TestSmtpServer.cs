@@ -22,6 +22,8 @@ public sealed class TestSmtpServer : IAsyncDisposable
     private readonly ConcurrentBag<Task> sessionTasks = [];
     private Task? acceptLoop;
     private int sessionCount;
+    private int openNow;
+    private int openPeak;
 
     public TestSmtpServer(DownstreamExtensions extensions = DownstreamExtensions.Default)
     {
@@ -43,6 +45,9 @@ public sealed class TestSmtpServer : IAsyncDisposable
     public EventLog<ReceivedMessage> Refused { get; } = new();    // a whole body read, then refused/hung/closed
     public EventLog<string> Commands { get; } = new();            // every command line, all sessions
     public EventLog<DownstreamSession> Rsets { get; } = new();
+
+    // The most connections that were open at the same moment.
+    public int PeakConnections => Volatile.Read(ref openPeak);
 
     // With DownstreamExtensions.Auth: the accounts AUTH accepts, and every user name tried.
     public Dictionary<string, string> Users { get; init; } = [];
@@ -135,6 +140,15 @@ public sealed class TestSmtpServer : IAsyncDisposable
             }
 
             sockets.Add(socket);
+            int now = Interlocked.Increment(ref openNow);
+            for (int peak = Volatile.Read(ref openPeak); now > peak; peak = Volatile.Read(ref openPeak))
+            {
+                if (Interlocked.CompareExchange(ref openPeak, now, peak) == peak)
+                {
+                    break;
+                }
+            }
+
             var session = new DownstreamSession(Interlocked.Increment(ref sessionCount));
             Sessions.Add(session);
             sessionTasks.Add(Task.Run(() => RunSessionAsync(socket, session)));
@@ -160,6 +174,7 @@ public sealed class TestSmtpServer : IAsyncDisposable
         }
         finally
         {
+            Interlocked.Decrement(ref openNow);
             session.Closed = true;
             ClosedSessions.Add(session);
         }
