@@ -124,6 +124,29 @@ public class ReplyParserTests
         Assert.Equal(ReplyParseResult.Error, ReplyParser.TryParseReply(ref reader, out _, out var error));
         Assert.Contains("longer than", error);
     }
+
+    // Recent short lines are shared: the same text gives the same string, a different one its own.
+    [Fact]
+    public void ARepeatedLineIsSharedAndANearOneKeepsItsOwnText()
+    {
+        SmtpReply Parse(string wire)
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Encoding.UTF8.GetBytes(wire)));
+            Assert.Equal(ReplyParseResult.Complete, ReplyParser.TryParseReply(ref reader, out var reply, out _));
+            return reply!;
+        }
+
+        var first = Parse("250 2.0.0 Ok\r\n");
+        var again = Parse("250 2.0.0 Ok\r\n");
+        var upper = Parse("250 2.0.0 OK\r\n");
+        var other = Parse("250 2.1.5 Ok\r\n");
+
+        Assert.Same(first.Lines[0], again.Lines[0]);
+        Assert.Same(first.Enhanced, again.Enhanced);
+        Assert.Equal("OK", upper.Lines[0]);
+        Assert.Equal("2.1.5", other.Enhanced);
+        Assert.Equal("Ok", first.Lines[0]);
+    }
 }
 
 internal static class Segments
