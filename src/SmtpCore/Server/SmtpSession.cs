@@ -8,7 +8,7 @@
 // command with no transaction open. One registration per session, none per read.
 // STARTTLS: the 220 is the last thing read in clear; whatever the client pipelined behind it is
 // thrown away before the handshake (CVE-2011-0411), and the session then forgets everything it
-// learnt before (§4.2). Every reply goes through Write, as bytes encoded once per reply object.
+// learnt before (§4.2). Every reply goes through Write (SmtpReply.WriteTo: no string in between).
 // The other parts: command table and dispatch (SmtpCommandDispatch.cs), MAIL/RCPT parameters
 // (EsmtpParameters.cs), AUTH (SaslExchange.cs), DATA and BDAT (ContentReceiver.cs).
 using System.Buffers;
@@ -247,5 +247,5 @@ public sealed partial class SmtpSession
         _handler.Observer?.OnHandlerFailure(this, tx, stage, e);
 
     // The reply writer: every reply's wire form is encoded once, on the reply object.
-    private void Write(SmtpReply reply) => _output.Write(reply.WireBytes);
+    private void Write(SmtpReply reply) => reply.WriteTo(_output);
 }
