@@ -6,7 +6,7 @@
 // code's first digit. A bare LF line ending is tolerated; CR or NUL inside a line is not.
 // Incomplete leaves the reader where it was, so a caller can retry with more data.
 // A server says the same lines to every connection ("2.0.0", "Ok", its EHLO keywords): short
-// ASCII texts come from a small table of recent ones rather than a new string each time.
+// ASCII texts, and whole replies, come from small tables of recent ones rather than new each time.
 using System.Buffers;
 using System.Text;
 
@@ -93,7 +93,7 @@ internal static class ReplyParser
 
             var lineText = Text(text);
             if (first is null) first = lineText;
-            else (lines ??= new List<string>(8) { first }).Add(lineText);
+            else (lines ??= SpareLines(first)).Add(lineText);
             if (probe.Consumed - start > MaxReplyLength)
             {
                 error = $"reply longer than {MaxReplyLength} bytes";
@@ -101,11 +101,55 @@ internal static class ReplyParser
             }
             if (last)
             {
-                reply = lines is null ? new SmtpReply(code, enhanced, first) : new SmtpReply(code, enhanced, [.. lines]);
+                reply = Shared(code, enhanced, first, lines);
+                if (lines is not null)
+                {
+                    lines.Clear();
+                    spareLines = lines;
+                }
                 reader = probe;
                 return ReplyParseResult.Complete;
             }
         }
+    }
+
+    // A multi-line reply collects its lines in the thread's own list (an error drops it; the next makes one).
+    [ThreadStatic] private static List<string>? spareLines;
+
+    private static List<string> SpareLines(string first)
+    {
+        var lines = spareLines ?? new List<string>(16);
+        spareLines = null;
+        lines.Add(first);
+        return lines;
+    }
+
+    // Whole replies repeat too (the banner, EHLO, "250 2.1.0 Ok"): a reply equal to a recent one is
+    // that same object (SmtpReply never changes once made).
+    private static readonly SmtpReply?[] RecentReplies = new SmtpReply?[64];
+
+    private static SmtpReply Shared(int code, string? enhanced, string first, List<string>? more)
+    {
+        var hash = new HashCode();
+        hash.Add(code);
+        hash.Add(enhanced);
+        if (more is null) hash.Add(first);
+        else foreach (var line in more) hash.Add(line);
+        ref SmtpReply? slot = ref RecentReplies[(uint)hash.ToHashCode() % (uint)RecentReplies.Length];
+        var known = Volatile.Read(ref slot);
+        if (known is not null && known.Code == code && known.Enhanced == enhanced && SameLines(known.Lines, first, more)) return known;
+        var made = more is null ? new SmtpReply(code, enhanced, first) : new SmtpReply(code, enhanced, [.. more]);
+        Volatile.Write(ref slot, made);
+        return made;
+    }
+
+    private static bool SameLines(IReadOnlyList<string> known, string first, List<string>? more)
+    {
+        if (more is null) return known.Count == 1 && known[0] == first;
+        if (known.Count != more.Count) return false;
+        for (int i = 0; i < more.Count; i++)
+            if (known[i] != more[i]) return false;
+        return true;
     }
 
     private const int MaxRecentLength = 64;
