@@ -50,9 +50,11 @@ public sealed partial class SmtpSession
         (_input, _output) = CreatePipes(transport);
     }
 
+    private static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true);
+    private static readonly StreamPipeWriterOptions WriterOptions = new(leaveOpen: true);
+
     private static (PipeReader, PipeWriter) CreatePipes(Stream transport) =>
-        (PipeReader.Create(transport, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true)),
-         PipeWriter.Create(transport, new StreamPipeWriterOptions(leaveOpen: true)));
+        (PipeReader.Create(transport, ReaderOptions), PipeWriter.Create(transport, WriterOptions));
 
     public string Id { get; }
     public EndPoint? RemoteEndPoint { get; set; }   // replaceable: a PROXY header gives the real client
