@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Portcullis.NativeScan.Interop;
 using static Portcullis.NativeScan.Interop.LibClamAV;
@@ -409,10 +410,24 @@ public sealed unsafe class ScanEngine : IDisposable
         return cl_error_t.CL_CLEAN;
     }
 
+    // libclamav has a few dozen type names and reports them for every file of every scan: each is
+    // made once and kept (copy on write; a race loses an entry, never a name).
+    private static string[] typeNames = [];
+
     private static string TypeName(byte* type)
     {
-        var name = Utf8(type) ?? "ANY";
-        return name.StartsWith("CL_TYPE_", StringComparison.Ordinal) ? name[8..] : name;
+        if (type == null) return "ANY";
+        var name = MemoryMarshal.CreateReadOnlySpanFromNullTerminated(type);
+        if (name.StartsWith("CL_TYPE_"u8)) name = name[8..];
+        var known = Volatile.Read(ref typeNames);
+        foreach (var candidate in known)
+        {
+            if (Ascii.Equals(name, candidate)) return candidate;
+        }
+
+        var made = Encoding.UTF8.GetString(name);
+        if (known.Length < 128 && Ascii.IsValid(name)) Volatile.Write(ref typeNames, [.. known, made]);
+        return made;
     }
 
     // clcb_pread: fills buffer from the IScanSource behind the GCHandle. libclamav treats a short

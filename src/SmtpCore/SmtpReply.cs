@@ -1,3 +1,5 @@
+using System.Buffers;
+
 namespace Portcullis.SmtpCore;
 
 // One SMTP reply (RFC 5321 §4.2): a three-digit code, an optional enhanced status code
@@ -40,6 +42,39 @@ public sealed class SmtpReply
     // per server, SmtpServerOptions) costs no formatting or encoding when it is sent again.
     internal byte[] WireBytes => _wire ??= System.Text.Encoding.UTF8.GetBytes(ToWire());
     private byte[]? _wire;
+    private bool _written;
+
+    // Sends the wire form. A reply sent for the first time (most are made for one answer: a
+    // downstream reply passed on) is encoded straight into the output; one sent again keeps its bytes.
+    internal void WriteTo(IBufferWriter<byte> output)
+    {
+        if (_wire is not null || _written)
+        {
+            output.Write(WireBytes);
+            return;
+        }
+        _written = true;
+        for (int i = 0; i < Lines.Count; i++)
+        {
+            string line = Lines[i];
+            int most = 4 + (Enhanced is null ? 0 : Enhanced.Length + 1) + System.Text.Encoding.UTF8.GetMaxByteCount(line.Length) + 2;
+            var span = output.GetSpan(most);
+            span[0] = (byte)('0' + Code / 100);
+            span[1] = (byte)('0' + Code / 10 % 10);
+            span[2] = (byte)('0' + Code % 10);
+            span[3] = (byte)(i == Lines.Count - 1 ? ' ' : '-');
+            int at = 4;
+            if (Enhanced is not null)
+            {
+                at += System.Text.Encoding.UTF8.GetBytes(Enhanced, span[at..]);
+                span[at++] = (byte)' ';
+            }
+            at += System.Text.Encoding.UTF8.GetBytes(line, span[at..]);
+            span[at++] = (byte)'\r';
+            span[at++] = (byte)'\n';
+            output.Advance(at);
+        }
+    }
 
     public override string ToString() => Enhanced is null ? $"{Code} {Text}" : $"{Code} {Enhanced} {Text}";
 }

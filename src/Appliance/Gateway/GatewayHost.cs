@@ -476,8 +476,9 @@ internal static class GatewayHost
         ConnectionLimiter.Lease? lease = null;
         try
         {
-            using var setup = CancellationTokenSource.CreateLinkedTokenSource(stop);
-            setup.CancelAfter(ctx.Config.Limits.CommandTimeout);
+            // The PROXY header and the TLS handshake have the command timeout; a plain listener needs no timer.
+            using var setup = listener.Proxy || listener.Tls ? CancellationTokenSource.CreateLinkedTokenSource(stop) : null;
+            setup?.CancelAfter(ctx.Config.Limits.CommandTimeout);
             if (listener.Proxy)
             {
                 var peer = (remote as IPEndPoint)?.Address;
@@ -487,7 +488,7 @@ internal static class GatewayHost
                     await WriteLineAsync(network, $"554 5.7.1 {hostname} Connection refused: not a trusted proxy", stop).ConfigureAwait(false);
                     return;
                 }
-                var (header, error) = await ReadProxyHeaderAsync(network, setup.Token).ConfigureAwait(false);
+                var (header, error) = await ReadProxyHeaderAsync(network, setup!.Token).ConfigureAwait(false);
                 if (header is null)
                 {
                     Log.Warn($"session={id} from {peer}: bad PROXY header: {error}");
@@ -521,7 +522,7 @@ internal static class GatewayHost
                 tls = new SslStream(network, leaveInnerStreamOpen: true);
                 try
                 {
-                    await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup.Token).ConfigureAwait(false);
+                    await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup!.Token).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
                 {

@@ -4,6 +4,7 @@
 // so nothing is acknowledged that the downstream has not accepted. A queued transaction
 // ([queue] mode) goes to the queue instead, answered once it is durably on disk.
 using System.Net;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Queue;
@@ -19,10 +20,13 @@ internal sealed record Delivery(string Status, string Action, string Virus = "",
 
 internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease, TransactionLog log, EnvelopeRelay envelope)
 {
-    public async Task<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
+    // Pooled builder (also on MessagePipeline.OnMessageAsync): once per message, awaited once.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<SmtpReply> DeliverAsync(SmtpSession session, SmtpTransaction tx, MessageLogEntry entry,
         GatewayTransaction state, MessageVerdict verdict, IMessageContent content, Delivery? delivery, CancellationToken ct)
     {
-        entry = entry with { Quarantine = delivery?.Quarantine ?? "" };
+        var quarantine = delivery?.Quarantine ?? "";
+        if (entry.Quarantine != quarantine) entry = entry with { Quarantine = quarantine };
         if (state.QueueReason is { } why) return Queue(session, tx, entry, state, verdict, content, delivery, why);
 
         var (downstream, problem, unreachable) = await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);

@@ -14,11 +14,16 @@ internal static class MessageHeaders
     private static readonly System.Buffers.SearchValues<char> HeaderUnsafe = System.Buffers.SearchValues.Create(
         string.Concat(Enumerable.Range(0, 0x20).Concat(Enumerable.Range(0x7f, 0x21)).Select(c => (char)c)) + "()");
 
+    // The thread's own builder, reused message after message.
+    [ThreadStatic] private static StringBuilder? spare;
+
     public static byte[] Build(string hostname, string? helo, IPEndPoint? client, string protocol, string id,
         IReadOnlyList<string> recipients, DateTimeOffset time, string scanned, string? status,
         string? subject = null, string? authenticatedUser = null)
     {
-        var sb = new StringBuilder(256);
+        var sb = spare ?? new StringBuilder(512);
+        spare = null;
+        sb.Clear();
         sb.Append("Received: from ").Append(Clean(helo ?? "unknown"));
         if (client is null) sb.Append(" (unknown)");
         else sb.Append($" ([{client.Address}])");
@@ -30,7 +35,20 @@ internal static class MessageHeaders
         if (status is not null) sb.Append("X-Virus-Status: ").Append(NoControls(status)).Append("\r\n");
         // Only for a tagged message that came without a Subject of its own.
         if (subject is not null) sb.Append("Subject: ").Append(NoControls(subject)).Append("\r\n");
-        return Encoding.UTF8.GetBytes(sb.ToString());
+        var bytes = Utf8(sb);
+        if (sb.Capacity <= 4096) spare = sb;
+        return bytes;
+    }
+
+    // The builder's text as UTF-8, without a string in between.
+    private static byte[] Utf8(StringBuilder sb)
+    {
+        int count = 0;
+        foreach (var chunk in sb.GetChunks()) count += Encoding.UTF8.GetByteCount(chunk.Span);
+        var bytes = new byte[count];
+        int at = 0;
+        foreach (var chunk in sb.GetChunks()) at += Encoding.UTF8.GetBytes(chunk.Span, bytes.AsSpan(at));
+        return bytes;
     }
 
     public static string Rfc5322Date(DateTimeOffset time) => MessageDate.Rfc5322(time);

@@ -5,6 +5,7 @@
 // scanner error or timeout, strip's included → [scan] on_error (451 4.7.0, or delivery marked
 // Unscanned). The buffer is freed only when the scanner has let go of it.
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.Appliance.Messages;
@@ -27,6 +28,7 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         return state.Buffer;
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
         var state = GatewayTransaction.Of(tx);

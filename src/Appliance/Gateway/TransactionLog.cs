@@ -31,11 +31,18 @@ internal sealed class TransactionLog(GatewayContext ctx)
             User = session.AuthenticatedUser ?? "",
             Helo = session.HeloName ?? "",
             From = tx?.ReversePath.Mailbox ?? "",
-            Recipients = tx?.Recipients.Select(r => r.Path.Mailbox).ToArray() ?? [],
+            Recipients = tx is null ? [] : Mailboxes(tx),
             Size = size,
         };
         if (state is not null) state.Entry = entry;
         return entry;
+    }
+
+    private static string[] Mailboxes(SmtpTransaction tx)
+    {
+        var mailboxes = new string[tx.Recipients.Count];
+        for (int i = 0; i < mailboxes.Length; i++) mailboxes[i] = tx.Recipients[i].Path.Mailbox;
+        return mailboxes;
     }
 
     // Writes the line for a message that reached a verdict and returns the reply the client gets.

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Globalization;
 using System.Text;
 
@@ -77,14 +78,22 @@ public sealed class MessageLog : IDisposable, ILogTarget
 
     void ILogTarget.WriteLine(string text, DateTimeOffset time)
     {
-        var bytes = Encoding.UTF8.GetBytes(text);
-        lock (_lock)
+        var bytes = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount(text.Length));
+        try
         {
-            _output.Write(bytes);
-            if (_folder is not null)
+            int length = Encoding.UTF8.GetBytes(text, bytes);
+            lock (_lock)
             {
-                WriteFile(Encoding.UTF8.GetBytes(Timestamp(time) + " " + text), DateOnly.FromDateTime(time.DateTime));
+                _output.Write(bytes, 0, length);
+                if (_folder is not null)
+                {
+                    WriteFile(Encoding.UTF8.GetBytes(Timestamp(time) + " " + text), DateOnly.FromDateTime(time.DateTime));
+                }
             }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(bytes);
         }
     }
 
@@ -139,16 +148,21 @@ public sealed class MessageLog : IDisposable, ILogTarget
 
     public static string Format(MessageLogEntry entry) => Format(entry, newline: false);
 
-    // One string per line, the newline included (a line is ~300 characters: no regrowth).
+    // One string per line, the newline included (a line is ~300 characters: no regrowth). The
+    // builder is the thread's own, reused line after line.
+    [ThreadStatic] private static StringBuilder? spareLine;
+
     private static string Format(MessageLogEntry entry, bool newline)
     {
-        var line = new StringBuilder(512);
+        var line = spareLine ?? new StringBuilder(512);
+        spareLine = null;
+        line.Clear();
         Field(line, "session", entry.Session);
         Field(line, "client", entry.Client);
         Field(line, "helo", entry.Helo);
         if (entry.User.Length > 0) Field(line, "user", entry.User);
         Field(line, "from", entry.From);
-        Field(line, "rcpt", string.Join(',', entry.Recipients));
+        Field(line, "rcpt", entry.Recipients.Count == 1 ? entry.Recipients[0] : string.Join(',', entry.Recipients));
         Number(line, "size", entry.Size);
         Field(line, "verdict", VerdictText(entry.Verdict));
         Field(line, "virus", entry.Virus);
@@ -167,7 +181,9 @@ public sealed class MessageLog : IDisposable, ILogTarget
             line.Append('\n');
         }
 
-        return line.ToString();
+        var text = line.ToString();
+        if (line.Capacity <= 4096) spareLine = line;
+        return text;
     }
 
     // A number never needs quotes; formatted into the line without a string of its own.

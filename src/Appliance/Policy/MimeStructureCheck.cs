@@ -101,11 +101,14 @@ public static class MimeStructureCheck
             type = "text/plain"; // RFC 2045 §5.2: a missing or unreadable type is text/plain
         }
 
-        foreach (var name in FileNames(dispositionParameters, "filename").Concat(FileNames(typeParameters, "name")))
+        if (HasParameter(dispositionParameters, "filename") || HasParameter(typeParameters, "name"))
         {
-            if (rules.CheckFileName(name) is { } banned)
+            foreach (var name in FileNames(dispositionParameters, "filename").Concat(FileNames(typeParameters, "name")))
             {
-                return banned;
+                if (rules.CheckFileName(name) is { } banned)
+                {
+                    return banned;
+                }
             }
         }
 
@@ -389,15 +392,20 @@ public static class MimeStructureCheck
         }
     }
 
+    // Never added to: a field that is absent has no parameters.
+    private static readonly Dictionary<string, string> NoParameters = new(StringComparer.Ordinal);
+
     // The value before the first ';' (lowercase) and its parameters by lowercase name; parameters is
     // null when one is given twice. RFC 2231 sections (name*0, name*1*) are distinct names.
     private static string ParseValue(string? field, out Dictionary<string, string>? parameters)
     {
-        parameters = new Dictionary<string, string>(StringComparer.Ordinal);
         if (field is null)
         {
+            parameters = NoParameters;
             return "";
         }
+
+        parameters = new Dictionary<string, string>(StringComparer.Ordinal);
 
         var segments = SplitParameters(field);
         var value = segments[0].Trim().ToLowerInvariant();
@@ -475,6 +483,20 @@ public static class MimeStructureCheck
         }
 
         return text.ToString();
+    }
+
+    // Whether any parameter is `key` or one of its RFC 2231 forms (most parts have no name at all).
+    private static bool HasParameter(Dictionary<string, string> parameters, string key)
+    {
+        foreach (var name in parameters.Keys)
+        {
+            if (name.StartsWith(key, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     // Every name a client may show for parameter `key`: the plain value (RFC 2047 decoded), the

@@ -45,8 +45,17 @@ public sealed partial class QuarantineStore(string folder)
     }
 
     // Ids sort by time: 20240101-120000-1a2b3c4d (UTC).
-    public static string NewId(DateTimeOffset time) =>
-        time.UtcDateTime.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture) + "-" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
+    // yyyyMMdd-HHmmss-xxxxxxxx, made as one string: the gateway makes one for every message it scans.
+    public static string NewId(DateTimeOffset time)
+    {
+        Span<byte> random = stackalloc byte[4];
+        RandomNumberGenerator.Fill(random);
+        Span<char> id = stackalloc char[24];
+        time.UtcDateTime.TryFormat(id, out int length, "yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+        id[length++] = '-';
+        Convert.TryToHexStringLower(random, id[length..], out int hex);
+        return new string(id[..(length + hex)]);
+    }
 
     public static bool IsValidId(string id) => IdPattern().IsMatch(id);
 

@@ -70,9 +70,23 @@ internal sealed class MessageScanJob(MessageBuffer message, ScanJobPolicy policy
 internal sealed record ScanJobPolicy(Func<string, DetectionAction> ActionFor, BannedAttachments Banned, long MaxPartSize,
     MessageTemplate? AttachmentText, Interception Facts, Func<ScanInspector?>? Inspector = null)
 {
-    public static ScanJobPolicy For(GatewayConfig config, BannedAttachments banned, MessageTemplate? attachmentText, Interception facts) =>
-        new(name => config.Scan.ActionFor(Detection.Classify(name)), banned, config.Scan.MaxFileSize, attachmentText, facts,
-            () => AttachmentInspector.For(banned, config.Scan));
+    public static ScanJobPolicy For(GatewayConfig config, BannedAttachments banned, MessageTemplate? attachmentText, Interception facts)
+    {
+        // Only the facts differ from one message to the next: the rest is made once per configuration.
+        var shared = Volatile.Read(ref last);
+        if (shared is null || !ReferenceEquals(shared.Config, config) || !ReferenceEquals(shared.Policy.Banned, banned)
+            || !ReferenceEquals(shared.Policy.AttachmentText, attachmentText))
+        {
+            var policy = new ScanJobPolicy(name => config.Scan.ActionFor(Detection.Classify(name)), banned, config.Scan.MaxFileSize,
+                attachmentText, facts, () => AttachmentInspector.For(banned, config.Scan));
+            Volatile.Write(ref last, new Shared(config, policy));
+            return policy;
+        }
+        return shared.Policy with { Facts = facts };
+    }
+
+    private sealed record Shared(GatewayConfig Config, ScanJobPolicy Policy);
+    private static Shared? last;
 }
 
 // A job's answer: the verdict (clean, a detection and its name, or an error/timeout), the

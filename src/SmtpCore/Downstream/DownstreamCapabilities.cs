@@ -29,10 +29,31 @@ public sealed class DownstreamCapabilities
     // Every keyword (upper case) with its parameter text, "" when it has none.
     public IReadOnlyDictionary<string, string> Raw { get; init; } = new Dictionary<string, string>();
 
+    // The server answers every connection's EHLO alike: the last parse is handed out again for the
+    // same lines (nothing changes a DownstreamCapabilities once built).
+    private sealed record LastParse(SmtpReply Reply, DownstreamCapabilities Capabilities);
+    private static LastParse? last;
+
     public static DownstreamCapabilities Parse(SmtpReply ehloReply)
     {
         ArgumentNullException.ThrowIfNull(ehloReply);
         if (!ehloReply.IsPositiveCompletion) return None;
+        if (Volatile.Read(ref last) is { } earlier && SameLines(earlier.Reply, ehloReply)) return earlier.Capabilities;
+        var parsed = ParseLines(ehloReply);
+        Volatile.Write(ref last, new LastParse(ehloReply, parsed));
+        return parsed;
+    }
+
+    private static bool SameLines(SmtpReply a, SmtpReply b)
+    {
+        if (a.Lines.Count != b.Lines.Count) return false;
+        for (int i = 0; i < a.Lines.Count; i++)
+            if (!string.Equals(a.Lines[i], b.Lines[i], StringComparison.Ordinal)) return false;
+        return true;
+    }
+
+    private static DownstreamCapabilities ParseLines(SmtpReply ehloReply)
+    {
 
         var raw = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
         var xforward = new HashSet<string>(StringComparer.OrdinalIgnoreCase);

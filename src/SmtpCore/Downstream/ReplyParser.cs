@@ -5,6 +5,8 @@
 // "class.subject.detail" followed by a space or the end of the line, and class equals the
 // code's first digit. A bare LF line ending is tolerated; CR or NUL inside a line is not.
 // Incomplete leaves the reader where it was, so a caller can retry with more data.
+// A server says the same lines to every connection ("2.0.0", "Ok", its EHLO keywords): short
+// ASCII texts, and whole replies, come from small tables of recent ones rather than new each time.
 using System.Buffers;
 using System.Text;
 
@@ -33,7 +35,8 @@ internal static class ReplyParser
         long start = probe.Consumed;
         int code = 0;
         string? enhanced = null;
-        var lines = new List<string>(1);
+        string? first = null;               // most replies have one line: no list for them
+        List<string>? lines = null;
         Span<byte> scratch = stackalloc byte[MaxLineLength];
 
         while (true)
@@ -71,7 +74,7 @@ internal static class ReplyParser
                 int length = EnhancedCodeLength(text, code);
                 if (length > 0)
                 {
-                    enhanced = Encoding.ASCII.GetString(text[..length]);
+                    enhanced = Text(text[..length]);
                     text = text[length..];
                 }
             }
@@ -84,11 +87,13 @@ internal static class ReplyParser
             {
                 // Continuation lines usually repeat the enhanced code; strip it only when it matches.
                 int length = EnhancedCodeLength(text, code);
-                if (length > 0 && text[..length].SequenceEqual(Encoding.ASCII.GetBytes(enhanced))) text = text[length..];
+                if (length > 0 && Ascii.Equals(text[..length], enhanced)) text = text[length..];
             }
             if (enhanced is not null && !text.IsEmpty && text[0] == (byte)' ') text = text[1..];
 
-            lines.Add(Encoding.UTF8.GetString(text));
+            var lineText = Text(text);
+            if (first is null) first = lineText;
+            else (lines ??= SpareLines(first)).Add(lineText);
             if (probe.Consumed - start > MaxReplyLength)
             {
                 error = $"reply longer than {MaxReplyLength} bytes";
@@ -96,11 +101,73 @@ internal static class ReplyParser
             }
             if (last)
             {
-                reply = new SmtpReply(code, enhanced, [.. lines]);
+                reply = Shared(code, enhanced, first, lines);
+                if (lines is not null)
+                {
+                    lines.Clear();
+                    spareLines = lines;
+                }
                 reader = probe;
                 return ReplyParseResult.Complete;
             }
         }
+    }
+
+    // A multi-line reply collects its lines in the thread's own list (an error drops it; the next makes one).
+    [ThreadStatic] private static List<string>? spareLines;
+
+    private static List<string> SpareLines(string first)
+    {
+        var lines = spareLines ?? new List<string>(16);
+        spareLines = null;
+        lines.Add(first);
+        return lines;
+    }
+
+    // Whole replies repeat too (the banner, EHLO, "250 2.1.0 Ok"): a reply equal to a recent one is
+    // that same object (SmtpReply never changes once made).
+    private static readonly SmtpReply?[] RecentReplies = new SmtpReply?[64];
+
+    private static SmtpReply Shared(int code, string? enhanced, string first, List<string>? more)
+    {
+        var hash = new HashCode();
+        hash.Add(code);
+        hash.Add(enhanced);
+        if (more is null) hash.Add(first);
+        else foreach (var line in more) hash.Add(line);
+        ref SmtpReply? slot = ref RecentReplies[(uint)hash.ToHashCode() % (uint)RecentReplies.Length];
+        var known = Volatile.Read(ref slot);
+        if (known is not null && known.Code == code && known.Enhanced == enhanced && SameLines(known.Lines, first, more)) return known;
+        var made = more is null ? new SmtpReply(code, enhanced, first) : new SmtpReply(code, enhanced, [.. more]);
+        Volatile.Write(ref slot, made);
+        return made;
+    }
+
+    private static bool SameLines(IReadOnlyList<string> known, string first, List<string>? more)
+    {
+        if (more is null) return known.Count == 1 && known[0] == first;
+        if (known.Count != more.Count) return false;
+        for (int i = 0; i < more.Count; i++)
+            if (known[i] != more[i]) return false;
+        return true;
+    }
+
+    private const int MaxRecentLength = 64;
+    private static readonly string?[] Recent = new string?[256];
+
+    // A race between two sessions costs at most a miss: a slot only ever holds a whole string.
+    private static string Text(ReadOnlySpan<byte> text)
+    {
+        if (text.IsEmpty) return "";
+        if (text.Length > MaxRecentLength || !Ascii.IsValid(text)) return Encoding.UTF8.GetString(text);
+        uint hash = 2166136261;   // FNV-1a
+        foreach (byte b in text) hash = (hash ^ b) * 16777619;
+        ref string? slot = ref Recent[hash % (uint)Recent.Length];
+        var known = Volatile.Read(ref slot);
+        if (known is not null && Ascii.Equals(text, known)) return known;
+        var made = Encoding.ASCII.GetString(text);
+        Volatile.Write(ref slot, made);
+        return made;
     }
 
     private static bool TryParseLine(ReadOnlySpan<byte> line, out int code, out bool last, out ReadOnlySpan<byte> text, out string? error)

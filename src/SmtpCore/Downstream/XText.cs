@@ -6,8 +6,12 @@ namespace Portcullis.SmtpCore.Downstream;
 
 internal static class XText
 {
+    private static readonly System.Buffers.SearchValues<char> Plain = System.Buffers.SearchValues.Create(
+        "!\"#$%&'()*,-./0123456789:;<>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~");
+
     public static string Encode(string value)
     {
+        if (!value.AsSpan().ContainsAnyExcept(Plain)) return value;   // the usual case: nothing to encode
         var sb = new StringBuilder(value.Length);
         Span<byte> utf8 = stackalloc byte[4];
         foreach (var rune in value.EnumerateRunes())

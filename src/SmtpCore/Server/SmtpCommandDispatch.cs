@@ -94,7 +94,9 @@ public sealed partial class SmtpSession
     // No transaction open: a graceful stop may close the session between two commands.
     private bool Idle => Transaction is null && _bdat is null && _pending.Count == 0;
 
-    private async Task CommandLoopAsync()
+    // Pooled builder: the loop's box is large and one per connection; the next connection reuses it.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask CommandLoopAsync()
     {
         // The command timeout bounds a whole command line, not each read: a client trickling a
         // byte at a time (slowloris) cannot hold the session open past it.

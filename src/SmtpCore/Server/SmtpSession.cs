@@ -8,7 +8,7 @@
 // command with no transaction open. One registration per session, none per read.
 // STARTTLS: the 220 is the last thing read in clear; whatever the client pipelined behind it is
 // thrown away before the handshake (CVE-2011-0411), and the session then forgets everything it
-// learnt before (§4.2). Every reply goes through Write, as bytes encoded once per reply object.
+// learnt before (§4.2). Every reply goes through Write (SmtpReply.WriteTo: no string in between).
 // The other parts: command table and dispatch (SmtpCommandDispatch.cs), MAIL/RCPT parameters
 // (EsmtpParameters.cs), AUTH (SaslExchange.cs), DATA and BDAT (ContentReceiver.cs).
 using System.Buffers;
@@ -50,9 +50,11 @@ public sealed partial class SmtpSession
         (_input, _output) = CreatePipes(transport);
     }
 
+    private static readonly StreamPipeReaderOptions ReaderOptions = new(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true);
+    private static readonly StreamPipeWriterOptions WriterOptions = new(leaveOpen: true);
+
     private static (PipeReader, PipeWriter) CreatePipes(Stream transport) =>
-        (PipeReader.Create(transport, new StreamPipeReaderOptions(bufferSize: 16 * 1024, minimumReadSize: 4 * 1024, leaveOpen: true)),
-         PipeWriter.Create(transport, new StreamPipeWriterOptions(leaveOpen: true)));
+        (PipeReader.Create(transport, ReaderOptions), PipeWriter.Create(transport, WriterOptions));
 
     public string Id { get; }
     public EndPoint? RemoteEndPoint { get; set; }   // replaceable: a PROXY header gives the real client
@@ -247,5 +249,5 @@ public sealed partial class SmtpSession
         _handler.Observer?.OnHandlerFailure(this, tx, stage, e);
 
     // The reply writer: every reply's wire form is encoded once, on the reply object.
-    private void Write(SmtpReply reply) => _output.Write(reply.WireBytes);
+    private void Write(SmtpReply reply) => reply.WriteTo(_output);
 }

@@ -40,6 +40,19 @@ public sealed class QuarantineStoreTests : IDisposable
         Assert.Contains("\"message_id\"", File.ReadAllText(Path.Combine(_store.Folder, entry.Id + ".json")));
     }
 
+    // The id is the UTC time to the second and 8 random hex digits.
+    [Fact]
+    public void NewIdIsTheUtcSecondAndEightHexDigits()
+    {
+        var time = new DateTimeOffset(2026, 12, 6, 21, 4, 5, 678, TimeSpan.FromHours(2));
+
+        var id = QuarantineStore.NewId(time);
+
+        Assert.True(QuarantineStore.IsValidId(id));
+        Assert.StartsWith("20261206-190405-", id);
+        Assert.NotEqual(id, QuarantineStore.NewId(time));
+    }
+
     [Fact]
     public void FailedWriteLeavesNothingUnderTheFinalNames()
     {

@@ -52,4 +52,23 @@ public class DownstreamCapabilitiesTests
         Assert.Empty(caps.XForward);
         Assert.Empty(caps.Raw);
     }
+
+    // The last parse is reused only for the very same lines.
+    [Fact]
+    public void AnotherServersReplyIsParsedAfresh()
+    {
+        var plain = new SmtpReply(250, null, "a.test", "PIPELINING", "SIZE 1000");
+        var richer = new SmtpReply(250, null, "a.test", "PIPELINING", "SIZE 2000", "DSN");
+
+        var first = DownstreamCapabilities.Parse(plain);
+        var second = DownstreamCapabilities.Parse(richer);
+        var third = DownstreamCapabilities.Parse(new SmtpReply(250, null, "a.test", "PIPELINING", "SIZE 1000"));
+
+        Assert.Equal(1000, first.MaxSize);
+        Assert.False(first.Dsn);
+        Assert.Equal(2000, second.MaxSize);
+        Assert.True(second.Dsn);
+        Assert.Equal(1000, third.MaxSize);
+        Assert.False(third.Dsn);
+    }
 }

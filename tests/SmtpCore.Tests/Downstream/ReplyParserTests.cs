@@ -124,6 +124,55 @@ public class ReplyParserTests
         Assert.Equal(ReplyParseResult.Error, ReplyParser.TryParseReply(ref reader, out _, out var error));
         Assert.Contains("longer than", error);
     }
+
+    // Recent short lines are shared: the same text gives the same string, a different one its own.
+    [Fact]
+    public void ARepeatedLineIsSharedAndANearOneKeepsItsOwnText()
+    {
+        SmtpReply Parse(string wire)
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Encoding.UTF8.GetBytes(wire)));
+            Assert.Equal(ReplyParseResult.Complete, ReplyParser.TryParseReply(ref reader, out var reply, out _));
+            return reply!;
+        }
+
+        var first = Parse("250 2.0.0 Ok\r\n");
+        var again = Parse("250 2.0.0 Ok\r\n");
+        var upper = Parse("250 2.0.0 OK\r\n");
+        var other = Parse("250 2.1.5 Ok\r\n");
+
+        Assert.Same(first, again);
+        Assert.Same(first.Lines[0], again.Lines[0]);
+        Assert.Same(first.Enhanced, again.Enhanced);
+        Assert.Equal("OK", upper.Lines[0]);
+        Assert.Equal("2.1.5", other.Enhanced);
+        Assert.Equal("Ok", first.Lines[0]);
+    }
+
+    // A multi-line reply that differs from a recent one only in its last line is a reply of its own.
+    [Fact]
+    public void AReplyDifferingInOneLineIsNotShared()
+    {
+        SmtpReply Parse(string wire)
+        {
+            var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(Encoding.UTF8.GetBytes(wire)));
+            Assert.Equal(ReplyParseResult.Complete, ReplyParser.TryParseReply(ref reader, out var reply, out _));
+            return reply!;
+        }
+
+        var one = Parse("250-mx.test\r\n250-PIPELINING\r\n250 DSN\r\n");
+        var other = Parse("250-mx.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        var shorter = Parse("250-mx.test\r\n250 PIPELINING\r\n");
+        var again = Parse("250-mx.test\r\n250-PIPELINING\r\n250 DSN\r\n");
+
+        Assert.Equal(["mx.test", "PIPELINING", "DSN"], one.Lines);
+        Assert.Equal(["mx.test", "PIPELINING", "SIZE 10"], other.Lines);
+        Assert.Equal(["mx.test", "PIPELINING"], shorter.Lines);
+        Assert.Equal(one.Lines, again.Lines);
+        Assert.Equal(250, Parse("250 PIPELINING\r\n").Code);
+        Assert.Equal(["PIPELINING"], Parse("251 PIPELINING\r\n").Lines);
+        Assert.Equal(251, Parse("251 PIPELINING\r\n").Code);
+    }
 }
 
 internal static class Segments
