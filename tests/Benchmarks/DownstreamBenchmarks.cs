@@ -8,9 +8,13 @@ using Portcullis.SmtpCore.Downstream;
 namespace Portcullis.Benchmarks;
 
 // One mail transaction through DownstreamClient (MAIL, RCPT, then a 2 KB message with DATA or
-// BDAT) against an in-process server on loopback that answers from fixed bytes and allocates
-// nothing itself: the client's time and allocated bytes per transaction (issue 13).
+// BDAT, then RSET, as the gateway does on a pooled connection: EHLO once) against an in-process
+// server on loopback that answers from fixed bytes and allocates nothing itself: the client's
+// time and allocated bytes per transaction (issue 13). With SessionToken every call carries a
+// cancellable token, as the gateway's calls carry the session's.
+// Completed work items count the thread-pool hops per transaction.
 [MemoryDiagnoser]
+[ThreadingDiagnoser]
 public class DownstreamBenchmarks
 {
     private static readonly byte[] Headers = "Received: from client.test ([192.0.2.1])\r\n\tby gw.test (Portcullis) with ESMTP id B1\r\nX-Virus-Scanned: bench\r\n"u8.ToArray();
@@ -19,8 +23,13 @@ public class DownstreamBenchmarks
     private DownstreamClient? _client;
     private ArrayContent? _message;
 
+    private readonly CancellationTokenSource _session = new();
+
     [Params(false, true)]
     public bool Chunking { get; set; }
+
+    [Params(false, true)]
+    public bool SessionToken { get; set; }
 
     [GlobalSetup]
     public void Setup()
@@ -38,18 +47,21 @@ public class DownstreamBenchmarks
     {
         _client?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _server?.Dispose();
+        _session.Dispose();
     }
 
     [Benchmark]
     public async Task<int> Transaction()
     {
         var client = _client!;
-        var mail = client.MailAsync("<alice@example.org>", "SIZE=2600");
-        var rcpt = client.RcptAsync("<bob@example.net>");
-        await client.FlushAsync();
+        var ct = SessionToken ? _session.Token : CancellationToken.None;
+        var mail = client.MailAsync("<alice@example.org>", "SIZE=2600", ct);
+        var rcpt = client.RcptAsync("<bob@example.net>", null, ct);
+        await client.FlushAsync(ct);
         int code = (await mail).Code + (await rcpt).Code;
-        var final = await client.SendMessageAsync(Headers, _message!);
-        return code + final.Code;
+        var final = await client.SendMessageAsync(Headers, _message!, ct);
+        var rset = await client.RsetAsync(ct);
+        return code + final.Code + rset.Code;
     }
 
     private sealed class ArrayContent(byte[] bytes) : IMessageContent
