@@ -42,8 +42,6 @@ public sealed class DownstreamClient : IAsyncDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;     // the socket's NetworkStream, or an SslStream over it after STARTTLS
     private readonly SmtpReply? _bannerBeforeTls;
-    private readonly Pipe _inbound;
-    private readonly PipeReader _input;
     private readonly PipeWriter _output;
     private readonly DownstreamOptions _options;
     private readonly object _gate = new();
@@ -51,8 +49,11 @@ public sealed class DownstreamClient : IAsyncDisposable
     private PendingReply? _lastPending;
     private DownstreamException? _failure;
     private readonly SemaphoreSlim _writeGate = new(1, 1);   // async waiters queue in order: writes keep call order
-    private Task _fillLoop = Task.CompletedTask;
     private Task _readLoop = Task.CompletedTask;
+    private Timer? _deadlineTimer;   // one per connection, armed for the earliest reply deadline; under _gate
+    private long _timerDue;          // Stopwatch timestamp the timer is armed for, 0 when disarmed; under _gate
+    // One registration per caller token with commands outstanding, not one per command; under _gate.
+    private readonly List<(CancellationToken Token, CancellationTokenRegistration Registration)> _registrations = [];
     private int _disposed;
     private bool _transactionOpen;   // under _gate
     private bool _authAttempted;
@@ -65,10 +66,6 @@ public sealed class DownstreamClient : IAsyncDisposable
         _stream = stream;
         _bannerBeforeTls = bannerBeforeTls;
         IsTls = stream is SslStream;
-        // Bounded inbound buffer: the socket loop stops reading while 256 KiB sit unparsed.
-        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: 256 * 1024, resumeWriterThreshold: 128 * 1024,
-            minimumSegmentSize: 4096, useSynchronizationContext: false));
-        _input = _inbound.Reader;
         _output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 16 * 1024, leaveOpen: true));
     }
 
@@ -269,7 +266,6 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             // RFC 3207 §4.2: after the handshake the client starts again with EHLO; there is no new banner.
             Banner = _bannerBeforeTls;
-            _fillLoop = FillInboundAsync();
             _readLoop = ReadRepliesAsync();
             var again = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
             if (!again.IsPositiveCompletion)
@@ -280,16 +276,10 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
 
         // §3.1: the server speaks first; the banner is the reply to the connection itself.
-        var banner = new PendingReply("the connection (banner)", _options.ReplyTimeout) { Flushed = true };
-        lock (_gate)
-        {
-            _pending.Enqueue(banner);
-            _lastPending = banner;
-        }
-        _fillLoop = FillInboundAsync();
+        var banner = Enqueue("the connection (banner)", _options.ReplyTimeout, ct, flushed: true);
         _readLoop = ReadRepliesAsync();
 
-        Banner = await banner.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        Banner = await banner.Task.ConfigureAwait(false);
         if (Banner.Code != 220)
             throw Refused(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
 
@@ -520,14 +510,14 @@ public sealed class DownstreamClient : IAsyncDisposable
             await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer, "message data", ct)
                 .ConfigureAwait(false);
             stuffer.Finish(_output);
-            final = Enqueue("end of data", _options.DataReplyTimeout);
+            final = Enqueue("end of data", _options.DataReplyTimeout, ct);
             await FlushOutputAsync("end of data", ct).ConfigureAwait(false);
         }
         finally
         {
             _writeGate.Release();
         }
-        return await final.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await final.Task.ConfigureAwait(false);
     }
 
     private async Task<SmtpReply> SendWithBdatAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
@@ -545,12 +535,12 @@ public sealed class DownstreamClient : IAsyncDisposable
             sent += count;
             if (!Capabilities.Pipelining && !last)
             {
-                var reply = await replies[^1].WaitAsync(ct).ConfigureAwait(false);
+                var reply = await replies[^1].ConfigureAwait(false);
                 if (!reply.IsPositiveCompletion) return reply;
             }
         }
         while (sent < total);
-        return await FirstFailureOrLastAsync(replies).WaitAsync(ct).ConfigureAwait(false) ?? throw new UnreachableException();
+        return await FirstFailureOrLastAsync(replies).ConfigureAwait(false) ?? throw new UnreachableException();
     }
 
     private async Task<Task<SmtpReply>> SendChunkAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, long offset,
@@ -564,9 +554,9 @@ public sealed class DownstreamClient : IAsyncDisposable
             WriteLine(last ? $"BDAT {count} LAST" : $"BDAT {count}");
             await StreamContentAsync(headerPrefix, body, offset, count, null, "BDAT data", ct).ConfigureAwait(false);
             // Enqueued only now: the reply clock starts when the whole chunk is on the wire.
-            var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout);
+            var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout, ct);
             await FlushOutputAsync("BDAT data", ct).ConfigureAwait(false);
-            return pending.Completion.Task;
+            return pending.Task;
         }
         finally
         {
@@ -650,7 +640,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             ThrowIfBroken();
             WriteLine(commandLine);
-            pending = Enqueue(verb, _options.ReplyTimeout);
+            pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (endsGroup) flush = FlushOutputAsync(verb, ct);
         }
@@ -669,7 +659,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             return Task.FromException<SmtpReply>(e);
         }
-        return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
+        return pending.Task;
     }
 
     private async Task<SmtpReply> FlushThenReplyAsync(ValueTask flush, PendingReply pending, CancellationToken ct)
@@ -682,7 +672,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             _writeGate.Release();
         }
-        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await pending.Task.ConfigureAwait(false);
     }
 
     private async Task<SmtpReply> SendCommandSlowAsync(Task entered, string commandLine, string verb, bool endsGroup, CancellationToken ct)
@@ -696,7 +686,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             // Lock-step without PIPELINING (RFC 5321 §4.3): the previous reply must be in first.
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
             WriteLine(commandLine);
-            pending = Enqueue(verb, _options.ReplyTimeout);
+            pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
         }
@@ -704,21 +694,34 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             _writeGate.Release();
         }
-        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await pending.Task.ConfigureAwait(false);
     }
 
+    // Lock-step: waits until the last command sent has its reply (or the client broke). A caller
+    // that stopped waiting for that reply (its token) does not let the next command go early.
     private async Task AwaitOutstandingAsync(CancellationToken ct)
     {
-        PendingReply? last;
-        lock (_gate) last = _lastPending;
-        if (last is null || last.Completion.Task.IsCompleted) return;
-        try
+        while (true)
         {
-            await last.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
-        }
-        catch (DownstreamException)
-        {
-            // Its own caller sees the failure; this command reports it through ThrowIfBroken.
+            Task wait;
+            lock (_gate)
+            {
+                var last = _lastPending;
+                if (last is null || last.Answered || _failure is not null) break;
+                wait = last.Task.IsCanceled ? last.WhenAnswered() : last.Task;
+            }
+            try
+            {
+                await wait.WaitAsync(ct).ConfigureAwait(false);
+            }
+            catch (DownstreamException)
+            {
+                // Its own caller sees the failure; this command reports it through ThrowIfBroken.
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                // That command's caller gave up waiting; its reply is still to come.
+            }
         }
         ThrowIfBroken();
     }
@@ -733,17 +736,113 @@ public sealed class DownstreamClient : IAsyncDisposable
         _output.Advance(n);
     }
 
-    private PendingReply Enqueue(string verb, TimeSpan timeout)
+    // Queues the reply a command (written or about to be) waits for. Its task is canceled when
+    // the caller's token is; the reply, when it comes, is still consumed in its turn.
+    private PendingReply Enqueue(string verb, TimeSpan timeout, CancellationToken ct, bool flushed = false)
     {
-        var pending = new PendingReply(verb, timeout);
+        var pending = new PendingReply(verb, timeout, ct) { Flushed = flushed };
+        bool register = false;
         lock (_gate)
         {
             if (_failure is not null) throw Unusable(_failure);
             _pending.Enqueue(pending);
             _lastPending = pending;
             if (verb == "MAIL") _transactionOpen = true;
+            if (flushed) StartHeadClock();
+            if (ct.CanBeCanceled)
+            {
+                register = true;
+                foreach (var (token, _) in _registrations)
+                    if (token == ct) register = false;
+            }
         }
+        if (register) Register(ct);
         return pending;
+    }
+
+    // Registered outside _gate: a token already canceled runs the callback at once, on this thread.
+    private void Register(CancellationToken ct)
+    {
+        var registration = ct.UnsafeRegister(static (state, token) => ((DownstreamClient)state!).CancelWaiters(token), this);
+        lock (_gate)
+        {
+            if (_failure is null)
+            {
+                // Tokens no outstanding command carries any more (an earlier session's) are let go.
+                for (int i = _registrations.Count - 1; i >= 0; i--)
+                {
+                    var token = _registrations[i].Token;
+                    bool used = false;
+                    foreach (var pending in _pending) used |= pending.Token == token;
+                    if (used) continue;
+                    _registrations[i].Registration.Unregister();
+                    _registrations.RemoveAt(i);
+                }
+                _registrations.Add((ct, registration));
+                return;
+            }
+        }
+        registration.Unregister();
+    }
+
+    private void CancelWaiters(CancellationToken token)
+    {
+        List<PendingReply>? canceled = null;
+        lock (_gate)
+        {
+            foreach (var pending in _pending)
+                if (pending.Token == token) (canceled ??= []).Add(pending);
+        }
+        if (canceled is null) return;
+        foreach (var pending in canceled) pending.TrySetCanceled(token);
+    }
+
+    // Starts the reply clock of the oldest command when it is on the wire and has none yet: the
+    // deadline runs from the flush or from the previous reply, whichever is later. One timer per
+    // connection, armed for the earliest deadline, checks it; a command costs a timestamp.
+    private void StartHeadClock()
+    {
+        if (_failure is not null || _pending.Count == 0) return;
+        var head = _pending.Peek();
+        if (!head.Flushed || head.Deadline != 0) return;
+        if (head.Timeout == Timeout.InfiniteTimeSpan)
+        {
+            head.Deadline = long.MaxValue;
+            return;
+        }
+        long now = Stopwatch.GetTimestamp();
+        head.Deadline = now + (long)(head.Timeout.TotalSeconds * Stopwatch.Frequency);
+        if (_timerDue == 0 || head.Deadline < _timerDue) ArmTimer(head.Deadline, now);
+    }
+
+    private void ArmTimer(long due, long now)
+    {
+        _timerDue = due;
+        long ms = Math.Max(1, (long)Math.Ceiling(Stopwatch.GetElapsedTime(now, due).TotalMilliseconds));
+        if (_deadlineTimer is null)
+        {
+            // The timer outlives the call that arms it: it must not carry that caller's context.
+            using (ExecutionContext.SuppressFlow())
+                _deadlineTimer = new Timer(static state => ((DownstreamClient)state!).OnDeadline(), this, ms, Timeout.Infinite);
+        }
+        else _deadlineTimer.Change(ms, Timeout.Infinite);
+    }
+
+    private void OnDeadline()
+    {
+        DownstreamException? timeout = null;
+        lock (_gate)
+        {
+            if (_failure is not null) return;
+            _timerDue = 0;
+            if (_pending.Count == 0) return;
+            var head = _pending.Peek();
+            if (!head.Flushed || head.Deadline is 0 or long.MaxValue) return;
+            long now = Stopwatch.GetTimestamp();
+            if (head.Deadline > now) ArmTimer(head.Deadline, now);
+            else timeout = ReplyTimeout(head);
+        }
+        if (timeout is not null) Break(timeout);
     }
 
     // Marks every buffered command flushed and sends the output. A flush the socket takes at once
@@ -754,8 +853,8 @@ public sealed class DownstreamClient : IAsyncDisposable
         lock (_gate)
         {
             foreach (var pending in _pending) pending.Flushed = true;
+            StartHeadClock();
         }
-        WakeReader();
 
         ValueTask<FlushResult> flush;
         try
@@ -801,92 +900,70 @@ public sealed class DownstreamClient : IAsyncDisposable
         return Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
     }
 
-    // Socket → inbound pipe. FlushAsync waits while the pipe is over its pause threshold.
-    private async Task FillInboundAsync()
+    // The one reader: reads the stream itself, parses every complete reply in what arrived and
+    // matches each to the oldest outstanding command, then completes them on this thread (no
+    // hop to another). All replies in a read are matched before any caller runs, so a reply
+    // can never be taken for the answer to a command its caller sent after it arrived. Reply
+    // deadlines are the timer's (OnDeadline), which breaks the client and so ends the read.
+    private async Task ReadRepliesAsync()
     {
-        var writer = _inbound.Writer;
+        var buffer = new byte[4096];
+        int start = 0, filled = 0;
+        var answered = new List<(PendingReply Pending, SmtpReply Reply)>();
         try
         {
             while (true)
             {
-                var memory = writer.GetMemory(4096);
-                int n = await _stream.ReadAsync(memory).ConfigureAwait(false);
-                if (n == 0) break;
-                writer.Advance(n);
-                var result = await writer.FlushAsync().ConfigureAwait(false);
-                if (result.IsCompleted || result.IsCanceled) break;
-            }
-            await writer.CompleteAsync().ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            await writer.CompleteAsync(ex).ConfigureAwait(false);
-        }
-    }
-
-    // The one reader: parse replies, hand each to the oldest outstanding command, enforce the
-    // reply deadline of that command (it starts when the command was flushed or the previous
-    // reply arrived, whichever is later).
-    private async Task ReadRepliesAsync()
-    {
-        var timeoutCts = new CancellationTokenSource();
-        try
-        {
-            while (Volatile.Read(ref _failure) is null)
-            {
-                var head = HeadAwaitingReply();
-                ReadResult result;
-                if (head is null)
+                if (filled == buffer.Length)
                 {
-                    result = await _input.ReadAsync().ConfigureAwait(false);   // woken by WakeReader
-                }
-                else
-                {
-                    var remaining = head.Remaining();
-                    if (remaining <= TimeSpan.Zero) throw ReplyTimeout(head);
-                    if (remaining != Timeout.InfiniteTimeSpan) timeoutCts.CancelAfter(remaining);
-                    try
+                    if (start > 0)
                     {
-                        result = await _input.ReadAsync(timeoutCts.Token).ConfigureAwait(false);
+                        Buffer.BlockCopy(buffer, start, buffer, 0, filled - start);
+                        filled -= start;
+                        start = 0;
                     }
-                    catch (OperationCanceledException) when (timeoutCts.IsCancellationRequested)
+                    else
                     {
-                        throw ReplyTimeout(head);
-                    }
-                    if (!timeoutCts.TryReset())
-                    {
-                        timeoutCts.Dispose();
-                        timeoutCts = new CancellationTokenSource();
+                        // The parser refuses a reply past MaxReplyLength before the buffer outgrows it.
+                        if (buffer.Length > ReplyParser.MaxReplyLength)
+                            throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply (reply too long)"
+                                + WaitingFor(Head()));
+                        Array.Resize(ref buffer, buffer.Length * 2);
                     }
                 }
+                int n = await _stream.ReadAsync(buffer.AsMemory(filled)).ConfigureAwait(false);
+                if (Volatile.Read(ref _failure) is not null) return;
+                if (n == 0)
+                    throw new DownstreamException($"downstream {RemoteDescription} closed the connection" + WaitingFor(Head()));
+                filled += n;
 
-                var buffer = result.Buffer;
-                var reader = new SequenceReader<byte>(buffer);
-                while (true)
+                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(buffer, start, filled - start));
+                DownstreamException? error = null;
+                while (error is null)
                 {
-                    var status = ReplyParser.TryParseReply(ref reader, out var reply, out var error);
+                    var status = ReplyParser.TryParseReply(ref reader, out var reply, out var parseError);
                     if (status == ReplyParseResult.Incomplete) break;
                     if (status == ReplyParseResult.Error)
-                        throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply ({error})"
-                            + WaitingFor(head));
-                    Deliver(reply!);
-                    head = HeadAwaitingReply();
+                        error = new DownstreamException($"downstream {RemoteDescription} sent a malformed reply ({parseError})"
+                            + WaitingFor(Head()));
+                    else if (Match(reply!) is { } pending) answered.Add((pending, reply!));
+                    else error = new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
                 }
-                _input.AdvanceTo(reader.Position, buffer.End);
+                start += (int)reader.Consumed;
+                if (start == filled) start = filled = 0;
 
-                if (result.IsCompleted)
-                    throw new DownstreamException($"downstream {RemoteDescription} closed the connection" + WaitingFor(HeadAwaitingReply()));
+                // A fault breaks the client first; the replies that came before it are still theirs.
+                if (error is not null) Break(error);
+                foreach (var (pending, reply) in answered) pending.TrySetResult(reply);
+                answered.Clear();
+                if (Volatile.Read(ref _failure) is not null) return;
             }
         }
         catch (Exception ex)
         {
             Break(ex as DownstreamException
                   ?? new DownstreamException($"downstream {RemoteDescription}: connection failed: {ex.Message}", null, ex));
-        }
-        finally
-        {
-            timeoutCts.Dispose();
-            await _input.CompleteAsync().ConfigureAwait(false);
+            foreach (var (pending, reply) in answered) pending.TrySetResult(reply);
         }
     }
 
@@ -895,26 +972,22 @@ public sealed class DownstreamClient : IAsyncDisposable
     private DownstreamException ReplyTimeout(PendingReply head) =>
         new($"downstream {RemoteDescription} did not reply within {Describe(head.Timeout)} to {head.Verb}");
 
-    private PendingReply? HeadAwaitingReply()
+    // The oldest outstanding command when it is on the wire.
+    private PendingReply? Head()
     {
-        lock (_gate)
-        {
-            if (_pending.Count == 0 || !_pending.Peek().Flushed) return null;
-            var head = _pending.Peek();
-            head.StartClock();
-            return head;
-        }
+        lock (_gate) return _pending.Count == 0 || !_pending.Peek().Flushed ? null : _pending.Peek();
     }
 
-    private void Deliver(SmtpReply reply)
+    // Takes the oldest outstanding command for this reply, or null when none was sent.
+    private PendingReply? Match(SmtpReply reply)
     {
-        PendingReply pending;
         lock (_gate)
         {
             // RFC 2920 §3.2: the server may not reply ahead of the commands it has received.
-            if (_pending.Count == 0 || !_pending.Peek().Flushed)
-                throw new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
-            pending = _pending.Dequeue();
+            if (_failure is not null || _pending.Count == 0 || !_pending.Peek().Flushed) return null;
+            var pending = _pending.Dequeue();
+            pending.Answered = true;
+            pending.SignalAnswered();
             // RFC 5321 §4.1.1.4/§4.1.1.5: the final reply to the data and RSET end the
             // transaction, and a refused MAIL never started one.
             if (pending.Verb switch
@@ -925,24 +998,13 @@ public sealed class DownstreamClient : IAsyncDisposable
                     _ => false,
                 })
                 _transactionOpen = false;
-        }
-        pending.Completion.TrySetResult(reply);
-    }
-
-    private void WakeReader()
-    {
-        try
-        {
-            _input.CancelPendingRead();
-        }
-        catch (InvalidOperationException)
-        {
-            // The read loop has ended; nothing to wake.
+            StartHeadClock();
+            return pending;
         }
     }
 
-    // Marks the client broken (the first failure wins), fails every outstanding reply and closes
-    // the socket. Returns the failure that broke the client.
+    // Marks the client broken (the first failure wins), closes the socket and fails every
+    // outstanding reply. Returns the failure that broke the client.
     private DownstreamException Break(DownstreamException failure)
     {
         List<PendingReply> orphans;
@@ -952,8 +1014,11 @@ public sealed class DownstreamClient : IAsyncDisposable
             _failure = failure;
             orphans = [.. _pending];
             _pending.Clear();
+            _deadlineTimer?.Dispose();
+            _timerDue = 0;
+            foreach (var (_, registration) in _registrations) registration.Unregister();
+            _registrations.Clear();
         }
-        foreach (var pending in orphans) pending.Completion.TrySetException(failure);
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -963,7 +1028,17 @@ public sealed class DownstreamClient : IAsyncDisposable
             // Already gone.
         }
         _socket.Dispose();
-        WakeReader();
+        // Their callers run elsewhere, never inside whatever call broke the client (which may
+        // hold the write turn); a failure is rare, so the hop costs nothing that matters.
+        if (orphans.Count > 0)
+            ThreadPool.UnsafeQueueUserWorkItem(static state =>
+            {
+                foreach (var pending in state.Orphans)
+                {
+                    pending.SignalAnswered();
+                    pending.TrySetException(state.Failure);
+                }
+            }, (Orphans: orphans, Failure: failure), preferLocal: false);
         return failure;
     }
 
@@ -999,7 +1074,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             }
         }
         Break(new DownstreamException($"downstream {RemoteDescription}: the client was closed"));
-        await Task.WhenAll(_readLoop, _fillLoop).ConfigureAwait(false);
+        await _readLoop.ConfigureAwait(false);
         try
         {
             await _output.CompleteAsync().ConfigureAwait(false);
@@ -1061,24 +1136,21 @@ public sealed class DownstreamClient : IAsyncDisposable
         : t.TotalMinutes < 1 ? $"{t.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)}s"
         : $"{t.TotalMinutes.ToString("0.#", CultureInfo.InvariantCulture)}min";
 
-    private sealed class PendingReply(string verb, TimeSpan timeout)
+    // A command's reply to come: its own completion source (its Task is what the caller awaits),
+    // completed on the reader's thread. Answered and the deadline are under _gate.
+    private sealed class PendingReply(string verb, TimeSpan timeout, CancellationToken token) : TaskCompletionSource<SmtpReply>
     {
-        private long _deadline;   // Stopwatch timestamp; 0 until the reply is being waited for
+        private TaskCompletionSource? _answered;   // only for lock-step after the caller gave up waiting
 
         public string Verb { get; } = verb;
         public TimeSpan Timeout { get; } = timeout;
+        public CancellationToken Token { get; } = token;
         public bool Flushed { get; set; }
-        public TaskCompletionSource<SmtpReply> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public bool Answered { get; set; }
+        public long Deadline { get; set; }   // Stopwatch timestamp, long.MaxValue for none; 0 until the clock starts
 
-        public void StartClock()
-        {
-            if (_deadline == 0 && Timeout != System.Threading.Timeout.InfiniteTimeSpan)
-                _deadline = Stopwatch.GetTimestamp() + (long)(Timeout.TotalSeconds * Stopwatch.Frequency);
-        }
+        public Task WhenAnswered() => (_answered ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
 
-        public TimeSpan Remaining() =>
-            Timeout == System.Threading.Timeout.InfiniteTimeSpan
-                ? System.Threading.Timeout.InfiniteTimeSpan
-                : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _deadline);
+        public void SignalAnswered() => _answered?.TrySetResult();
     }
 }
