@@ -33,8 +33,8 @@ internal static class ReplyParser
         long start = probe.Consumed;
         int code = 0;
         string? enhanced = null;
-        var lines = new List<string>(1);
-        Span<byte> scratch = stackalloc byte[MaxLineLength];
+        string? first = null;            // a one-line reply (the usual) needs no list
+        List<string>? lines = null;
 
         while (true)
         {
@@ -50,16 +50,8 @@ internal static class ReplyParser
 
             var lineSequence = window.Slice(0, lf.Value);
             probe.Advance(lineSequence.Length + 1);
-            scoped ReadOnlySpan<byte> line;
-            if (lineSequence.IsSingleSegment)
-            {
-                line = lineSequence.FirstSpan;
-            }
-            else
-            {
-                lineSequence.CopyTo(scratch);
-                line = scratch[..(int)lineSequence.Length];
-            }
+            // The client reads into one array, so a line in two segments is rare: copy it then.
+            ReadOnlySpan<byte> line = lineSequence.IsSingleSegment ? lineSequence.FirstSpan : lineSequence.ToArray();
             if (line.Length > 0 && line[^1] == (byte)'\r') line = line[..^1];
 
             scoped ReadOnlySpan<byte> text;
@@ -71,7 +63,7 @@ internal static class ReplyParser
                 int length = EnhancedCodeLength(text, code);
                 if (length > 0)
                 {
-                    enhanced = Encoding.ASCII.GetString(text[..length]);
+                    enhanced = CommonEnhanced(text[..length]) ?? Encoding.ASCII.GetString(text[..length]);
                     text = text[length..];
                 }
             }
@@ -84,11 +76,13 @@ internal static class ReplyParser
             {
                 // Continuation lines usually repeat the enhanced code; strip it only when it matches.
                 int length = EnhancedCodeLength(text, code);
-                if (length > 0 && text[..length].SequenceEqual(Encoding.ASCII.GetBytes(enhanced))) text = text[length..];
+                if (length > 0 && SameAscii(text[..length], enhanced)) text = text[length..];
             }
             if (enhanced is not null && !text.IsEmpty && text[0] == (byte)' ') text = text[1..];
 
-            lines.Add(Encoding.UTF8.GetString(text));
+            string lineText = Encoding.UTF8.GetString(text);
+            if (first is null) first = lineText;
+            else (lines ??= [first]).Add(lineText);
             if (probe.Consumed - start > MaxReplyLength)
             {
                 error = $"reply longer than {MaxReplyLength} bytes";
@@ -96,11 +90,29 @@ internal static class ReplyParser
             }
             if (last)
             {
-                reply = new SmtpReply(code, enhanced, [.. lines]);
+                reply = new SmtpReply(code, enhanced, lines is null ? [first!] : [.. lines]);
                 reader = probe;
                 return ReplyParseResult.Complete;
             }
         }
+    }
+
+    // The enhanced codes nearly every reply of a transaction carries, as one string each.
+    private static readonly string[] CommonEnhancedCodes = ["2.0.0", "2.1.0", "2.1.5", "2.6.0", "2.5.0", "2.7.0", "2.3.0"];
+
+    private static string? CommonEnhanced(ReadOnlySpan<byte> code)
+    {
+        foreach (var common in CommonEnhancedCodes)
+            if (SameAscii(code, common)) return common;
+        return null;
+    }
+
+    private static bool SameAscii(ReadOnlySpan<byte> bytes, string text)
+    {
+        if (bytes.Length != text.Length) return false;
+        for (int i = 0; i < bytes.Length; i++)
+            if (bytes[i] != text[i]) return false;
+        return true;
     }
 
     private static bool TryParseLine(ReadOnlySpan<byte> line, out int code, out bool last, out ReadOnlySpan<byte> text, out string? error)
