@@ -322,16 +322,21 @@ public sealed class DownstreamClient : IAsyncDisposable
         return SendCommandCoreAsync(response, SaslResponseLabel, endsGroup: true, ct);
     }
 
-    public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default)
-    {
-        ArgumentNullException.ThrowIfNull(reversePath);
-        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"MAIL FROM:{reversePath}" : $"MAIL FROM:{reversePath} {parameters}", ct);
-    }
+    public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default) =>
+        SendPathCommand("MAIL FROM:", "MAIL", reversePath, parameters, ct);
 
-    public Task<SmtpReply> RcptAsync(string forwardPath, string? parameters = null, CancellationToken ct = default)
+    public Task<SmtpReply> RcptAsync(string forwardPath, string? parameters = null, CancellationToken ct = default) =>
+        SendPathCommand("RCPT TO:", "RCPT", forwardPath, parameters, ct);
+
+    // MAIL and RCPT are written from their parts: no command string is built for them.
+    private Task<SmtpReply> SendPathCommand(string head, string verb, string path, string? parameters, CancellationToken ct)
     {
-        ArgumentNullException.ThrowIfNull(forwardPath);
-        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"RCPT TO:{forwardPath}" : $"RCPT TO:{forwardPath} {parameters}", ct);
+        ArgumentNullException.ThrowIfNull(path);
+        // No CR/LF/NUL: a command must never smuggle a second command onto the wire.
+        if (path.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0 || parameters.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            throw new ArgumentException("a command line must be non-empty and contain no CR, LF or NUL", nameof(path));
+        ThrowIfBroken();
+        return SendCommandCoreAsync(new CommandLine(head, path, string.IsNullOrEmpty(parameters) ? null : parameters), verb, endsGroup: false, ct);
     }
 
     public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendCommandAsync("RSET", ct);
@@ -629,7 +634,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 
     // With PIPELINING and the write turn free, the command is written (and flushed when it ends a
     // group) without an async state machine: the reply task is the pending reply's own.
-    private Task<SmtpReply> SendCommandCoreAsync(string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    private Task<SmtpReply> SendCommandCoreAsync(CommandLine commandLine, string verb, bool endsGroup, CancellationToken ct)
     {
         var entered = _writeGate.WaitAsync(ct);
         if (!entered.IsCompletedSuccessfully || !Capabilities.Pipelining)
@@ -639,7 +644,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         try
         {
             ThrowIfBroken();
-            WriteLine(commandLine);
+            commandLine.WriteTo(_output);
             pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (endsGroup) flush = FlushOutputAsync(verb, ct);
@@ -675,7 +680,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         return await pending.Task.ConfigureAwait(false);
     }
 
-    private async Task<SmtpReply> SendCommandSlowAsync(Task entered, string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    private async Task<SmtpReply> SendCommandSlowAsync(Task entered, CommandLine commandLine, string verb, bool endsGroup, CancellationToken ct)
     {
         PendingReply pending;
         await entered.ConfigureAwait(false);
@@ -685,7 +690,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             bool pipelining = Capabilities.Pipelining;
             // Lock-step without PIPELINING (RFC 5321 §4.3): the previous reply must be in first.
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
-            WriteLine(commandLine);
+            commandLine.WriteTo(_output);
             pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
@@ -724,6 +729,28 @@ public sealed class DownstreamClient : IAsyncDisposable
             }
         }
         ThrowIfBroken();
+    }
+
+    // A command as written: Text, then Path and " " Parameters when given, then CRLF.
+    private readonly record struct CommandLine(string Text, string? Path = null, string? Parameters = null)
+    {
+        public static implicit operator CommandLine(string text) => new(text);
+
+        public void WriteTo(PipeWriter output)
+        {
+            int chars = Text.Length + (Path?.Length ?? 0) + (Parameters is null ? 0 : Parameters.Length + 1);
+            var span = output.GetSpan(Encoding.UTF8.GetMaxByteCount(chars) + 2);
+            int n = Encoding.UTF8.GetBytes(Text, span);
+            if (Path is not null) n += Encoding.UTF8.GetBytes(Path, span[n..]);
+            if (Parameters is not null)
+            {
+                span[n++] = (byte)' ';
+                n += Encoding.UTF8.GetBytes(Parameters, span[n..]);
+            }
+            span[n++] = (byte)'\r';
+            span[n++] = (byte)'\n';
+            output.Advance(n);
+        }
     }
 
     private void WriteLine(string line)
