@@ -477,13 +477,14 @@ public sealed class DownstreamClient : IAsyncDisposable
     // Sends headerPrefix then body as one message: BDAT chunks when the server offers CHUNKING
     // (bytes as they are), otherwise DATA with dot-stuffing. Returns the final reply, or the reply
     // that refused DATA / a BDAT chunk. The envelope (MAIL, RCPT) must already have been sent.
-    public async Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
+    // Its failures come as the task's, as from an async method, without the wrapper's state machine.
+    public Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
     {
-        ArgumentNullException.ThrowIfNull(body);
-        ThrowIfBroken();
+        if (body is null) return Task.FromException<SmtpReply>(new ArgumentNullException(nameof(body)));
+        if (Volatile.Read(ref _failure) is { } failure) return Task.FromException<SmtpReply>(Unusable(failure));
         return Capabilities.Chunking
-            ? await SendWithBdatAsync(headerPrefix, body, ct).ConfigureAwait(false)
-            : await SendWithDataAsync(headerPrefix, body, ct).ConfigureAwait(false);
+            ? SendWithBdatAsync(headerPrefix, body, ct)
+            : SendWithDataAsync(headerPrefix, body, ct);
     }
 
     private async Task<SmtpReply> SendWithDataAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
