@@ -935,7 +935,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     // deadlines are the timer's (OnDeadline), which breaks the client and so ends the read.
     private async Task ReadRepliesAsync()
     {
-        var buffer = new byte[4096];
+        var buffer = ArrayPool<byte>.Shared.Rent(4096);   // rented: a connection costs no buffer of its own
         int start = 0, filled = 0;
         var answered = new List<(PendingReply Pending, SmtpReply Reply)>();
         try
@@ -956,7 +956,10 @@ public sealed class DownstreamClient : IAsyncDisposable
                         if (buffer.Length > ReplyParser.MaxReplyLength)
                             throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply (reply too long)"
                                 + WaitingFor(Head()));
-                        Array.Resize(ref buffer, buffer.Length * 2);
+                        var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                        Buffer.BlockCopy(buffer, 0, larger, 0, filled);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = larger;
                     }
                 }
                 int n = await _stream.ReadAsync(buffer.AsMemory(filled)).ConfigureAwait(false);
@@ -992,6 +995,10 @@ public sealed class DownstreamClient : IAsyncDisposable
             Break(ex as DownstreamException
                   ?? new DownstreamException($"downstream {RemoteDescription}: connection failed: {ex.Message}", null, ex));
             foreach (var (pending, reply) in answered) pending.TrySetResult(reply);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

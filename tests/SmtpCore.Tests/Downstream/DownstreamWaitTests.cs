@@ -172,4 +172,51 @@ public class DownstreamWaitTests
         await Assert.ThrowsAsync<DownstreamException>(() => client.NoopAsync(CancellationToken.None));
         await server.AssertScriptSucceededAsync();
     }
+
+    [Fact]
+    public async Task AReplyLargerThanOneReadIsParsedWhole()
+    {
+        var lines = Enumerable.Range(0, 40).Select(i => $"line {i} " + new string('x', 900)).ToArray();
+        await using var server = FakeSmtpServer.Start(async s =>
+        {
+            await s.GreetAsync("PIPELINING");
+            Assert.Equal("NOOP", await s.ReadLineAsync());
+            await s.SendAsync(string.Concat(lines.Select((line, i) => $"250{(i == lines.Length - 1 ? ' ' : '-')}{line}\r\n")));
+            await s.ExpectAsync("RSET", "250 2.0.0 ok");
+            await s.ExpectAsync("QUIT", "221 bye");
+        });
+
+        await using (var client = await server.ConnectAsync())
+        {
+            var reply = await client.NoopAsync();
+            Assert.Equal(lines, reply.Lines);
+            Assert.Equal("ok", (await client.RsetAsync()).Text);
+        }
+        await server.AssertScriptSucceededAsync();
+    }
+
+    [Fact]
+    public async Task AReplyOverTheLimitBreaksTheClient()
+    {
+        await using var server = FakeSmtpServer.Start(async s =>
+        {
+            await s.GreetAsync("PIPELINING");
+            Assert.Equal("NOOP", await s.ReadLineAsync());
+            try
+            {
+                for (int i = 0; i < 200; i++) await s.SendAsync("250-" + new string('x', 1000) + "\r\n");
+            }
+            catch (IOException)
+            {
+                // The client closed the connection part way: what it had to do.
+            }
+            await s.WaitForCloseAsync();
+        });
+
+        await using var client = await server.ConnectAsync();
+        var ex = await Assert.ThrowsAsync<DownstreamException>(() => client.NoopAsync());
+        Assert.Contains("malformed reply", ex.Message);
+        Assert.True(client.IsBroken);
+        await server.AssertScriptSucceededAsync();
+    }
 }
