@@ -339,11 +339,18 @@ public sealed class DownstreamClient : IAsyncDisposable
         return SendCommandCoreAsync(new CommandLine(head, path, string.IsNullOrEmpty(parameters) ? null : parameters), verb, endsGroup: false, ct);
     }
 
-    public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendCommandAsync("RSET", ct);
+    public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendFixedCommand("RSET", ct);
 
-    public Task<SmtpReply> NoopAsync(CancellationToken ct = default) => SendCommandAsync("NOOP", ct);
+    public Task<SmtpReply> NoopAsync(CancellationToken ct = default) => SendFixedCommand("NOOP", ct);
 
-    public Task<SmtpReply> QuitAsync(CancellationToken ct = default) => SendCommandAsync("QUIT", ct);
+    public Task<SmtpReply> QuitAsync(CancellationToken ct = default) => SendFixedCommand("QUIT", ct);
+
+    // A one-word group-ending command needs neither checking nor naming.
+    private Task<SmtpReply> SendFixedCommand(string verb, CancellationToken ct)
+    {
+        ThrowIfBroken();
+        return SendCommandCoreAsync(verb, verb, endsGroup: true, ct);
+    }
 
     // Sends the attributes the server listed after XFORWARD (others are dropped), values in xtext,
     // split over several commands when one would pass 512 characters. Null when nothing was sent.
@@ -489,7 +496,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 
     private async Task<SmtpReply> SendWithDataAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
     {
-        var go = await SendCommandAsync("DATA", ct).ConfigureAwait(false);
+        var go = await SendFixedCommand("DATA", ct).ConfigureAwait(false);
         if (go.Code != 354)
         {
             // A 2xx/3xx other than 354 leaves the server's state unknown: never treat it as "sent".
@@ -813,6 +820,12 @@ public sealed class DownstreamClient : IAsyncDisposable
         registration.Unregister();
     }
 
+    private void ReleaseRegistrations()
+    {
+        foreach (var (_, registration) in _registrations) registration.Unregister();
+        _registrations.Clear();
+    }
+
     private void CancelWaiters(CancellationToken token)
     {
         List<PendingReply>? canceled = null;
@@ -1022,6 +1035,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             if (_failure is not null || _pending.Count == 0 || !_pending.Peek().Flushed) return null;
             var pending = _pending.Dequeue();
             pending.Answered = true;
+            if (ReferenceEquals(_lastPending, pending)) _lastPending = null;   // nothing for lock-step to wait for
             pending.SignalAnswered();
             // RFC 5321 §4.1.1.4/§4.1.1.5: the final reply to the data and RSET end the
             // transaction, and a refused MAIL never started one.
@@ -1033,6 +1047,9 @@ public sealed class DownstreamClient : IAsyncDisposable
                     _ => false,
                 })
                 _transactionOpen = false;
+            // Between transactions with nothing outstanding (a pooled connection, say), no caller's
+            // token stays registered: a session's token must not keep anything of it alive.
+            if (_pending.Count == 0 && !_transactionOpen) ReleaseRegistrations();
             StartHeadClock();
             return pending;
         }
@@ -1051,8 +1068,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             _pending.Clear();
             _deadlineTimer?.Dispose();
             _timerDue = 0;
-            foreach (var (_, registration) in _registrations) registration.Unregister();
-            _registrations.Clear();
+            ReleaseRegistrations();
         }
         try
         {
