@@ -12,6 +12,9 @@
 //   outstanding reply with DownstreamException, closes the socket and marks the client broken;
 //   later calls throw at once. Every wait is bounded by a timeout or the caller's token.
 // - One logical caller at a time (a session); calls are ordered by the order they are made.
+// - A reply task completes on the read loop's own thread (no hop per reply): what runs on
+//   after it must not block that thread waiting for another reply of the same connection.
+// - The caller's token cancels the wait, not the command: its reply is still consumed in turn.
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
