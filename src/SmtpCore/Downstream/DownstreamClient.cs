@@ -12,6 +12,9 @@
 //   outstanding reply with DownstreamException, closes the socket and marks the client broken;
 //   later calls throw at once. Every wait is bounded by a timeout or the caller's token.
 // - One logical caller at a time (a session); calls are ordered by the order they are made.
+// - A reply task completes on the read loop's own thread (no hop per reply): what runs on
+//   after it must not block that thread waiting for another reply of the same connection.
+// - The caller's token cancels the wait, not the command: its reply is still consumed in turn.
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
@@ -42,8 +45,6 @@ public sealed class DownstreamClient : IAsyncDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;     // the socket's NetworkStream, or an SslStream over it after STARTTLS
     private readonly SmtpReply? _bannerBeforeTls;
-    private readonly Pipe _inbound;
-    private readonly PipeReader _input;
     private readonly PipeWriter _output;
     private readonly DownstreamOptions _options;
     private readonly object _gate = new();
@@ -51,8 +52,11 @@ public sealed class DownstreamClient : IAsyncDisposable
     private PendingReply? _lastPending;
     private DownstreamException? _failure;
     private readonly SemaphoreSlim _writeGate = new(1, 1);   // async waiters queue in order: writes keep call order
-    private Task _fillLoop = Task.CompletedTask;
     private Task _readLoop = Task.CompletedTask;
+    private Timer? _deadlineTimer;   // one per connection, armed for the earliest reply deadline; under _gate
+    private long _timerDue;          // Stopwatch timestamp the timer is armed for, 0 when disarmed; under _gate
+    // One registration per caller token with commands outstanding, not one per command; under _gate.
+    private readonly List<(CancellationToken Token, CancellationTokenRegistration Registration)> _registrations = [];
     private int _disposed;
     private bool _transactionOpen;   // under _gate
     private bool _authAttempted;
@@ -65,10 +69,6 @@ public sealed class DownstreamClient : IAsyncDisposable
         _stream = stream;
         _bannerBeforeTls = bannerBeforeTls;
         IsTls = stream is SslStream;
-        // Bounded inbound buffer: the socket loop stops reading while 256 KiB sit unparsed.
-        _inbound = new Pipe(new PipeOptions(pauseWriterThreshold: 256 * 1024, resumeWriterThreshold: 128 * 1024,
-            minimumSegmentSize: 4096, useSynchronizationContext: false));
-        _input = _inbound.Reader;
         _output = PipeWriter.Create(_stream, new StreamPipeWriterOptions(minimumBufferSize: 16 * 1024, leaveOpen: true));
     }
 
@@ -269,7 +269,6 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             // RFC 3207 §4.2: after the handshake the client starts again with EHLO; there is no new banner.
             Banner = _bannerBeforeTls;
-            _fillLoop = FillInboundAsync();
             _readLoop = ReadRepliesAsync();
             var again = await SendCommandAsync($"EHLO {_options.HeloName}", ct).ConfigureAwait(false);
             if (!again.IsPositiveCompletion)
@@ -280,16 +279,10 @@ public sealed class DownstreamClient : IAsyncDisposable
         }
 
         // §3.1: the server speaks first; the banner is the reply to the connection itself.
-        var banner = new PendingReply("the connection (banner)", _options.ReplyTimeout) { Flushed = true };
-        lock (_gate)
-        {
-            _pending.Enqueue(banner);
-            _lastPending = banner;
-        }
-        _fillLoop = FillInboundAsync();
+        var banner = Enqueue("the connection (banner)", _options.ReplyTimeout, ct, flushed: true);
         _readLoop = ReadRepliesAsync();
 
-        Banner = await banner.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        Banner = await banner.Task.ConfigureAwait(false);
         if (Banner.Code != 220)
             throw Refused(new DownstreamException($"downstream {RemoteDescription} refused the connection: {Banner}", Banner));
 
@@ -332,23 +325,35 @@ public sealed class DownstreamClient : IAsyncDisposable
         return SendCommandCoreAsync(response, SaslResponseLabel, endsGroup: true, ct);
     }
 
-    public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default)
+    public Task<SmtpReply> MailAsync(string reversePath, string? parameters = null, CancellationToken ct = default) =>
+        SendPathCommand("MAIL FROM:", "MAIL", reversePath, parameters, ct);
+
+    public Task<SmtpReply> RcptAsync(string forwardPath, string? parameters = null, CancellationToken ct = default) =>
+        SendPathCommand("RCPT TO:", "RCPT", forwardPath, parameters, ct);
+
+    // MAIL and RCPT are written from their parts: no command string is built for them.
+    private Task<SmtpReply> SendPathCommand(string head, string verb, string path, string? parameters, CancellationToken ct)
     {
-        ArgumentNullException.ThrowIfNull(reversePath);
-        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"MAIL FROM:{reversePath}" : $"MAIL FROM:{reversePath} {parameters}", ct);
+        ArgumentNullException.ThrowIfNull(path);
+        // No CR/LF/NUL: a command must never smuggle a second command onto the wire.
+        if (path.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0 || parameters.AsSpan().IndexOfAny('\r', '\n', '\0') >= 0)
+            throw new ArgumentException("a command line must be non-empty and contain no CR, LF or NUL", nameof(path));
+        ThrowIfBroken();
+        return SendCommandCoreAsync(new CommandLine(head, path, string.IsNullOrEmpty(parameters) ? null : parameters), verb, endsGroup: false, ct);
     }
 
-    public Task<SmtpReply> RcptAsync(string forwardPath, string? parameters = null, CancellationToken ct = default)
+    public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendFixedCommand("RSET", ct);
+
+    public Task<SmtpReply> NoopAsync(CancellationToken ct = default) => SendFixedCommand("NOOP", ct);
+
+    public Task<SmtpReply> QuitAsync(CancellationToken ct = default) => SendFixedCommand("QUIT", ct);
+
+    // A one-word group-ending command needs neither checking nor naming.
+    private Task<SmtpReply> SendFixedCommand(string verb, CancellationToken ct)
     {
-        ArgumentNullException.ThrowIfNull(forwardPath);
-        return SendCommandAsync(string.IsNullOrEmpty(parameters) ? $"RCPT TO:{forwardPath}" : $"RCPT TO:{forwardPath} {parameters}", ct);
+        ThrowIfBroken();
+        return SendCommandCoreAsync(verb, verb, endsGroup: true, ct);
     }
-
-    public Task<SmtpReply> RsetAsync(CancellationToken ct = default) => SendCommandAsync("RSET", ct);
-
-    public Task<SmtpReply> NoopAsync(CancellationToken ct = default) => SendCommandAsync("NOOP", ct);
-
-    public Task<SmtpReply> QuitAsync(CancellationToken ct = default) => SendCommandAsync("QUIT", ct);
 
     // Sends the attributes the server listed after XFORWARD (others are dropped), values in xtext,
     // split over several commands when one would pass 512 characters. Null when nothing was sent.
@@ -482,18 +487,19 @@ public sealed class DownstreamClient : IAsyncDisposable
     // Sends headerPrefix then body as one message: BDAT chunks when the server offers CHUNKING
     // (bytes as they are), otherwise DATA with dot-stuffing. Returns the final reply, or the reply
     // that refused DATA / a BDAT chunk. The envelope (MAIL, RCPT) must already have been sent.
-    public async Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
+    // Its failures come as the task's, as from an async method, without the wrapper's state machine.
+    public Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
     {
-        ArgumentNullException.ThrowIfNull(body);
-        ThrowIfBroken();
+        if (body is null) return Task.FromException<SmtpReply>(new ArgumentNullException(nameof(body)));
+        if (Volatile.Read(ref _failure) is { } failure) return Task.FromException<SmtpReply>(Unusable(failure));
         return Capabilities.Chunking
-            ? await SendWithBdatAsync(headerPrefix, body, ct).ConfigureAwait(false)
-            : await SendWithDataAsync(headerPrefix, body, ct).ConfigureAwait(false);
+            ? SendWithBdatAsync(headerPrefix, body, ct)
+            : SendWithDataAsync(headerPrefix, body, ct);
     }
 
     private async Task<SmtpReply> SendWithDataAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
     {
-        var go = await SendCommandAsync("DATA", ct).ConfigureAwait(false);
+        var go = await SendFixedCommand("DATA", ct).ConfigureAwait(false);
         if (go.Code != 354)
         {
             // A 2xx/3xx other than 354 leaves the server's state unknown: never treat it as "sent".
@@ -520,14 +526,14 @@ public sealed class DownstreamClient : IAsyncDisposable
             await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer, "message data", ct)
                 .ConfigureAwait(false);
             stuffer.Finish(_output);
-            final = Enqueue("end of data", _options.DataReplyTimeout);
+            final = Enqueue("end of data", _options.DataReplyTimeout, ct);
             await FlushOutputAsync("end of data", ct).ConfigureAwait(false);
         }
         finally
         {
             _writeGate.Release();
         }
-        return await final.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await final.Task.ConfigureAwait(false);
     }
 
     private async Task<SmtpReply> SendWithBdatAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
@@ -545,12 +551,12 @@ public sealed class DownstreamClient : IAsyncDisposable
             sent += count;
             if (!Capabilities.Pipelining && !last)
             {
-                var reply = await replies[^1].WaitAsync(ct).ConfigureAwait(false);
+                var reply = await replies[^1].ConfigureAwait(false);
                 if (!reply.IsPositiveCompletion) return reply;
             }
         }
         while (sent < total);
-        return await FirstFailureOrLastAsync(replies).WaitAsync(ct).ConfigureAwait(false) ?? throw new UnreachableException();
+        return await FirstFailureOrLastAsync(replies).ConfigureAwait(false) ?? throw new UnreachableException();
     }
 
     private async Task<Task<SmtpReply>> SendChunkAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, long offset,
@@ -564,9 +570,9 @@ public sealed class DownstreamClient : IAsyncDisposable
             WriteLine(last ? $"BDAT {count} LAST" : $"BDAT {count}");
             await StreamContentAsync(headerPrefix, body, offset, count, null, "BDAT data", ct).ConfigureAwait(false);
             // Enqueued only now: the reply clock starts when the whole chunk is on the wire.
-            var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout);
+            var pending = Enqueue(last ? "BDAT LAST" : "BDAT", last ? _options.DataReplyTimeout : _options.ReplyTimeout, ct);
             await FlushOutputAsync("BDAT data", ct).ConfigureAwait(false);
-            return pending.Completion.Task;
+            return pending.Task;
         }
         finally
         {
@@ -639,7 +645,7 @@ public sealed class DownstreamClient : IAsyncDisposable
 
     // With PIPELINING and the write turn free, the command is written (and flushed when it ends a
     // group) without an async state machine: the reply task is the pending reply's own.
-    private Task<SmtpReply> SendCommandCoreAsync(string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    private Task<SmtpReply> SendCommandCoreAsync(CommandLine commandLine, string verb, bool endsGroup, CancellationToken ct)
     {
         var entered = _writeGate.WaitAsync(ct);
         if (!entered.IsCompletedSuccessfully || !Capabilities.Pipelining)
@@ -649,8 +655,8 @@ public sealed class DownstreamClient : IAsyncDisposable
         try
         {
             ThrowIfBroken();
-            WriteLine(commandLine);
-            pending = Enqueue(verb, _options.ReplyTimeout);
+            commandLine.WriteTo(_output);
+            pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (endsGroup) flush = FlushOutputAsync(verb, ct);
         }
@@ -669,7 +675,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             return Task.FromException<SmtpReply>(e);
         }
-        return ct.CanBeCanceled ? pending.Completion.Task.WaitAsync(ct) : pending.Completion.Task;
+        return pending.Task;
     }
 
     private async Task<SmtpReply> FlushThenReplyAsync(ValueTask flush, PendingReply pending, CancellationToken ct)
@@ -682,10 +688,10 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             _writeGate.Release();
         }
-        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await pending.Task.ConfigureAwait(false);
     }
 
-    private async Task<SmtpReply> SendCommandSlowAsync(Task entered, string commandLine, string verb, bool endsGroup, CancellationToken ct)
+    private async Task<SmtpReply> SendCommandSlowAsync(Task entered, CommandLine commandLine, string verb, bool endsGroup, CancellationToken ct)
     {
         PendingReply pending;
         await entered.ConfigureAwait(false);
@@ -695,8 +701,8 @@ public sealed class DownstreamClient : IAsyncDisposable
             bool pipelining = Capabilities.Pipelining;
             // Lock-step without PIPELINING (RFC 5321 §4.3): the previous reply must be in first.
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
-            WriteLine(commandLine);
-            pending = Enqueue(verb, _options.ReplyTimeout);
+            commandLine.WriteTo(_output);
+            pending = Enqueue(verb, _options.ReplyTimeout, ct);
             if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
         }
@@ -704,23 +710,58 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             _writeGate.Release();
         }
-        return await pending.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
+        return await pending.Task.ConfigureAwait(false);
     }
 
+    // Lock-step: waits until the last command sent has its reply (or the client broke). A caller
+    // that stopped waiting for that reply (its token) does not let the next command go early.
     private async Task AwaitOutstandingAsync(CancellationToken ct)
     {
-        PendingReply? last;
-        lock (_gate) last = _lastPending;
-        if (last is null || last.Completion.Task.IsCompleted) return;
-        try
+        while (true)
         {
-            await last.Completion.Task.WaitAsync(ct).ConfigureAwait(false);
-        }
-        catch (DownstreamException)
-        {
-            // Its own caller sees the failure; this command reports it through ThrowIfBroken.
+            Task wait;
+            lock (_gate)
+            {
+                var last = _lastPending;
+                if (last is null || last.Answered || _failure is not null) break;
+                wait = last.Task.IsCanceled ? last.WhenAnswered() : last.Task;
+            }
+            try
+            {
+                await wait.WaitAsync(ct).ConfigureAwait(false);
+            }
+            catch (DownstreamException)
+            {
+                // Its own caller sees the failure; this command reports it through ThrowIfBroken.
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                // That command's caller gave up waiting; its reply is still to come.
+            }
         }
         ThrowIfBroken();
+    }
+
+    // A command as written: Text, then Path and " " Parameters when given, then CRLF.
+    private readonly record struct CommandLine(string Text, string? Path = null, string? Parameters = null)
+    {
+        public static implicit operator CommandLine(string text) => new(text);
+
+        public void WriteTo(PipeWriter output)
+        {
+            int chars = Text.Length + (Path?.Length ?? 0) + (Parameters is null ? 0 : Parameters.Length + 1);
+            var span = output.GetSpan(Encoding.UTF8.GetMaxByteCount(chars) + 2);
+            int n = Encoding.UTF8.GetBytes(Text, span);
+            if (Path is not null) n += Encoding.UTF8.GetBytes(Path, span[n..]);
+            if (Parameters is not null)
+            {
+                span[n++] = (byte)' ';
+                n += Encoding.UTF8.GetBytes(Parameters, span[n..]);
+            }
+            span[n++] = (byte)'\r';
+            span[n++] = (byte)'\n';
+            output.Advance(n);
+        }
     }
 
     private void WriteLine(string line)
@@ -733,17 +774,119 @@ public sealed class DownstreamClient : IAsyncDisposable
         _output.Advance(n);
     }
 
-    private PendingReply Enqueue(string verb, TimeSpan timeout)
+    // Queues the reply a command (written or about to be) waits for. Its task is canceled when
+    // the caller's token is; the reply, when it comes, is still consumed in its turn.
+    private PendingReply Enqueue(string verb, TimeSpan timeout, CancellationToken ct, bool flushed = false)
     {
-        var pending = new PendingReply(verb, timeout);
+        var pending = new PendingReply(verb, timeout, ct) { Flushed = flushed };
+        bool register = false;
         lock (_gate)
         {
             if (_failure is not null) throw Unusable(_failure);
             _pending.Enqueue(pending);
             _lastPending = pending;
             if (verb == "MAIL") _transactionOpen = true;
+            if (flushed) StartHeadClock();
+            if (ct.CanBeCanceled)
+            {
+                register = true;
+                foreach (var (token, _) in _registrations)
+                    if (token == ct) register = false;
+            }
         }
+        if (register) Register(ct);
         return pending;
+    }
+
+    // Registered outside _gate: a token already canceled runs the callback at once, on this thread.
+    private void Register(CancellationToken ct)
+    {
+        var registration = ct.UnsafeRegister(static (state, token) => ((DownstreamClient)state!).CancelWaiters(token), this);
+        lock (_gate)
+        {
+            if (_failure is null)
+            {
+                // Tokens no outstanding command carries any more (an earlier session's) are let go.
+                for (int i = _registrations.Count - 1; i >= 0; i--)
+                {
+                    var token = _registrations[i].Token;
+                    bool used = false;
+                    foreach (var pending in _pending) used |= pending.Token == token;
+                    if (used) continue;
+                    _registrations[i].Registration.Unregister();
+                    _registrations.RemoveAt(i);
+                }
+                _registrations.Add((ct, registration));
+                return;
+            }
+        }
+        registration.Unregister();
+    }
+
+    private void ReleaseRegistrations()
+    {
+        foreach (var (_, registration) in _registrations) registration.Unregister();
+        _registrations.Clear();
+    }
+
+    private void CancelWaiters(CancellationToken token)
+    {
+        List<PendingReply>? canceled = null;
+        lock (_gate)
+        {
+            foreach (var pending in _pending)
+                if (pending.Token == token) (canceled ??= []).Add(pending);
+        }
+        if (canceled is null) return;
+        foreach (var pending in canceled) pending.TrySetCanceled(token);
+    }
+
+    // Starts the reply clock of the oldest command when it is on the wire and has none yet: the
+    // deadline runs from the flush or from the previous reply, whichever is later. One timer per
+    // connection, armed for the earliest deadline, checks it; a command costs a timestamp.
+    private void StartHeadClock()
+    {
+        if (_failure is not null || _pending.Count == 0) return;
+        var head = _pending.Peek();
+        if (!head.Flushed || head.Deadline != 0) return;
+        if (head.Timeout == Timeout.InfiniteTimeSpan)
+        {
+            head.Deadline = long.MaxValue;
+            return;
+        }
+        long now = Stopwatch.GetTimestamp();
+        head.Deadline = now + (long)(head.Timeout.TotalSeconds * Stopwatch.Frequency);
+        if (_timerDue == 0 || head.Deadline < _timerDue) ArmTimer(head.Deadline, now);
+    }
+
+    private void ArmTimer(long due, long now)
+    {
+        _timerDue = due;
+        long ms = Math.Max(1, (long)Math.Ceiling(Stopwatch.GetElapsedTime(now, due).TotalMilliseconds));
+        if (_deadlineTimer is null)
+        {
+            // The timer outlives the call that arms it: it must not carry that caller's context.
+            using (ExecutionContext.SuppressFlow())
+                _deadlineTimer = new Timer(static state => ((DownstreamClient)state!).OnDeadline(), this, ms, Timeout.Infinite);
+        }
+        else _deadlineTimer.Change(ms, Timeout.Infinite);
+    }
+
+    private void OnDeadline()
+    {
+        DownstreamException? timeout = null;
+        lock (_gate)
+        {
+            if (_failure is not null) return;
+            _timerDue = 0;
+            if (_pending.Count == 0) return;
+            var head = _pending.Peek();
+            if (!head.Flushed || head.Deadline is 0 or long.MaxValue) return;
+            long now = Stopwatch.GetTimestamp();
+            if (head.Deadline > now) ArmTimer(head.Deadline, now);
+            else timeout = ReplyTimeout(head);
+        }
+        if (timeout is not null) Break(timeout);
     }
 
     // Marks every buffered command flushed and sends the output. A flush the socket takes at once
@@ -754,8 +897,8 @@ public sealed class DownstreamClient : IAsyncDisposable
         lock (_gate)
         {
             foreach (var pending in _pending) pending.Flushed = true;
+            StartHeadClock();
         }
-        WakeReader();
 
         ValueTask<FlushResult> flush;
         try
@@ -801,92 +944,77 @@ public sealed class DownstreamClient : IAsyncDisposable
         return Break(new DownstreamException($"downstream {RemoteDescription}: sending {what} failed: {ex.Message}", null, ex));
     }
 
-    // Socket → inbound pipe. FlushAsync waits while the pipe is over its pause threshold.
-    private async Task FillInboundAsync()
+    // The one reader: reads the stream itself, parses every complete reply in what arrived and
+    // matches each to the oldest outstanding command, then completes them on this thread (no
+    // hop to another). All replies in a read are matched before any caller runs, so a reply
+    // can never be taken for the answer to a command its caller sent after it arrived. Reply
+    // deadlines are the timer's (OnDeadline), which breaks the client and so ends the read.
+    private async Task ReadRepliesAsync()
     {
-        var writer = _inbound.Writer;
+        var buffer = ArrayPool<byte>.Shared.Rent(4096);   // rented: a connection costs no buffer of its own
+        int start = 0, filled = 0;
+        var answered = new List<(PendingReply Pending, SmtpReply Reply)>();
         try
         {
             while (true)
             {
-                var memory = writer.GetMemory(4096);
-                int n = await _stream.ReadAsync(memory).ConfigureAwait(false);
-                if (n == 0) break;
-                writer.Advance(n);
-                var result = await writer.FlushAsync().ConfigureAwait(false);
-                if (result.IsCompleted || result.IsCanceled) break;
-            }
-            await writer.CompleteAsync().ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            await writer.CompleteAsync(ex).ConfigureAwait(false);
-        }
-    }
-
-    // The one reader: parse replies, hand each to the oldest outstanding command, enforce the
-    // reply deadline of that command (it starts when the command was flushed or the previous
-    // reply arrived, whichever is later).
-    private async Task ReadRepliesAsync()
-    {
-        var timeoutCts = new CancellationTokenSource();
-        try
-        {
-            while (Volatile.Read(ref _failure) is null)
-            {
-                var head = HeadAwaitingReply();
-                ReadResult result;
-                if (head is null)
+                if (filled == buffer.Length)
                 {
-                    result = await _input.ReadAsync().ConfigureAwait(false);   // woken by WakeReader
-                }
-                else
-                {
-                    var remaining = head.Remaining();
-                    if (remaining <= TimeSpan.Zero) throw ReplyTimeout(head);
-                    if (remaining != Timeout.InfiniteTimeSpan) timeoutCts.CancelAfter(remaining);
-                    try
+                    if (start > 0)
                     {
-                        result = await _input.ReadAsync(timeoutCts.Token).ConfigureAwait(false);
+                        Buffer.BlockCopy(buffer, start, buffer, 0, filled - start);
+                        filled -= start;
+                        start = 0;
                     }
-                    catch (OperationCanceledException) when (timeoutCts.IsCancellationRequested)
+                    else
                     {
-                        throw ReplyTimeout(head);
-                    }
-                    if (!timeoutCts.TryReset())
-                    {
-                        timeoutCts.Dispose();
-                        timeoutCts = new CancellationTokenSource();
+                        // The parser refuses a reply past MaxReplyLength before the buffer outgrows it.
+                        if (buffer.Length > ReplyParser.MaxReplyLength)
+                            throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply (reply too long)"
+                                + WaitingFor(Head()));
+                        var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+                        Buffer.BlockCopy(buffer, 0, larger, 0, filled);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = larger;
                     }
                 }
+                int n = await _stream.ReadAsync(buffer.AsMemory(filled)).ConfigureAwait(false);
+                if (Volatile.Read(ref _failure) is not null) return;
+                if (n == 0)
+                    throw new DownstreamException($"downstream {RemoteDescription} closed the connection" + WaitingFor(Head()));
+                filled += n;
 
-                var buffer = result.Buffer;
-                var reader = new SequenceReader<byte>(buffer);
-                while (true)
+                var reader = new SequenceReader<byte>(new ReadOnlySequence<byte>(buffer, start, filled - start));
+                DownstreamException? error = null;
+                while (error is null)
                 {
-                    var status = ReplyParser.TryParseReply(ref reader, out var reply, out var error);
+                    var status = ReplyParser.TryParseReply(ref reader, out var reply, out var parseError);
                     if (status == ReplyParseResult.Incomplete) break;
                     if (status == ReplyParseResult.Error)
-                        throw new DownstreamException($"downstream {RemoteDescription} sent a malformed reply ({error})"
-                            + WaitingFor(head));
-                    Deliver(reply!);
-                    head = HeadAwaitingReply();
+                        error = new DownstreamException($"downstream {RemoteDescription} sent a malformed reply ({parseError})"
+                            + WaitingFor(Head()));
+                    else if (Match(reply!) is { } pending) answered.Add((pending, reply!));
+                    else error = new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
                 }
-                _input.AdvanceTo(reader.Position, buffer.End);
+                start += (int)reader.Consumed;
+                if (start == filled) start = filled = 0;
 
-                if (result.IsCompleted)
-                    throw new DownstreamException($"downstream {RemoteDescription} closed the connection" + WaitingFor(HeadAwaitingReply()));
+                // A fault breaks the client first; the replies that came before it are still theirs.
+                if (error is not null) Break(error);
+                foreach (var (pending, reply) in answered) pending.TrySetResult(reply);
+                answered.Clear();
+                if (Volatile.Read(ref _failure) is not null) return;
             }
         }
         catch (Exception ex)
         {
             Break(ex as DownstreamException
                   ?? new DownstreamException($"downstream {RemoteDescription}: connection failed: {ex.Message}", null, ex));
+            foreach (var (pending, reply) in answered) pending.TrySetResult(reply);
         }
         finally
         {
-            timeoutCts.Dispose();
-            await _input.CompleteAsync().ConfigureAwait(false);
+            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
@@ -895,26 +1023,23 @@ public sealed class DownstreamClient : IAsyncDisposable
     private DownstreamException ReplyTimeout(PendingReply head) =>
         new($"downstream {RemoteDescription} did not reply within {Describe(head.Timeout)} to {head.Verb}");
 
-    private PendingReply? HeadAwaitingReply()
+    // The oldest outstanding command when it is on the wire.
+    private PendingReply? Head()
     {
-        lock (_gate)
-        {
-            if (_pending.Count == 0 || !_pending.Peek().Flushed) return null;
-            var head = _pending.Peek();
-            head.StartClock();
-            return head;
-        }
+        lock (_gate) return _pending.Count == 0 || !_pending.Peek().Flushed ? null : _pending.Peek();
     }
 
-    private void Deliver(SmtpReply reply)
+    // Takes the oldest outstanding command for this reply, or null when none was sent.
+    private PendingReply? Match(SmtpReply reply)
     {
-        PendingReply pending;
         lock (_gate)
         {
             // RFC 2920 §3.2: the server may not reply ahead of the commands it has received.
-            if (_pending.Count == 0 || !_pending.Peek().Flushed)
-                throw new DownstreamException($"downstream {RemoteDescription} sent a reply no command asked for: {reply}", reply);
-            pending = _pending.Dequeue();
+            if (_failure is not null || _pending.Count == 0 || !_pending.Peek().Flushed) return null;
+            var pending = _pending.Dequeue();
+            pending.Answered = true;
+            if (ReferenceEquals(_lastPending, pending)) _lastPending = null;   // nothing for lock-step to wait for
+            pending.SignalAnswered();
             // RFC 5321 §4.1.1.4/§4.1.1.5: the final reply to the data and RSET end the
             // transaction, and a refused MAIL never started one.
             if (pending.Verb switch
@@ -925,24 +1050,16 @@ public sealed class DownstreamClient : IAsyncDisposable
                     _ => false,
                 })
                 _transactionOpen = false;
-        }
-        pending.Completion.TrySetResult(reply);
-    }
-
-    private void WakeReader()
-    {
-        try
-        {
-            _input.CancelPendingRead();
-        }
-        catch (InvalidOperationException)
-        {
-            // The read loop has ended; nothing to wake.
+            // Between transactions with nothing outstanding (a pooled connection, say), no caller's
+            // token stays registered: a session's token must not keep anything of it alive.
+            if (_pending.Count == 0 && !_transactionOpen) ReleaseRegistrations();
+            StartHeadClock();
+            return pending;
         }
     }
 
-    // Marks the client broken (the first failure wins), fails every outstanding reply and closes
-    // the socket. Returns the failure that broke the client.
+    // Marks the client broken (the first failure wins), closes the socket and fails every
+    // outstanding reply. Returns the failure that broke the client.
     private DownstreamException Break(DownstreamException failure)
     {
         List<PendingReply> orphans;
@@ -952,8 +1069,10 @@ public sealed class DownstreamClient : IAsyncDisposable
             _failure = failure;
             orphans = [.. _pending];
             _pending.Clear();
+            _deadlineTimer?.Dispose();
+            _timerDue = 0;
+            ReleaseRegistrations();
         }
-        foreach (var pending in orphans) pending.Completion.TrySetException(failure);
         try
         {
             _socket.Shutdown(SocketShutdown.Both);
@@ -963,7 +1082,17 @@ public sealed class DownstreamClient : IAsyncDisposable
             // Already gone.
         }
         _socket.Dispose();
-        WakeReader();
+        // Their callers run elsewhere, never inside whatever call broke the client (which may
+        // hold the write turn); a failure is rare, so the hop costs nothing that matters.
+        if (orphans.Count > 0)
+            ThreadPool.UnsafeQueueUserWorkItem(static state =>
+            {
+                foreach (var pending in state.Orphans)
+                {
+                    pending.SignalAnswered();
+                    pending.TrySetException(state.Failure);
+                }
+            }, (Orphans: orphans, Failure: failure), preferLocal: false);
         return failure;
     }
 
@@ -999,7 +1128,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             }
         }
         Break(new DownstreamException($"downstream {RemoteDescription}: the client was closed"));
-        await Task.WhenAll(_readLoop, _fillLoop).ConfigureAwait(false);
+        await _readLoop.ConfigureAwait(false);
         try
         {
             await _output.CompleteAsync().ConfigureAwait(false);
@@ -1061,24 +1190,21 @@ public sealed class DownstreamClient : IAsyncDisposable
         : t.TotalMinutes < 1 ? $"{t.TotalSeconds.ToString("0.#", CultureInfo.InvariantCulture)}s"
         : $"{t.TotalMinutes.ToString("0.#", CultureInfo.InvariantCulture)}min";
 
-    private sealed class PendingReply(string verb, TimeSpan timeout)
+    // A command's reply to come: its own completion source (its Task is what the caller awaits),
+    // completed on the reader's thread. Answered and the deadline are under _gate.
+    private sealed class PendingReply(string verb, TimeSpan timeout, CancellationToken token) : TaskCompletionSource<SmtpReply>
     {
-        private long _deadline;   // Stopwatch timestamp; 0 until the reply is being waited for
+        private TaskCompletionSource? _answered;   // only for lock-step after the caller gave up waiting
 
         public string Verb { get; } = verb;
         public TimeSpan Timeout { get; } = timeout;
+        public CancellationToken Token { get; } = token;
         public bool Flushed { get; set; }
-        public TaskCompletionSource<SmtpReply> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public bool Answered { get; set; }
+        public long Deadline { get; set; }   // Stopwatch timestamp, long.MaxValue for none; 0 until the clock starts
 
-        public void StartClock()
-        {
-            if (_deadline == 0 && Timeout != System.Threading.Timeout.InfiniteTimeSpan)
-                _deadline = Stopwatch.GetTimestamp() + (long)(Timeout.TotalSeconds * Stopwatch.Frequency);
-        }
+        public Task WhenAnswered() => (_answered ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
 
-        public TimeSpan Remaining() =>
-            Timeout == System.Threading.Timeout.InfiniteTimeSpan
-                ? System.Threading.Timeout.InfiniteTimeSpan
-                : Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _deadline);
+        public void SignalAnswered() => _answered?.TrySetResult();
     }
 }

@@ -37,7 +37,6 @@ internal static class ReplyParser
         string? enhanced = null;
         string? first = null;               // most replies have one line: no list for them
         List<string>? lines = null;
-        Span<byte> scratch = stackalloc byte[MaxLineLength];
 
         while (true)
         {
@@ -53,16 +52,8 @@ internal static class ReplyParser
 
             var lineSequence = window.Slice(0, lf.Value);
             probe.Advance(lineSequence.Length + 1);
-            scoped ReadOnlySpan<byte> line;
-            if (lineSequence.IsSingleSegment)
-            {
-                line = lineSequence.FirstSpan;
-            }
-            else
-            {
-                lineSequence.CopyTo(scratch);
-                line = scratch[..(int)lineSequence.Length];
-            }
+            // The client reads into one array, so a line in two segments is rare: copy it then.
+            ReadOnlySpan<byte> line = lineSequence.IsSingleSegment ? lineSequence.FirstSpan : lineSequence.ToArray();
             if (line.Length > 0 && line[^1] == (byte)'\r') line = line[..^1];
 
             scoped ReadOnlySpan<byte> text;
