@@ -37,7 +37,7 @@ internal static class ClientIdentity
         var attributes = XClientAttributes(session);
         if (downstream.XClientAttributes is { } sent)
         {
-            if (sent.SequenceEqual(attributes)) return new Presented(downstream, true, null);
+            if (Same(sent, attributes)) return new Presented(downstream, true, null);
             // The client changed (EHLO again, AUTH): say so again, on a fresh connection when needed.
             if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect().ConfigureAwait(false);
         }
@@ -63,7 +63,7 @@ internal static class ClientIdentity
         : new SmtpReply(451, "4.3.0", $"Unexpected reply from the mail server behind this gateway ({reply.Code})");
 
     // XCLIENT_README and XFORWARD_README: addresses without brackets, IPv6 with "IPV6:", [UNAVAILABLE] when unknown.
-    public static List<KeyValuePair<string, string>> XClientAttributes(SmtpSession session)
+    public static KeyValuePair<string, string>[] XClientAttributes(SmtpSession session)
     {
         var client = session.RemoteEndPoint as IPEndPoint;
         var local = session.LocalEndPoint as IPEndPoint;
@@ -78,6 +78,19 @@ internal static class ClientIdentity
             new("DESTADDR", FormatAddress(local?.Address)),
             new("DESTPORT", local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture)),
         ];
+    }
+
+    // Ordinal, pair by pair (KeyValuePair's own Equals boxes and compares fields by reflection).
+    private static bool Same(IReadOnlyList<KeyValuePair<string, string>> a, KeyValuePair<string, string>[] b)
+    {
+        if (a.Count != b.Length) return false;
+        for (int i = 0; i < b.Length; i++)
+        {
+            if (!string.Equals(a[i].Key, b[i].Key, StringComparison.Ordinal) ||
+                !string.Equals(a[i].Value, b[i].Value, StringComparison.Ordinal))
+                return false;
+        }
+        return true;
     }
 
     // An address as XCLIENT and XFORWARD carry it.
