@@ -56,7 +56,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }
         state.MailSent = true;
         if (!identity.ByXClient) SendXForward(session, downstream, ct);
-        Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct));
+        Task<SmtpReply> reply;
+        try { reply = downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct); }
+        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
         var mapped = MapMailAsync(session, tx, state, reply);
         state.PendingMail = mapped;
         return new SmtpResponse(mapped);
@@ -119,7 +121,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
 
     // RFC 3461 §4: NOTIFY and ORCPT go only to a downstream connection that has DSN.
     private static string? RcptParameters(SmtpRecipient recipient, DownstreamCapabilities caps) =>
-        RcptParameters(recipient.Parameters, caps);
+        recipient.Parameters.Count == 0 ? null : RcptParameters(recipient.Parameters, caps);
 
     internal static string? RcptParameters(IEnumerable<KeyValuePair<string, string?>> parameters, DownstreamCapabilities caps) =>
         Join(parameters
@@ -131,7 +133,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     {
         if (lease.Usable is not { } downstream) return DownstreamReplies.Unavailable;
 
-        Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct));
+        Task<SmtpReply> reply;
+        try { reply = downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct); }
+        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
         return new SmtpResponse(MapRcptAsync(session, state, reply));
     }
 
@@ -261,33 +265,38 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
                 return Queued(state, "downstream unavailable: " + e.Message);
             }
         }
-        var (reply, reason) = await MapAsync(session, pending).ConfigureAwait(false);
-        if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, reason);
-        return reply;
+        try
+        {
+            var said = await pending.ConfigureAwait(false);
+            var reply = DownstreamReplies.MapFinal(said);
+            if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, said.ToString());
+            return reply;
+        }
+        catch (DownstreamException e)
+        {
+            var reply = Failed(session, e);
+            log.MailRefused(session, tx, state, reply, "unavailable: " + e.Message);
+            return reply;
+        }
     }
 
     // A refused recipient is the reason in the log if the transaction ends without delivery.
     private async Task<SmtpReply> MapRcptAsync(SmtpSession session, GatewayTransaction state, Task<SmtpReply> pending)
     {
-        var (reply, _) = await MapAsync(session, pending).ConfigureAwait(false);
+        SmtpReply reply;
+        try { reply = DownstreamReplies.MapFinal(await pending.ConfigureAwait(false)); }
+        catch (DownstreamException e) { reply = Failed(session, e); }
         if (!reply.IsPositiveCompletion) state.DownstreamRefusal = reply;
         return reply;
     }
 
-    // The reply for the client, and what the downstream said (or why it said nothing) for the log.
-    private async Task<(SmtpReply, string)> MapAsync(SmtpSession session, Task<SmtpReply> pending)
+    // The client's reply when the downstream connection failed before answering (its reason for
+    // the log is "unavailable: " and the exception's message).
+    private SmtpReply Failed(SmtpSession session, DownstreamException e)
     {
-        try
-        {
-            var reply = await pending.ConfigureAwait(false);
-            return (DownstreamReplies.MapFinal(reply), reply.ToString());
-        }
-        catch (DownstreamException e)
-        {
-            Log.Warn($"session={session.Id} downstream failed: {e.Message}");
-            ctx.Metrics.DownstreamError();
-            return (DownstreamReplies.Unavailable, "unavailable: " + e.Message);
-        }
+        Log.Warn($"session={session.Id} downstream failed: {e.Message}");
+        ctx.Metrics.DownstreamError();
+        return DownstreamReplies.Unavailable;
     }
 
     private static string? Join(IEnumerable<string> parameters)

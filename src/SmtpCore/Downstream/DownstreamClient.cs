@@ -389,7 +389,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     }
 
     // The attributes of the last XCLIENT the server accepted on this connection (as passed to
-    // XClientAsync), and its reply when it refused one; both null until XCLIENT was sent.
+    // XClientAsync: an array passed is kept, not copied), and its reply when it refused one; both null until XCLIENT was sent.
     public IReadOnlyList<KeyValuePair<string, string>>? XClientAttributes { get; private set; }
     public SmtpReply? XClientRefusal { get; private set; }
 
@@ -437,7 +437,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             restarted |= reply.Code == 220;   // before Postfix 2.3 the session simply went on (250)
         }
         XClientRefusal = refusal;
-        if (refusal is null) XClientAttributes = attributes.ToArray();
+        if (refusal is null) XClientAttributes = attributes as KeyValuePair<string, string>[] ?? attributes.ToArray();   // an array is the caller's to give away
         if (!restarted) return refusal ?? reply;
 
         bool clientHelo = heloName is { Length: > 0 and <= MaxXClientValue } && !heloName.AsSpan().ContainsAnyExceptInRange('!', '~');
@@ -459,8 +459,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     {
         const string Verb = "XCLIENT";
         int room = Verb.Length;
-        foreach (var (name, _) in attributes)
+        for (int i = 0; i < attributes.Count; i++)
         {
+            string name = attributes[i].Key;
             if (string.IsNullOrEmpty(name) || name.AsSpan().ContainsAnyExcept(XClientNameChars))
                 throw new ArgumentException($"invalid XCLIENT attribute name '{name}'", nameof(attributes));
             room += 2 + name.Length + Math.Max(MaxXClientValue, "[UNAVAILABLE]".Length);
@@ -488,8 +489,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     private int AppendXClientItems(IReadOnlyList<KeyValuePair<string, string>> attributes, char[] buffer, ref int length, bool heloAndProto)
     {
         int items = 0;
-        foreach (var (name, value) in attributes)
+        for (int i = 0; i < attributes.Count; i++)
         {
+            var (name, value) = attributes[i];
             bool first = name.Equals("HELO", StringComparison.OrdinalIgnoreCase) || name.Equals("PROTO", StringComparison.OrdinalIgnoreCase);
             if (first != heloAndProto || !Capabilities.XClient.Contains(name)) continue;
             string encoded = XText.Encode(value ?? "");
