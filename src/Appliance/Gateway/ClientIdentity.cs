@@ -28,8 +28,9 @@ internal static class ClientIdentity
     // needed); Refusal: the downstream's answer to this client, to give instead of sending MAIL.
     public readonly record struct Presented(DownstreamClient Downstream, bool ByXClient, SmtpReply? Refusal);
 
+    // reconnect: a fresh connection from the lease (a static lambda, so the common path makes no closure).
     public static async Task<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
-        Func<Task<DownstreamClient>> reconnect, CancellationToken ct)
+        DownstreamLease lease, Func<DownstreamLease, CancellationToken, Task<DownstreamClient>> reconnect, CancellationToken ct)
     {
         if (!ctx.Config.General.SmtpServerXClient) return new Presented(downstream, false, null);
         if (downstream.XClientRefusal is { } earlier)
@@ -39,7 +40,7 @@ internal static class ClientIdentity
         {
             if (Same(sent, attributes)) return new Presented(downstream, true, null);
             // The client changed (EHLO again, AUTH): say so again, on a fresh connection when needed.
-            if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect().ConfigureAwait(false);
+            if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect(lease, ct).ConfigureAwait(false);
         }
         if (downstream.Capabilities.XClient.Count == 0) return new Presented(downstream, false, null);
 

@@ -8,6 +8,7 @@
 // DATA and the scan is checked, and replaced with the envelope replayed if it died.
 using System.Globalization;
 using System.Net;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
@@ -18,6 +19,7 @@ namespace Portcullis.Appliance.Gateway;
 
 internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
 {
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
         if (ctx.Config.Queue.Mode == QueueMode.Always && QueueAllowed(session)) return Queued(state, "[queue] mode = always");
@@ -26,7 +28,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         try
         {
             downstream = await lease.AcquireAsync(ct).ConfigureAwait(false);
-            identity = await ClientIdentity.PresentAsync(ctx, session, downstream, async () =>
+            identity = await ClientIdentity.PresentAsync(ctx, session, downstream, lease, static async (lease, ct) =>
             {
                 await lease.DropAsync().ConfigureAwait(false);
                 return await lease.AcquireAsync(ct).ConfigureAwait(false);
@@ -149,11 +151,23 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // when the replayed replies differ from the 2xx it was given. Returns the connection to send
     // the message on, or null and why not (Unreachable: no server answered, as opposed to a
     // server that answered differently).
-    public async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    public ValueTask<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
-        if (lease.Usable is { } current
-            && (lease.Idle < ctx.DownstreamTimings.ProbeAfter || await lease.ProbeAsync().ConfigureAwait(false)))
+        // The usual case, a connection used moments ago, costs no state machine.
+        if (lease.Usable is { } current && lease.Idle < ctx.DownstreamTimings.ProbeAfter) return new((current, "", false));
+        return new(ProbeOrReplayAsync(session, tx, ct));
+    }
+
+    private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ProbeOrReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        if (lease.Usable is { } current && await lease.ProbeAsync().ConfigureAwait(false))
             return (current, "", false);
+        return await ReplayAsync(session, tx, ct).ConfigureAwait(false);
+    }
+
+    // The envelope again on a fresh connection (its closures are made only here).
+    private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
 
         // A connection lent to another session is the pool doing its job: no log line for it.
         if (!lease.WasLent)
@@ -175,7 +189,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }
         try
         {
-            var identity = await ClientIdentity.PresentAsync(ctx, session, fresh, () => lease.ReplaceAsync(ct), ct).ConfigureAwait(false);
+            var identity = await ClientIdentity.PresentAsync(ctx, session, fresh, lease, static (lease, ct) => lease.ReplaceAsync(ct), ct).ConfigureAwait(false);
             fresh = identity.Downstream;
             if (identity.Refusal is { } refused)
             {
