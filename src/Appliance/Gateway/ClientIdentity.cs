@@ -13,6 +13,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
@@ -29,7 +30,9 @@ internal static class ClientIdentity
     public readonly record struct Presented(DownstreamClient Downstream, bool ByXClient, SmtpReply? Refusal);
 
     // reconnect: a fresh connection from the lease (a static lambda, so the common path makes no closure).
-    public static async Task<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
+    // Pooled builder: once per message on a shared connection, awaited once.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public static async ValueTask<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
         DownstreamLease lease, Func<DownstreamLease, CancellationToken, Task<DownstreamClient>> reconnect, CancellationToken ct)
     {
         if (!ctx.Config.General.SmtpServerXClient) return new Presented(downstream, false, null);

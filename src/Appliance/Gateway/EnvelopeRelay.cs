@@ -19,6 +19,7 @@ namespace Portcullis.Appliance.Gateway;
 
 internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
 {
+    // Pooled builder: once per message, awaited once by the session.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
