@@ -70,7 +70,7 @@ internal static class ClientIdentity
     public static KeyValuePair<string, string>[] XClientAttributes(SmtpSession session)
     {
         var client = session.RemoteEndPoint as IPEndPoint;
-        var local = session.LocalEndPoint as IPEndPoint;
+        var local = Ours(session.LocalEndPoint as IPEndPoint);
         return
         [
             new("HELO", session.HeloName ?? Unavailable),
@@ -79,9 +79,23 @@ internal static class ClientIdentity
             new("NAME", Unavailable),
             new("ADDR", FormatAddress(client?.Address)),
             new("PORT", client is null ? Unavailable : client.Port.ToString(CultureInfo.InvariantCulture)),
-            new("DESTADDR", FormatAddress(local?.Address)),
-            new("DESTPORT", local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture)),
+            new("DESTADDR", local.Address),
+            new("DESTPORT", local.Port),
         ];
+    }
+
+    // The gateway's side is the same for every client of a listener: formatted when it changes.
+    private static OurSide? lastOurs;
+
+    private sealed record OurSide(IPEndPoint? EndPoint, string Address, string Port);
+
+    private static OurSide Ours(IPEndPoint? local)
+    {
+        var last = Volatile.Read(ref lastOurs);
+        if (last is not null && Equals(last.EndPoint, local)) return last;
+        last = new OurSide(local, FormatAddress(local?.Address), local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture));
+        Volatile.Write(ref lastOurs, last);
+        return last;
     }
 
     // Ordinal, pair by pair (KeyValuePair's own Equals boxes and compares fields by reflection).
