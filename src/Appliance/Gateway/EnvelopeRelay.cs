@@ -99,27 +99,28 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     {
         parameters = null;
         refusal = null;
-        var list = new List<string>();
         if (declaredSize is long size && caps.MaxSize is not null)
-            list.Add($"SIZE={size + 1024}"); // room for the trace headers we add
+            parameters = Then(parameters, $"SIZE={size + 1024}"); // room for the trace headers we add
         if (eightBitMime)
         {
             if (!caps.EightBitMime) refusal = new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
-            list.Add("BODY=8BITMIME");
+            parameters = Then(parameters, "BODY=8BITMIME");
         }
         if (smtpUtf8)
         {
             if (!caps.SmtpUtf8) refusal ??= new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
-            list.Add("SMTPUTF8");
+            parameters = Then(parameters, "SMTPUTF8");
         }
         // RFC 3461 §4: a relay to a server without DSN drops RET and ENVID rather than refusing.
         if (caps.Dsn)
         {
-            if (ret is not null) list.Add("RET=" + ret);
-            if (envId is not null) list.Add("ENVID=" + envId);
+            if (ret is not null) parameters = Then(parameters, "RET=" + ret);
+            if (envId is not null) parameters = Then(parameters, "ENVID=" + envId);
         }
-        parameters = Join(list);
         return refusal is null;
+
+        // Most MAILs carry none or one: no list to join.
+        static string Then(string? parameters, string parameter) => parameters is null ? parameter : parameters + " " + parameter;
     }
 
     // RFC 3461 §4: NOTIFY and ORCPT go only to a downstream connection that has DSN.
