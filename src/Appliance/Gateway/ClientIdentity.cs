@@ -13,6 +13,7 @@
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
 using Portcullis.SmtpCore.Downstream;
@@ -28,8 +29,11 @@ internal static class ClientIdentity
     // needed); Refusal: the downstream's answer to this client, to give instead of sending MAIL.
     public readonly record struct Presented(DownstreamClient Downstream, bool ByXClient, SmtpReply? Refusal);
 
-    public static async Task<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
-        Func<Task<DownstreamClient>> reconnect, CancellationToken ct)
+    // reconnect: a fresh connection from the lease (a static lambda, so the common path makes no closure).
+    // Pooled builder: once per message on a shared connection, awaited once.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public static async ValueTask<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
+        DownstreamLease lease, Func<DownstreamLease, CancellationToken, Task<DownstreamClient>> reconnect, CancellationToken ct)
     {
         if (!ctx.Config.General.SmtpServerXClient) return new Presented(downstream, false, null);
         if (downstream.XClientRefusal is { } earlier)
@@ -37,9 +41,9 @@ internal static class ClientIdentity
         var attributes = XClientAttributes(session);
         if (downstream.XClientAttributes is { } sent)
         {
-            if (sent.SequenceEqual(attributes)) return new Presented(downstream, true, null);
+            if (Same(sent, attributes)) return new Presented(downstream, true, null);
             // The client changed (EHLO again, AUTH): say so again, on a fresh connection when needed.
-            if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect().ConfigureAwait(false);
+            if (downstream.Capabilities.XClient.Count == 0) downstream = await reconnect(lease, ct).ConfigureAwait(false);
         }
         if (downstream.Capabilities.XClient.Count == 0) return new Presented(downstream, false, null);
 
@@ -63,10 +67,10 @@ internal static class ClientIdentity
         : new SmtpReply(451, "4.3.0", $"Unexpected reply from the mail server behind this gateway ({reply.Code})");
 
     // XCLIENT_README and XFORWARD_README: addresses without brackets, IPv6 with "IPV6:", [UNAVAILABLE] when unknown.
-    public static List<KeyValuePair<string, string>> XClientAttributes(SmtpSession session)
+    public static KeyValuePair<string, string>[] XClientAttributes(SmtpSession session)
     {
         var client = session.RemoteEndPoint as IPEndPoint;
-        var local = session.LocalEndPoint as IPEndPoint;
+        var local = Ours(session.LocalEndPoint as IPEndPoint);
         return
         [
             new("HELO", session.HeloName ?? Unavailable),
@@ -75,9 +79,36 @@ internal static class ClientIdentity
             new("NAME", Unavailable),
             new("ADDR", FormatAddress(client?.Address)),
             new("PORT", client is null ? Unavailable : client.Port.ToString(CultureInfo.InvariantCulture)),
-            new("DESTADDR", FormatAddress(local?.Address)),
-            new("DESTPORT", local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture)),
+            new("DESTADDR", local.Address),
+            new("DESTPORT", local.Port),
         ];
+    }
+
+    // The gateway's side is the same for every client of a listener: formatted when it changes.
+    private static OurSide? lastOurs;
+
+    private sealed record OurSide(IPEndPoint? EndPoint, string Address, string Port);
+
+    private static OurSide Ours(IPEndPoint? local)
+    {
+        var last = Volatile.Read(ref lastOurs);
+        if (last is not null && Equals(last.EndPoint, local)) return last;
+        last = new OurSide(local, FormatAddress(local?.Address), local is null ? Unavailable : local.Port.ToString(CultureInfo.InvariantCulture));
+        Volatile.Write(ref lastOurs, last);
+        return last;
+    }
+
+    // Ordinal, pair by pair (KeyValuePair's own Equals boxes and compares fields by reflection).
+    private static bool Same(IReadOnlyList<KeyValuePair<string, string>> a, KeyValuePair<string, string>[] b)
+    {
+        if (a.Count != b.Length) return false;
+        for (int i = 0; i < b.Length; i++)
+        {
+            if (!string.Equals(a[i].Key, b[i].Key, StringComparison.Ordinal) ||
+                !string.Equals(a[i].Value, b[i].Value, StringComparison.Ordinal))
+                return false;
+        }
+        return true;
     }
 
     // An address as XCLIENT and XFORWARD carry it.

@@ -8,6 +8,7 @@
 // DATA and the scan is checked, and replaced with the envelope replayed if it died.
 using System.Globalization;
 using System.Net;
+using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
 using Portcullis.Appliance.Logging;
 using Portcullis.SmtpCore;
@@ -18,6 +19,8 @@ namespace Portcullis.Appliance.Gateway;
 
 internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, TransactionLog log)
 {
+    // Pooled builder: once per message, awaited once by the session.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<SmtpResponse> MailAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state, CancellationToken ct)
     {
         if (ctx.Config.Queue.Mode == QueueMode.Always && QueueAllowed(session)) return Queued(state, "[queue] mode = always");
@@ -26,7 +29,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         try
         {
             downstream = await lease.AcquireAsync(ct).ConfigureAwait(false);
-            identity = await ClientIdentity.PresentAsync(ctx, session, downstream, async () =>
+            identity = await ClientIdentity.PresentAsync(ctx, session, downstream, lease, static async (lease, ct) =>
             {
                 await lease.DropAsync().ConfigureAwait(false);
                 return await lease.AcquireAsync(ct).ConfigureAwait(false);
@@ -56,7 +59,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }
         state.MailSent = true;
         if (!identity.ByXClient) SendXForward(session, downstream, ct);
-        Task<SmtpReply> reply = Send(() => downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct));
+        Task<SmtpReply> reply;
+        try { reply = downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct); }
+        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
         var mapped = MapMailAsync(session, tx, state, reply);
         state.PendingMail = mapped;
         return new SmtpResponse(mapped);
@@ -94,32 +99,33 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     {
         parameters = null;
         refusal = null;
-        var list = new List<string>();
         if (declaredSize is long size && caps.MaxSize is not null)
-            list.Add($"SIZE={size + 1024}"); // room for the trace headers we add
+            parameters = Then(parameters, $"SIZE={size + 1024}"); // room for the trace headers we add
         if (eightBitMime)
         {
             if (!caps.EightBitMime) refusal = new SmtpReply(555, "5.6.3", "8BITMIME is not accepted by the mail server behind this gateway");
-            list.Add("BODY=8BITMIME");
+            parameters = Then(parameters, "BODY=8BITMIME");
         }
         if (smtpUtf8)
         {
             if (!caps.SmtpUtf8) refusal ??= new SmtpReply(555, "5.6.7", "SMTPUTF8 is not accepted by the mail server behind this gateway");
-            list.Add("SMTPUTF8");
+            parameters = Then(parameters, "SMTPUTF8");
         }
         // RFC 3461 §4: a relay to a server without DSN drops RET and ENVID rather than refusing.
         if (caps.Dsn)
         {
-            if (ret is not null) list.Add("RET=" + ret);
-            if (envId is not null) list.Add("ENVID=" + envId);
+            if (ret is not null) parameters = Then(parameters, "RET=" + ret);
+            if (envId is not null) parameters = Then(parameters, "ENVID=" + envId);
         }
-        parameters = Join(list);
         return refusal is null;
+
+        // Most MAILs carry none or one: no list to join.
+        static string Then(string? parameters, string parameter) => parameters is null ? parameter : parameters + " " + parameter;
     }
 
     // RFC 3461 §4: NOTIFY and ORCPT go only to a downstream connection that has DSN.
     private static string? RcptParameters(SmtpRecipient recipient, DownstreamCapabilities caps) =>
-        RcptParameters(recipient.Parameters, caps);
+        recipient.Parameters.Count == 0 ? null : RcptParameters(recipient.Parameters, caps);
 
     internal static string? RcptParameters(IEnumerable<KeyValuePair<string, string?>> parameters, DownstreamCapabilities caps) =>
         Join(parameters
@@ -131,7 +137,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     {
         if (lease.Usable is not { } downstream) return DownstreamReplies.Unavailable;
 
-        Task<SmtpReply> reply = Send(() => downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct));
+        Task<SmtpReply> reply;
+        try { reply = downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct); }
+        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
         return new SmtpResponse(MapRcptAsync(session, state, reply));
     }
 
@@ -145,11 +153,23 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // when the replayed replies differ from the 2xx it was given. Returns the connection to send
     // the message on, or null and why not (Unreachable: no server answered, as opposed to a
     // server that answered differently).
-    public async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    public ValueTask<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReadyForDataAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
-        if (lease.Usable is { } current
-            && (lease.Idle < ctx.DownstreamTimings.ProbeAfter || await lease.ProbeAsync().ConfigureAwait(false)))
+        // The usual case, a connection used moments ago, costs no state machine.
+        if (lease.Usable is { } current && lease.Idle < ctx.DownstreamTimings.ProbeAfter) return new((current, "", false));
+        return new(ProbeOrReplayAsync(session, tx, ct));
+    }
+
+    private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ProbeOrReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        if (lease.Usable is { } current && await lease.ProbeAsync().ConfigureAwait(false))
             return (current, "", false);
+        return await ReplayAsync(session, tx, ct).ConfigureAwait(false);
+    }
+
+    // The envelope again on a fresh connection (its closures are made only here).
+    private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
 
         // A connection lent to another session is the pool doing its job: no log line for it.
         if (!lease.WasLent)
@@ -171,7 +191,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }
         try
         {
-            var identity = await ClientIdentity.PresentAsync(ctx, session, fresh, () => lease.ReplaceAsync(ct), ct).ConfigureAwait(false);
+            var identity = await ClientIdentity.PresentAsync(ctx, session, fresh, lease, static (lease, ct) => lease.ReplaceAsync(ct), ct).ConfigureAwait(false);
             fresh = identity.Downstream;
             if (identity.Refusal is { } refused)
             {
@@ -261,33 +281,38 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
                 return Queued(state, "downstream unavailable: " + e.Message);
             }
         }
-        var (reply, reason) = await MapAsync(session, pending).ConfigureAwait(false);
-        if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, reason);
-        return reply;
+        try
+        {
+            var said = await pending.ConfigureAwait(false);
+            var reply = DownstreamReplies.MapFinal(said);
+            if (!reply.IsPositiveCompletion) log.MailRefused(session, tx, state, reply, said.ToString());
+            return reply;
+        }
+        catch (DownstreamException e)
+        {
+            var reply = Failed(session, e);
+            log.MailRefused(session, tx, state, reply, "unavailable: " + e.Message);
+            return reply;
+        }
     }
 
     // A refused recipient is the reason in the log if the transaction ends without delivery.
     private async Task<SmtpReply> MapRcptAsync(SmtpSession session, GatewayTransaction state, Task<SmtpReply> pending)
     {
-        var (reply, _) = await MapAsync(session, pending).ConfigureAwait(false);
+        SmtpReply reply;
+        try { reply = DownstreamReplies.MapFinal(await pending.ConfigureAwait(false)); }
+        catch (DownstreamException e) { reply = Failed(session, e); }
         if (!reply.IsPositiveCompletion) state.DownstreamRefusal = reply;
         return reply;
     }
 
-    // The reply for the client, and what the downstream said (or why it said nothing) for the log.
-    private async Task<(SmtpReply, string)> MapAsync(SmtpSession session, Task<SmtpReply> pending)
+    // The client's reply when the downstream connection failed before answering (its reason for
+    // the log is "unavailable: " and the exception's message).
+    private SmtpReply Failed(SmtpSession session, DownstreamException e)
     {
-        try
-        {
-            var reply = await pending.ConfigureAwait(false);
-            return (DownstreamReplies.MapFinal(reply), reply.ToString());
-        }
-        catch (DownstreamException e)
-        {
-            Log.Warn($"session={session.Id} downstream failed: {e.Message}");
-            ctx.Metrics.DownstreamError();
-            return (DownstreamReplies.Unavailable, "unavailable: " + e.Message);
-        }
+        Log.Warn($"session={session.Id} downstream failed: {e.Message}");
+        ctx.Metrics.DownstreamError();
+        return DownstreamReplies.Unavailable;
     }
 
     private static string? Join(IEnumerable<string> parameters)

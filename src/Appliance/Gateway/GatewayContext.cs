@@ -99,10 +99,14 @@ internal sealed class GatewayContext
     // DownstreamOptions); shared with a reloaded context unless the server changed.
     public DownstreamPool DownstreamPool
     {
-        get => LazyInitializer.EnsureInitialized(ref _pool, () =>
-            new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings,
-                DownstreamLimit(Config)));
+        get => Volatile.Read(ref _pool) ?? CreateDownstreamPool();
         init => _pool = value;
+    }
+
+    private DownstreamPool CreateDownstreamPool()
+    {
+        var made = new DownstreamPool(Downstream, DownstreamOptions, DownstreamTimings, DownstreamLimit(Config));
+        return Interlocked.CompareExchange(ref _pool, made, null) ?? made;
     }
 
     private DownstreamPool? _pool;

@@ -682,7 +682,13 @@ internal static class GatewayHost
         public void Run(Task session)
         {
             lock (_lock) _running.Add(session);
-            session.ContinueWith(t => { lock (_lock) _running.Remove(t); }, TaskScheduler.Default);
+            session.ContinueWith(static (t, tracker) => ((SessionTracker)tracker!).Ended(t), this,
+                CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+        }
+
+        private void Ended(Task session)
+        {
+            lock (_lock) _running.Remove(session);
         }
 
         // True when every session ended within the limit.

@@ -86,7 +86,8 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         {
             // A scan that timed out may still be reading the buffer: free it when the scanner lets go.
             state.Buffer = null;
-            _ = scanFinished.ContinueWith(static (_, b) => ((MessageBuffer)b!).Dispose(), buffer,
+            if (scanFinished.IsCompleted) buffer.Dispose();
+            else _ = scanFinished.ContinueWith(static (_, b) => ((MessageBuffer)b!).Dispose(), buffer,
                 CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
     }

@@ -131,9 +131,10 @@ public static class Log
 
         public Stream Stream { get; set; } = stream;
 
-        public void WriteLine(string text, DateTimeOffset time)
+        public void WriteLine(ReadOnlySpan<char> text, DateTimeOffset time)
         {
-            var bytes = Encoding.UTF8.GetBytes(text);
+            var bytes = new byte[Encoding.UTF8.GetByteCount(text)];
+            Encoding.UTF8.GetBytes(text, bytes);
             lock (gate)
             {
                 Stream.Write(bytes);

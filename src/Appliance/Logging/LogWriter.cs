@@ -17,7 +17,7 @@ namespace Portcullis.Appliance.Logging;
 internal interface ILogTarget
 {
     // Called on the writer thread (or by the caller when no writer runs); the target locks itself.
-    void WriteLine(string text, DateTimeOffset time);
+    void WriteLine(ReadOnlySpan<char> text, DateTimeOffset time);
 
     void Flush();
 }
@@ -62,9 +62,17 @@ public sealed class LogWriter
 
     // Queued, or dropped because the channel is full: true. False only once the writer has been
     // completed; then the caller writes the line itself.
-    internal bool Enqueue(ILogTarget target, string text, DateTimeOffset time)
+    internal bool Enqueue(ILogTarget target, string text, DateTimeOffset time) =>
+        Enqueue(new Item(target, text, null, 0, time, null));
+
+    // The same for a line in an ArrayPool<char>.Shared array (its first length characters), which
+    // the writer returns once written or dropped; false: the caller still owns it.
+    internal bool EnqueueRented(ILogTarget target, char[] line, int length, DateTimeOffset time) =>
+        Enqueue(new Item(target, null, line, length, time, null));
+
+    private bool Enqueue(Item item)
     {
-        if (channel.Writer.TryWrite(new Item(target, text, time, null)))
+        if (channel.Writer.TryWrite(item))
         {
             return true;
         }
@@ -76,6 +84,11 @@ public sealed class LogWriter
 
         Interlocked.Increment(ref dropped);
         Interlocked.Increment(ref droppedTotal);
+        if (item.Rented is not null)
+        {
+            System.Buffers.ArrayPool<char>.Shared.Return(item.Rented);
+        }
+
         return true;
     }
 
@@ -86,7 +99,7 @@ public sealed class LogWriter
         try
         {
             using var cancel = new CancellationTokenSource(timeout);
-            channel.Writer.WriteAsync(new Item(null, "", default, done), cancel.Token).AsTask().GetAwaiter().GetResult();
+            channel.Writer.WriteAsync(new Item(null, "", null, 0, default, done), cancel.Token).AsTask().GetAwaiter().GetResult();
             return done.Wait(timeout);
         }
         catch (Exception e) when (e is OperationCanceledException or ChannelClosedException)
@@ -127,7 +140,16 @@ public sealed class LogWriter
                     continue;
                 }
 
-                WriteSafely(item.Target!, item.Text, item.Time);
+                if (item.Rented is { } rented)
+                {
+                    WriteSafely(item.Target!, rented.AsSpan(0, item.Length), item.Time);
+                    System.Buffers.ArrayPool<char>.Shared.Return(rented);
+                }
+                else
+                {
+                    WriteSafely(item.Target!, item.Text, item.Time);
+                }
+
                 touched.Add(item.Target!);
             }
 
@@ -174,7 +196,7 @@ public sealed class LogWriter
 
     // A log that cannot be written has nowhere to report that; the message log reports its
     // folder problems itself.
-    private static void WriteSafely(ILogTarget target, string text, DateTimeOffset time)
+    private static void WriteSafely(ILogTarget target, ReadOnlySpan<char> text, DateTimeOffset time)
     {
         try
         {
@@ -201,5 +223,6 @@ public sealed class LogWriter
         touched.Clear();
     }
 
-    private readonly record struct Item(ILogTarget? Target, string Text, DateTimeOffset Time, ManualResetEventSlim? Done);
+    // A line is Text, or the first Length characters of Rented (see EnqueueRented).
+    private readonly record struct Item(ILogTarget? Target, string? Text, char[]? Rented, int Length, DateTimeOffset Time, ManualResetEventSlim? Done);
 }

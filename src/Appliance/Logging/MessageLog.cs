@@ -45,14 +45,20 @@ public sealed class MessageLog : IDisposable, ILogTarget
 
     public static string FileName(DateOnly date) => $"portcullis-{date:yyyy-MM-dd}.log";
 
+    // The line goes to the writer in a pooled array, not a string: one per message adds up.
     public void Write(MessageLogEntry entry)
     {
-        var text = Format(entry, newline: true);
+        var line = FormatInto(entry, newline: true);
+        var text = ArrayPool<char>.Shared.Rent(line.Length);
+        line.CopyTo(0, text, line.Length);
+        int length = line.Length;
+        Release(line);
         var time = new DateTimeOffset(_now());
-        if (_writer is null || !_writer.Enqueue(this, text, time))
+        if (_writer is null || !_writer.EnqueueRented(this, text, length, time))
         {
-            ((ILogTarget)this).WriteLine(text, time);
+            ((ILogTarget)this).WriteLine(text.AsSpan(0, length), time);
             ((ILogTarget)this).Flush();
+            ArrayPool<char>.Shared.Return(text);
         }
     }
 
@@ -76,9 +82,10 @@ public sealed class MessageLog : IDisposable, ILogTarget
         }
     }
 
-    void ILogTarget.WriteLine(string text, DateTimeOffset time)
+    void ILogTarget.WriteLine(ReadOnlySpan<char> text, DateTimeOffset time)
     {
-        var bytes = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount(text.Length));
+        // Room for the file's copy too: the time, a space, then the line again.
+        var bytes = ArrayPool<byte>.Shared.Rent(2 * Encoding.UTF8.GetMaxByteCount(text.Length) + 64);
         try
         {
             int length = Encoding.UTF8.GetBytes(text, bytes);
@@ -87,7 +94,13 @@ public sealed class MessageLog : IDisposable, ILogTarget
                 _output.Write(bytes, 0, length);
                 if (_folder is not null)
                 {
-                    WriteFile(Encoding.UTF8.GetBytes(Timestamp(time) + " " + text), DateOnly.FromDateTime(time.DateTime));
+                    var stamped = bytes.AsSpan(length);
+                    Span<char> stamp = stackalloc char[64];
+                    time.TryFormat(stamp, out int stampLength, TimestampFormat, CultureInfo.InvariantCulture);
+                    int at = Encoding.UTF8.GetBytes(stamp[..stampLength], stamped);
+                    stamped[at++] = (byte)' ';
+                    at += Encoding.UTF8.GetBytes(text, stamped[at..]);
+                    WriteFile(stamped[..at], DateOnly.FromDateTime(time.DateTime));
                 }
             }
         }
@@ -114,10 +127,11 @@ public sealed class MessageLog : IDisposable, ILogTarget
     }
 
     // RFC 3339 with milliseconds and the local offset: 2026-12-06T03:04:05.678+01:00.
-    public static string Timestamp(DateTimeOffset time) =>
-        time.ToString("yyyy-MM-dd'T'HH:mm:ss.fffzzz", CultureInfo.InvariantCulture);
+    public static string Timestamp(DateTimeOffset time) => time.ToString(TimestampFormat, CultureInfo.InvariantCulture);
 
-    private void WriteFile(byte[] bytes, DateOnly today)
+    private const string TimestampFormat = "yyyy-MM-dd'T'HH:mm:ss.fffzzz";
+
+    private void WriteFile(ReadOnlySpan<byte> bytes, DateOnly today)
     {
         try
         {
@@ -154,6 +168,15 @@ public sealed class MessageLog : IDisposable, ILogTarget
 
     private static string Format(MessageLogEntry entry, bool newline)
     {
+        var line = FormatInto(entry, newline);
+        var text = line.ToString();
+        Release(line);
+        return text;
+    }
+
+    // The line in the thread's builder; Release gives it back.
+    private static StringBuilder FormatInto(MessageLogEntry entry, bool newline)
+    {
         var line = spareLine ?? new StringBuilder(512);
         spareLine = null;
         line.Clear();
@@ -181,9 +204,12 @@ public sealed class MessageLog : IDisposable, ILogTarget
             line.Append('\n');
         }
 
-        var text = line.ToString();
+        return line;
+    }
+
+    private static void Release(StringBuilder line)
+    {
         if (line.Capacity <= 4096) spareLine = line;
-        return text;
     }
 
     // A number never needs quotes; formatted into the line without a string of its own.

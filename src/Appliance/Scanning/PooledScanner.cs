@@ -14,9 +14,21 @@ internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, stri
     public EngineHolder Engines => engines;
     public ScannerPool Pool => pool;
 
-    public string Description => engines.TryGetCurrent(out var engine)
-        ? $"portcullis {productVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}"
-        : $"portcullis {productVersion}, ClamAV {ClamAV.Version}/no signatures";
+    // Goes into every delivered message's header: made again only when the signature count changes.
+    public string Description
+    {
+        get
+        {
+            if (!engines.TryGetCurrent(out var engine)) return $"portcullis {productVersion}, ClamAV {ClamAV.Version}/no signatures";
+            var described = Volatile.Read(ref _described);
+            if (described?.Signatures != engine.SignatureCount)
+                Volatile.Write(ref _described, described = new(engine.SignatureCount, $"portcullis {productVersion}, ClamAV {ClamAV.Version}/{engine.SignatureCount}"));
+            return described.Text;
+        }
+    }
+
+    private sealed record Described(uint Signatures, string Text);
+    private Described? _described;
 
     public bool TryStart(MessageScanJob job, TimeSpan timeout, out ScanJob running)
     {

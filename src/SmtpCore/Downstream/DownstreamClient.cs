@@ -33,6 +33,8 @@ public sealed class DownstreamClient : IAsyncDisposable
     private const int ReadPiece = 16 * 1024;              // body bytes read into the output at a time
     private const int MaxXForwardLine = 512;              // Postfix splits XFORWARD at the RFC 5321 line size
     private const int MaxXClientValue = 255;              // Postfix refuses a longer XCLIENT value (501)
+    private static readonly SearchValues<char> XClientNameChars =
+        SearchValues.Create("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz");
     private static readonly TimeSpan QuitTimeout = TimeSpan.FromSeconds(2);
     internal const string SaslResponseLabel = "AUTH response";
 
@@ -387,7 +389,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     }
 
     // The attributes of the last XCLIENT the server accepted on this connection (as passed to
-    // XClientAsync), and its reply when it refused one; both null until XCLIENT was sent.
+    // XClientAsync: an array passed is kept, not copied), and its reply when it refused one; both null until XCLIENT was sent.
     public IReadOnlyList<KeyValuePair<string, string>>? XClientAttributes { get; private set; }
     public SmtpReply? XClientRefusal { get; private set; }
 
@@ -408,35 +410,16 @@ public sealed class DownstreamClient : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(attributes);
         ThrowIfBroken();
-        var first = new List<string>();
-        var last = new List<string>();
-        foreach (var (name, value) in attributes)
-        {
-            if (string.IsNullOrEmpty(name) || !name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_' || c == '-'))
-                throw new ArgumentException($"invalid XCLIENT attribute name '{name}'", nameof(attributes));
-            if (!Capabilities.XClient.Contains(name)) continue;
-            string encoded = XText.Encode(value ?? "");
-            if (encoded.Length is 0 or > MaxXClientValue) encoded = "[UNAVAILABLE]";
-            string item = $"{name.ToUpperInvariant()}={encoded}";
-            (name.Equals("HELO", StringComparison.OrdinalIgnoreCase) || name.Equals("PROTO", StringComparison.OrdinalIgnoreCase)
-                ? first : last).Add(item);
-        }
-        if (first.Count + last.Count == 0) return null;
-
-        var commands = new List<string>();
-        string all = "XCLIENT " + string.Join(' ', first.Concat(last));
-        if (all.Length <= MaxXForwardLine - 2 || first.Count == 0 || last.Count == 0) commands.Add(all);
-        else
-        {
-            commands.Add("XCLIENT " + string.Join(' ', first));
-            commands.Add("XCLIENT " + string.Join(' ', last));
-        }
+        var (firstCommand, secondCommand) = XClientCommands(attributes);
+        if (firstCommand is null) return null;
 
         SmtpReply reply = null!;
         SmtpReply? refusal = null;
         bool restarted = false;
-        foreach (var command in commands)
+        for (int i = 0; i < 2; i++)
         {
+            string? command = i == 0 ? firstCommand : secondCommand;
+            if (command is null) break;
             // A group ender: the reply decides whether the session starts again.
             reply = await SendCommandCoreAsync(command, "XCLIENT", endsGroup: true, ct).ConfigureAwait(false);
             if (reply.Code == 421)
@@ -454,11 +437,11 @@ public sealed class DownstreamClient : IAsyncDisposable
             restarted |= reply.Code == 220;   // before Postfix 2.3 the session simply went on (250)
         }
         XClientRefusal = refusal;
-        if (refusal is null) XClientAttributes = attributes.ToArray();
+        if (refusal is null) XClientAttributes = attributes as KeyValuePair<string, string>[] ?? attributes.ToArray();   // an array is the caller's to give away
         if (!restarted) return refusal ?? reply;
 
-        bool clientHelo = heloName is { Length: > 0 and <= MaxXClientValue } && heloName.All(c => c is > ' ' and <= '~');
-        var ehlo = await SendCommandAsync($"EHLO {(clientHelo ? heloName : _options.HeloName)}", ct).ConfigureAwait(false);
+        bool clientHelo = heloName is { Length: > 0 and <= MaxXClientValue } && !heloName.AsSpan().ContainsAnyExceptInRange('!', '~');
+        var ehlo = await SendCommandAsync(string.Concat("EHLO ", clientHelo ? heloName : _options.HeloName), ct).ConfigureAwait(false);
         if (!ehlo.IsPositiveCompletion)
         {
             Break(new DownstreamException($"downstream {RemoteDescription} refused EHLO after XCLIENT: {ehlo}", ehlo));
@@ -467,6 +450,60 @@ public sealed class DownstreamClient : IAsyncDisposable
         EhloReply = ehlo;
         Capabilities = DownstreamCapabilities.Parse(ehlo);
         return refusal ?? reply;
+    }
+
+    // The XCLIENT command for attributes (see XClientAsync), or HELO and PROTO in the first and the
+    // rest in the second when one would be too long; (null, null) when the server offers none of them.
+    // Written into one pooled buffer: the pooled connection tells every client it serves.
+    private (string? First, string? Second) XClientCommands(IReadOnlyList<KeyValuePair<string, string>> attributes)
+    {
+        const string Verb = "XCLIENT";
+        int room = Verb.Length;
+        for (int i = 0; i < attributes.Count; i++)
+        {
+            string name = attributes[i].Key;
+            if (string.IsNullOrEmpty(name) || name.AsSpan().ContainsAnyExcept(XClientNameChars))
+                throw new ArgumentException($"invalid XCLIENT attribute name '{name}'", nameof(attributes));
+            room += 2 + name.Length + Math.Max(MaxXClientValue, "[UNAVAILABLE]".Length);
+        }
+
+        char[] buffer = ArrayPool<char>.Shared.Rent(room);
+        try
+        {
+            Verb.CopyTo(buffer);
+            int length = Verb.Length;
+            int firstItems = AppendXClientItems(attributes, buffer, ref length, heloAndProto: true);
+            int firstLength = length;
+            int lastItems = AppendXClientItems(attributes, buffer, ref length, heloAndProto: false);
+            if (firstItems + lastItems == 0) return (null, null);
+            if (length <= MaxXForwardLine - 2 || firstItems == 0 || lastItems == 0) return (new string(buffer, 0, length), null);
+            return (new string(buffer, 0, firstLength), string.Concat(Verb, buffer.AsSpan(firstLength, length - firstLength)));
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(buffer);
+        }
+    }
+
+    // Appends " NAME=value" for each offered attribute of the group; returns how many.
+    private int AppendXClientItems(IReadOnlyList<KeyValuePair<string, string>> attributes, char[] buffer, ref int length, bool heloAndProto)
+    {
+        int items = 0;
+        for (int i = 0; i < attributes.Count; i++)
+        {
+            var (name, value) = attributes[i];
+            bool first = name.Equals("HELO", StringComparison.OrdinalIgnoreCase) || name.Equals("PROTO", StringComparison.OrdinalIgnoreCase);
+            if (first != heloAndProto || !Capabilities.XClient.Contains(name)) continue;
+            string encoded = XText.Encode(value ?? "");
+            if (encoded.Length is 0 or > MaxXClientValue) encoded = "[UNAVAILABLE]";
+            buffer[length++] = ' ';
+            length += name.AsSpan().ToUpperInvariant(buffer.AsSpan(length));
+            buffer[length++] = '=';
+            encoded.CopyTo(0, buffer, length, encoded.Length);
+            length += encoded.Length;
+            items++;
+        }
+        return items;
     }
 
     public async Task FlushAsync(CancellationToken ct = default)

@@ -21,12 +21,16 @@ public sealed class SmtpPath
     public string Domain { get; }          // as written (may be an address literal)
     public string? SourceRoute { get; }    // "@a,@b" when the client sent one (obsolete, RFC 5321 §4.1.2)
     public bool IsNull => LocalPart.Length == 0 && Domain.Length == 0;
-    public string Mailbox => Domain.Length == 0 ? LocalPart : LocalPart + "@" + Domain;
+    public string Mailbox => _mailbox ??= Domain.Length == 0 ? LocalPart : LocalPart + "@" + Domain;
     public bool IsPostmaster => Domain.Length == 0 && LocalPart.Length > 0;
     public bool IsAscii => System.Text.Ascii.IsValid(LocalPart) && System.Text.Ascii.IsValid(Domain);
 
     // The wire form without the source route, which is never passed on.
-    public override string ToString() => "<" + Mailbox + ">";
+    // Both made once: the log, the policy and the downstream each ask for them.
+    public override string ToString() => _text ??= "<" + Mailbox + ">";
+
+    private string? _mailbox;
+    private string? _text;
 
     public static bool TryParse(string text, bool allowNull, out SmtpPath path, out string error) =>
         TryParse(text.AsSpan(), allowNull, out path, out error);

@@ -239,9 +239,9 @@ public sealed class MessageLogTests
     {
         public List<string> Lines { get; } = [];
 
-        public void WriteLine(string text, DateTimeOffset time)
+        public void WriteLine(ReadOnlySpan<char> text, DateTimeOffset time)
         {
-            lock (Lines) Lines.Add(text);
+            lock (Lines) Lines.Add(text.ToString());
         }
 
         public void Flush()
@@ -256,9 +256,9 @@ public sealed class MessageLogTests
         public ManualResetEventSlim Release { get; } = new();
         public List<string> Lines { get; } = [];
 
-        public void WriteLine(string text, DateTimeOffset time)
+        public void WriteLine(ReadOnlySpan<char> text, DateTimeOffset time)
         {
-            Lines.Add(text);
+            Lines.Add(text.ToString());
             Entered.Set();
             Release.Wait();
         }

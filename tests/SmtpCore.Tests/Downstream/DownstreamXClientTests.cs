@@ -228,6 +228,28 @@ public class DownstreamXClientTests
     }
 
     [Fact]
+    public async Task HeloAndProtoGoFirstInUpperCaseWhateverTheOrderGivenAndABadNameSendsNothing()
+    {
+        await using var server = FakeSmtpServer.Start(async s =>
+        {
+            await s.GreetAsync("PIPELINING", "XCLIENT NAME ADDR PROTO HELO");
+            await s.ExpectAsync("XCLIENT PROTO=ESMTP HELO=client.example ADDR=192.0.2.7 NAME=[UNAVAILABLE]", "250 Ok");
+            await s.ExpectAsync("QUIT", "221 bye");
+        });
+
+        await using (var client = await server.ConnectAsync())
+        {
+            await Assert.ThrowsAsync<ArgumentException>(() => client.XClientAsync([new("HELO", "client.example"), new("AD DR", "192.0.2.7")], null));
+            Assert.Null(client.XClientAttributes);
+            KeyValuePair<string, string>[] attributes =
+                [new("addr", "192.0.2.7"), new("proto", "ESMTP"), new("PORT", "4711"), new("Name", ""), new("helo", "client.example")];
+            Assert.Equal(250, (await client.XClientAsync(attributes, "client.example"))!.Code);
+            Assert.Equal(attributes, client.XClientAttributes);
+        }
+        await server.AssertScriptSucceededAsync();
+    }
+
+    [Fact]
     public async Task AnOldServerThatAnswers250KeepsItsSession()
     {
         await using var server = FakeSmtpServer.Start(async s =>
