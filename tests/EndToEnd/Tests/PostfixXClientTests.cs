@@ -84,6 +84,58 @@ public sealed class PostfixXClientTests(ITestOutputHelper output)
         Assert.All(connections, l => Assert.Contains(" xclient=0/1 ", l));   // Postfix counts an XCLIENT it answered 220 as 0 of 1
     }
 
+    // More clients inside DATA at once than smtp_server_connections: their connections are lent
+    // to the clients still at MAIL. Behind Postfix a connection told about 127.0.0.2 no longer
+    // offers XCLIENT (127.0.0.2 is not in smtpd_authorized_xclient_hosts), so a lent one is closed
+    // and its slot connects afresh; each client's envelope is given again when its message is
+    // ready. Every message is accepted, and Postfix logs each with its original client.
+    [Fact]
+    public async Task A_burst_past_smtp_server_connections_is_delivered_whole_through_XCLIENT()
+    {
+        const int clients = 60;
+        await using var postfix = PrivatePostfix.Start(output, ClientAccess);
+        await using var gateway = await GatewayProcess.StartAsync(output, postfix.Port, ini => ini.Set("general", "smtp_server_connections", "8"));
+        var everyoneInData = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var inData = 0;
+        void Arrive()
+        {
+            if (Interlocked.Increment(ref inData) == clients) everyoneInData.TrySetResult();
+        }
+
+        async Task<(int Port, SmtpReply? Final, string Transcript)> Send(int i)
+        {
+            bool arrived = false;
+            try
+            {
+                await using var client = await RawSmtpClient.ConnectAsync(gateway.Port, TimeSpan.FromSeconds(60), IPAddress.Parse("127.0.0.2"));
+                int port = client.LocalEndPoint.Port;
+                Assert.Equal(250, (await client.EhloAsync($"burst{i}.example")).Code);
+                Assert.Equal(250, (await client.CommandAsync("MAIL FROM:<sender@example.org>")).Code);
+                Assert.Equal(250, (await client.CommandAsync("RCPT TO:<user@dest.test>")).Code);
+                Assert.Equal(354, (await client.CommandAsync("DATA")).Code);
+                arrived = true;
+                Arrive();
+                await everyoneInData.Task;
+                await client.SendAsync(SmtpBytes.DataPayload(TestMessages.Plain($"burst {i}", "hello")));
+                var final = await client.ReadReplyAsync();
+                return (port, final, client.Transcript);
+            }
+            finally
+            {
+                if (!arrived) Arrive();   // a client that failed early must not keep the others waiting
+            }
+        }
+
+        var results = await Task.WhenAll(Enumerable.Range(0, clients).Select(Send));
+        Assert.All(results, r => Assert.True(r.Final is { Code: 250 } && r.Final.Text.Contains("queued as"), $"{r.Final}\n{r.Transcript}"));
+        foreach (var (port, _, _) in results)
+            await postfix.WaitForLogLineAsync(l => l.EndsWith($"client=unknown[127.0.0.2]:{port}"), $"the message from port {port}");
+        await gateway.StopAsync();
+        var log = string.Join("\n", gateway.Stdout.Snapshot().Concat(gateway.Stderr.Snapshot()));
+        Assert.Contains("lent by sessions inside DATA: ", log);
+        Assert.DoesNotContain("lent by sessions inside DATA: 0", log);
+    }
+
     [Fact]
     public async Task With_smtpd_delay_reject_no_Postfix_refuses_at_XCLIENT_and_the_client_hears_it_at_MAIL()
     {
