@@ -59,10 +59,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }
         state.MailSent = true;
         if (!identity.ByXClient) SendXForward(session, downstream, ct);
-        Task<SmtpReply> reply;
-        try { reply = downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct); }
-        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
-        var mapped = MapMailAsync(session, tx, state, reply);
+        var mapped = MapMailAsync(session, tx, state, SendMail(downstream, tx, parameters, ct));
         state.PendingMail = mapped;
         return new SmtpResponse(mapped);
     }
@@ -137,10 +134,7 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     {
         if (lease.Usable is not { } downstream) return DownstreamReplies.Unavailable;
 
-        Task<SmtpReply> reply;
-        try { reply = downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct); }
-        catch (DownstreamException e) { reply = Task.FromException<SmtpReply>(e); }
-        return new SmtpResponse(MapRcptAsync(session, state, reply));
+        return new SmtpResponse(MapRcptAsync(session, state, SendRcpt(downstream, recipient, ct)));
     }
 
     // The message is in and scanned; the downstream connection holding its envelope has sat idle
@@ -167,10 +161,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         return await ReplayAsync(session, tx, ct).ConfigureAwait(false);
     }
 
-    // The envelope again on a fresh connection (its closures are made only here).
+    // The envelope again on a fresh connection.
     private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
-
         // A connection lent to another session is the pool doing its job: no log line for it.
         if (!lease.WasLent)
             Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
@@ -199,10 +192,8 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
                 return (null, "replayed on a new connection: XCLIENT: " + refused, false);
             }
             if (!identity.ByXClient) SendXForward(session, fresh, ct);
-            var mail = Send(() => fresh.MailAsync(tx.ReversePath.ToString(), parameters, ct));
-            var rcpts = tx.Recipients
-                .Select(r => (r.Path, Reply: Send(() => fresh.RcptAsync(r.Path.ToString(), RcptParameters(r, fresh.Capabilities), ct))))
-                .ToList();
+            var mail = SendMail(fresh, tx, parameters, ct);
+            var rcpts = tx.Recipients.Select(r => (r.Path, Reply: SendRcpt(fresh, r, ct))).ToList();
             await fresh.FlushAsync(ct).ConfigureAwait(false);
             string? differs = await mail.ConfigureAwait(false) is { IsPositiveCompletion: false } mailReply ? "MAIL: " + mailReply : null;
             foreach (var (path, reply) in rcpts)
@@ -256,9 +247,16 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
         }, logId, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
-    private static Task<SmtpReply> Send(Func<Task<SmtpReply>> send)
+    // MAIL and RCPT as pending replies: a connection already broken fails the reply, not the caller.
+    private static Task<SmtpReply> SendMail(DownstreamClient downstream, SmtpTransaction tx, string? parameters, CancellationToken ct)
     {
-        try { return send(); }
+        try { return downstream.MailAsync(tx.ReversePath.ToString(), parameters, ct); }
+        catch (DownstreamException e) { return Task.FromException<SmtpReply>(e); }
+    }
+
+    private static Task<SmtpReply> SendRcpt(DownstreamClient downstream, SmtpRecipient recipient, CancellationToken ct)
+    {
+        try { return downstream.RcptAsync(recipient.Path.ToString(), RcptParameters(recipient, downstream.Capabilities), ct); }
         catch (DownstreamException e) { return Task.FromException<SmtpReply>(e); }
     }
 
