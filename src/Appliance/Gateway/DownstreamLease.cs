@@ -39,7 +39,6 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     private long _used;
     private bool _loggedIn;
     private bool _parked;     // the session's own flag: Park set it, Reclaim clears it
-    private bool _lent;       // set by the pool (under its lock) when it lent the parked connection
 
     // The connection to use now, or null when there is none, it broke, or it was lent.
     public DownstreamClient? Usable
@@ -73,11 +72,9 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     {
         if (!_parked) return;
         _parked = false;
-        if (!ctx.DownstreamPool.Unpark(this))
-        {
-            WasLent = true;
-            _lent = false;
-        }
+        ctx.DownstreamPool.Unpark(this);
+        // Park needs a connection, and only the pool's Surrender takes it away while parked.
+        if (_client is null) WasLent = true;
     }
 
     // Called by the pool under its lock: the parked connection goes to another session.
@@ -85,19 +82,11 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     {
         var client = _client!;
         _client = null;
-        _lent = true;
         return (client, _created);
     }
 
     // Called by the pool under its lock: the session it was lent to had given up waiting.
-    internal void Restore(DownstreamClient client, long created)
-    {
-        _client = client;
-        _created = created;
-        _lent = false;
-    }
-
-    internal bool WasLentLocked => _lent;
+    internal void Restore(DownstreamClient client) => _client = client;
 
     // The current connection when it is fresh enough, else one from the pool. DownstreamException
     // when the downstream cannot be reached.

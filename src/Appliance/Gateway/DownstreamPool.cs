@@ -153,21 +153,18 @@ internal sealed class DownstreamPool : IAsyncDisposable
             {
                 var lent = LendLocked(lease);
                 if (waiter.TryHand(lent)) return;
-                lease.Restore(lent.Client, lent.Created);   // that waiter gave up: the next one
+                lease.Restore(lent.Client);   // that waiter gave up: the next one
                 Interlocked.Decrement(ref _lent);
             }
             _parked.Add(lease);
         }
     }
 
-    // True when the parked connection is still the session's; false when it was lent (the lease
-    // no longer holds it). Also true for a lease that was not parked.
-    public bool Unpark(DownstreamLease lease)
+    // The session takes its parked connection back: after this no rent can lend it, and a lease
+    // whose connection was lent holds none (read after this call, under the same lock's ordering).
+    public void Unpark(DownstreamLease lease)
     {
-        lock (_gate)
-        {
-            return _parked.Remove(lease) || !lease.WasLentLocked;
-        }
+        lock (_gate) _parked.Remove(lease);
     }
 
     private Rented LendLocked(DownstreamLease lease)
@@ -184,24 +181,12 @@ internal sealed class DownstreamPool : IAsyncDisposable
     private async Task<Rented?> TakeOverAsync(Rented lent, CancellationToken ct)
     {
         var client = lent.Client;
-        bool reset;
-        using (var bounded = new CancellationTokenSource(_timings.ResetTimeout))
-        {
-            try
-            {
-                reset = (await client.RsetAsync(bounded.Token).ConfigureAwait(false)).IsPositiveCompletion && client.IsBetweenTransactions;
-            }
-            catch (Exception e) when (e is DownstreamException or OperationCanceledException)
-            {
-                reset = false;
-            }
-        }
-        if (!reset)
+        if (!await EndTransactionAsync(client).ConfigureAwait(false))
         {
             await DiscardAsync(client).ConfigureAwait(false);
             return null;
         }
-        if (ClaimsAnotherClient(client) || !Reusable(client, lent.Created))
+        if (!Reusable(client, lent.Created))
         {
             CloseInBackground(client);   // the slot stays with this rent
             return await ConnectAsync(ct).ConfigureAwait(false);
@@ -214,18 +199,7 @@ internal sealed class DownstreamPool : IAsyncDisposable
     public async Task ReturnAsync(DownstreamClient client, long created)
     {
         if (!client.IsBroken && !client.IsBetweenTransactions && Reusable(client, created))
-        {
-            using var bounded = new CancellationTokenSource(_timings.ResetTimeout);
-            try
-            {
-                // A refused RSET leaves the transaction open: closed below.
-                await client.RsetAsync(bounded.Token).ConfigureAwait(false);
-            }
-            catch (Exception e) when (e is DownstreamException or OperationCanceledException)
-            {
-                // Broken or still waiting for the RSET reply: closed below.
-            }
-        }
+            await EndTransactionAsync(client).ConfigureAwait(false);
         if (!client.IsBetweenTransactions || !Reusable(client, created))
         {
             await DiscardAsync(client).ConfigureAwait(false);
@@ -347,6 +321,21 @@ internal sealed class DownstreamPool : IAsyncDisposable
             var late = await waiter.Task.ConfigureAwait(false);
             return late ?? await ConnectAsync(ct).ConfigureAwait(false);
         }
+    }
+
+    // RSET within ResetTimeout; true when the connection is between transactions after it (a
+    // refused RSET leaves the transaction open; a broken or silent connection is not).
+    private async Task<bool> EndTransactionAsync(DownstreamClient client)
+    {
+        using var bounded = new CancellationTokenSource(_timings.ResetTimeout);
+        try
+        {
+            await client.RsetAsync(bounded.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is DownstreamException or OperationCanceledException)
+        {
+        }
+        return client.IsBetweenTransactions;
     }
 
     private async Task<bool> AnswersAsync(DownstreamClient client)
