@@ -26,23 +26,20 @@ public sealed class SmtpReply
     public string Text => string.Join(" ", Lines);
 
     // Wire form, CRLF-terminated lines: "250-first\r\n250 2.0.0 last\r\n".
-    public string ToWire()
-    {
-        var sb = new System.Text.StringBuilder();
-        for (int i = 0; i < Lines.Count; i++)
-        {
-            sb.Append(Code).Append(i == Lines.Count - 1 ? ' ' : '-');
-            if (Enhanced is not null) sb.Append(Enhanced).Append(' ');
-            sb.Append(Lines[i]).Append("\r\n");
-        }
-        return sb.ToString();
-    }
+    public string ToWire() => System.Text.Encoding.UTF8.GetString(WireBytes);
 
     // The wire form as bytes, encoded on first use and kept: a reply held in a static (or built once
     // per server, SmtpServerOptions) costs no formatting or encoding when it is sent again.
-    internal byte[] WireBytes => _wire ??= System.Text.Encoding.UTF8.GetBytes(ToWire());
+    internal byte[] WireBytes => _wire ??= Encode();
     private byte[]? _wire;
     private bool _written;
+
+    private byte[] Encode()
+    {
+        var buffer = new ArrayBufferWriter<byte>();
+        WriteLines(buffer);
+        return buffer.WrittenSpan.ToArray();
+    }
 
     // Sends the wire form. A reply sent for the first time (most are made for one answer: a
     // downstream reply passed on) is encoded straight into the output; one sent again keeps its bytes.
@@ -54,10 +51,17 @@ public sealed class SmtpReply
             return;
         }
         _written = true;
+        WriteLines(output);
+    }
+
+    // The one place the wire form is made.
+    private void WriteLines(IBufferWriter<byte> output)
+    {
         for (int i = 0; i < Lines.Count; i++)
         {
             string line = Lines[i];
-            int most = 4 + (Enhanced is null ? 0 : Enhanced.Length + 1) + System.Text.Encoding.UTF8.GetMaxByteCount(line.Length) + 2;
+            int most = 4 + (Enhanced is null ? 0 : System.Text.Encoding.UTF8.GetMaxByteCount(Enhanced.Length) + 1)
+                + System.Text.Encoding.UTF8.GetMaxByteCount(line.Length) + 2;
             var span = output.GetSpan(most);
             span[0] = (byte)('0' + Code / 100);
             span[1] = (byte)('0' + Code / 10 % 10);

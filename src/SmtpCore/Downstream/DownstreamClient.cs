@@ -692,9 +692,7 @@ public sealed class DownstreamClient : IAsyncDisposable
         try
         {
             ThrowIfBroken();
-            commandLine.WriteTo(_output);
-            pending = Enqueue(verb, _options.ReplyTimeout, ct);
-            if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
+            pending = WriteCommand(commandLine, verb, ct);
             if (endsGroup) flush = FlushOutputAsync(verb, ct);
         }
         catch (Exception e)
@@ -713,6 +711,15 @@ public sealed class DownstreamClient : IAsyncDisposable
             return Task.FromException<SmtpReply>(e);
         }
         return pending.Task;
+    }
+
+    // Under the write gate: the command into the output and its reply queued behind the others.
+    private PendingReply WriteCommand(CommandLine commandLine, string verb, CancellationToken ct)
+    {
+        commandLine.WriteTo(_output);
+        var pending = Enqueue(verb, _options.ReplyTimeout, ct);
+        if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
+        return pending;
     }
 
     private async Task<SmtpReply> FlushThenReplyAsync(ValueTask flush, PendingReply pending, CancellationToken ct)
@@ -738,9 +745,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             bool pipelining = Capabilities.Pipelining;
             // Lock-step without PIPELINING (RFC 5321 §4.3): the previous reply must be in first.
             if (!pipelining) await AwaitOutstandingAsync(ct).ConfigureAwait(false);
-            commandLine.WriteTo(_output);
-            pending = Enqueue(verb, _options.ReplyTimeout, ct);
-            if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);
+            pending = WriteCommand(commandLine, verb, ct);
             if (!pipelining || endsGroup) await FlushOutputAsync(verb, ct).ConfigureAwait(false);
         }
         finally
