@@ -54,6 +54,10 @@ internal sealed class DownstreamLease(GatewayContext ctx)
     // connection this session takes).
     public bool WasLent { get; private set; }
 
+    // The session closed its connection itself: the message forwarded on it while it arrived was
+    // not delivered as it came (reset by the next connection this session takes).
+    public bool Abandoned { get; private set; }
+
     // How long the downstream has said nothing.
     public TimeSpan Idle => Stopwatch.GetElapsedTime(_used);
 
@@ -108,6 +112,7 @@ internal sealed class DownstreamLease(GatewayContext ctx)
         await DiscardCurrentAsync().ConfigureAwait(false);
         var rented = await ctx.DownstreamPool.RentAsync(ct).ConfigureAwait(false);
         WasLent = false;
+        Abandoned = false;
         _client = rented.Client;
         _created = rented.Created;
         _used = Stopwatch.GetTimestamp();
@@ -205,6 +210,15 @@ internal sealed class DownstreamLease(GatewayContext ctx)
         if (_client is null) return;
         if (Shareable) await GiveBackAsync().ConfigureAwait(false);
         else await DiscardCurrentAsync().ConfigureAwait(false);
+    }
+
+    // The message forwarded on the connection while it arrived will not be delivered as it came:
+    // its data is never ended, so the server discards it, and the connection is closed.
+    public async Task AbandonForwardedAsync(DownstreamClient forwarding, string why)
+    {
+        forwarding.AbandonStream(why);
+        if (ReferenceEquals(_client, forwarding)) Abandoned = true;
+        await DropAsync().ConfigureAwait(false);
     }
 
     // Not this client's own: no downstream login, no XCLIENT, no AUTH tried, not broken.

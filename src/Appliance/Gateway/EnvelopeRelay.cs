@@ -164,8 +164,9 @@ internal sealed class EnvelopeRelay(GatewayContext ctx, DownstreamLease lease, T
     // The envelope again on a fresh connection.
     private async Task<(DownstreamClient? Downstream, string Problem, bool Unreachable)> ReplayAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
-        // A connection lent to another session is the pool doing its job: no log line for it.
-        if (!lease.WasLent)
+        // A connection lent to another session is the pool doing its job, one closed under a
+        // forwarded message that changed (a tag) is the gateway's own doing: no log line for either.
+        if (!lease.WasLent && !lease.Abandoned)
             Log.Info($"session={session.Id} the downstream connection was lost while the message came in: replaying the envelope on a new one");
         DownstreamClient fresh;
         try

@@ -123,6 +123,9 @@ internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
     public System.Buffers.IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx) =>
         _pipeline.OpenContent(GatewayTransaction.Of(tx));
 
+    public ValueTask OnContentArrivedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) =>
+        _pipeline.OnContentArrivedAsync(session, tx, ct);
+
     public ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) =>
         _pipeline.OnMessageAsync(session, tx, ct);
 

@@ -8,7 +8,8 @@ namespace Portcullis.Appliance.Gateway;
 // began, the message buffer while it is being received and scanned, whether MAIL went to the
 // downstream (so an abort must RSET it), whether a verdict was reached, the last recipient
 // refusal (the reason in the log when the transaction ends without delivery), whether it is
-// queued rather than relayed in-line, and whether its log line was written.
+// queued rather than relayed in-line, whether it is being forwarded while it arrives, and
+// whether its log line was written.
 internal sealed class GatewayTransaction
 {
     public long Started = Stopwatch.GetTimestamp();
@@ -18,6 +19,12 @@ internal sealed class GatewayTransaction
     public Logging.MessageLogEntry? Entry;
     public SmtpCore.SmtpReply? RelayRefusal;
     public SmtpCore.SmtpReply? DownstreamRefusal;
+
+    // A large message goes on to the downstream while it arrives (MessageDelivery.ForwardArrivedAsync):
+    // the connection it is under way on, how much of the content is on it, and whether it was tried.
+    public SmtpCore.Downstream.DownstreamClient? Forwarding;
+    public long Forwarded;
+    public bool ForwardTried;
 
     // Non-null: the transaction goes to the queue ([queue] mode), and why.
     public string? QueueReason;

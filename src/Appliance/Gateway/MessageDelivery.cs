@@ -29,7 +29,10 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         if (entry.Quarantine != quarantine) entry = entry with { Quarantine = quarantine };
         if (state.QueueReason is { } why) return Queue(session, tx, entry, state, verdict, content, delivery, why);
 
-        var (downstream, problem, unreachable) = await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);
+        // Forwarded while it arrived: a message delivered as it came only needs its end.
+        var forwarded = await TakeForwardedAsync(state, delivery).ConfigureAwait(false);
+        var (downstream, problem, unreachable) = forwarded is not null ? (forwarded, "", false)
+            : await envelope.ReadyForDataAsync(session, tx, ct).ConfigureAwait(false);
         string action = delivery?.Action ?? MessageAction.Delivered;
         var virus = delivery?.Virus ?? "";
         if (downstream is null)
@@ -40,11 +43,12 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
             return log.Finish(entry, state, verdict, virus, MessageAction.Tempfail, problem, DownstreamReplies.Unavailable);
         }
 
-        byte[] headers = Headers(session, tx, entry, delivery);
         SmtpReply reply;
         try
         {
-            reply = await downstream.SendMessageAsync(headers, content, ct).ConfigureAwait(false);
+            reply = forwarded is not null
+                ? await forwarded.EndStreamAsync(content, ct).ConfigureAwait(false)
+                : await downstream.SendMessageAsync(Headers(session, tx, entry, delivery), content, ct).ConfigureAwait(false);
             lease.Touch();
         }
         catch (DownstreamException e)
@@ -61,6 +65,82 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         if (!reply.IsPositiveCompletion) action = reply.IsTransient ? MessageAction.Tempfail : MessageAction.Rejected;
         if (downstream.IsBroken) await lease.DropAsync().ConfigureAwait(false);
         return log.Finish(entry, state, verdict, virus, action, reply.ToString(), answer);
+    }
+
+    // Past this much content a message goes on to the downstream while it arrives, so the server
+    // reads it meanwhile and only the end of data waits for the verdict (a 5 MB message no longer
+    // crosses the loopback twice in a row). Smaller mail is sent whole once scanned, and its
+    // connection stays parked for other sessions meanwhile (DownstreamPool.Park).
+    internal const long ForwardFrom = 512 * 1024;
+    private const long ForwardPiece = 64 * 1024;   // what arrived is sent on in pieces this large
+
+    // Called between the client's reads while the message comes in. Only on the connection that
+    // holds the envelope: one lent to another session meanwhile, or dead, is replaced once the
+    // message is in (EnvelopeRelay.ReadyForDataAsync), not while the client waits.
+    public ValueTask ForwardArrivedAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state,
+        Messages.MessageBuffer buffer, CancellationToken ct)
+    {
+        if (state.Forwarding is { } forwarding)
+            return buffer.Length - state.Forwarded >= ForwardPiece ? ContinueForwardingAsync(session, state, forwarding, buffer, ct) : ValueTask.CompletedTask;
+        if (state.ForwardTried || buffer.Length < ForwardFrom || !state.MailSent || state.Queued) return ValueTask.CompletedTask;
+        state.ForwardTried = true;
+        return BeginForwardingAsync(session, tx, state, buffer, ct);
+    }
+
+    private async ValueTask BeginForwardingAsync(SmtpSession session, SmtpTransaction tx, GatewayTransaction state,
+        Messages.MessageBuffer buffer, CancellationToken ct)
+    {
+        if (lease.Usable is not { } downstream) return;
+        if (lease.Idle >= ctx.DownstreamTimings.ProbeAfter && !await lease.ProbeAsync().ConfigureAwait(false)) return;
+        // Clean mail goes out with no X-Virus-Status, so the headers are known before the verdict.
+        var headers = Headers(session, tx, log.NewEntry(session, tx, buffer.Length), null);
+        try
+        {
+            // Refused DATA: nothing begun; the end of the message asks again and reports the reply.
+            if (await downstream.BeginStreamAsync(headers, ct).ConfigureAwait(false) is not null) return;
+            state.Forwarding = downstream;
+            await downstream.ContinueStreamAsync(buffer, ct).ConfigureAwait(false);
+            state.Forwarded = buffer.Length;
+        }
+        catch (DownstreamException e)
+        {
+            await StopForwardingAsync(session, state, e).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask ContinueForwardingAsync(SmtpSession session, GatewayTransaction state, DownstreamClient forwarding,
+        Messages.MessageBuffer buffer, CancellationToken ct)
+    {
+        try
+        {
+            await forwarding.ContinueStreamAsync(buffer, ct).ConfigureAwait(false);
+            state.Forwarded = buffer.Length;
+        }
+        catch (DownstreamException e)
+        {
+            await StopForwardingAsync(session, state, e).ConfigureAwait(false);
+        }
+    }
+
+    // The connection broke under the forwarded message: it goes whole once scanned, on another.
+    private async ValueTask StopForwardingAsync(SmtpSession session, GatewayTransaction state, DownstreamException e)
+    {
+        Log.Info($"session={session.Id} forwarding the message while it arrives failed: {e.Message}; it is sent whole once scanned");
+        ctx.Metrics.DownstreamError();
+        state.Forwarding = null;
+        await lease.DropAsync().ConfigureAwait(false);
+    }
+
+    // The connection the message was forwarded on while it arrived, when it can be delivered as it
+    // came (clean, unchanged: no X-Virus-Status, no rewrite); otherwise that data is abandoned
+    // (never ended, so the server discards it) and the message goes whole on another connection.
+    private async ValueTask<DownstreamClient?> TakeForwardedAsync(GatewayTransaction state, Delivery? delivery)
+    {
+        if (state.Forwarding is not { } forwarding) return null;
+        state.Forwarding = null;
+        if (delivery is null && forwarding.IsStreaming) return forwarding;
+        await lease.AbandonForwardedAsync(forwarding, delivery?.Action ?? "the connection broke").ConfigureAwait(false);
+        return null;
     }
 
     // Store and forward: the message with its trace headers goes to the queue, and the client

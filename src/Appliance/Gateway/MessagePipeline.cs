@@ -3,7 +3,9 @@
 // disposition: clean (and no banned attachment) → delivery; a virus or banned attachment → the
 // detection handler (a strip detection arrives already rewritten and rescanned by the job); a
 // scanner error or timeout, strip's included → [scan] on_error (451 4.7.0, or delivery marked
-// Unscanned). The buffer is freed only when the scanner has let go of it.
+// Unscanned). The buffer is freed only when the scanner has let go of it. A large message has
+// been going on to the downstream while it arrived (MessageDelivery.ForwardArrivedAsync): a clean
+// one is ended there, any other outcome abandons it (the downstream never sees its end).
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using Portcullis.Appliance.Configuration;
@@ -26,6 +28,13 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         state.Buffer = new MessageBuffer(ctx.Config.Limits.MemoryThreshold, ctx.Config.General.TempFolder);
         if (state.MailSent) lease.Park();
         return state.Buffer;
+    }
+
+    // More content is in: a large message goes on to the downstream while it arrives.
+    public ValueTask OnContentArrivedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        var state = GatewayTransaction.Of(tx);
+        return state.Buffer is { } buffer ? delivery.ForwardArrivedAsync(session, tx, state, buffer, ct) : ValueTask.CompletedTask;
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -84,6 +93,13 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         }
         finally
         {
+            // Forwarded while it arrived but not delivered as it came (refused, tempfailed, a
+            // detection): the downstream never sees its end, so it discards what it got.
+            if (state.Forwarding is { } forwarding)
+            {
+                state.Forwarding = null;
+                forwarding.AbandonStream("not delivered as it arrived");
+            }
             // A scan that timed out may still be reading the buffer: free it when the scanner lets go.
             state.Buffer = null;
             if (scanFinished.IsCompleted) buffer.Dispose();
@@ -96,6 +112,12 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
     public async ValueTask AbortAsync(SmtpSession session, SmtpTransaction tx)
     {
         if (tx.HandlerState is not GatewayTransaction state) return;
+        if (state.Forwarding is { } forwarding)
+        {
+            // The client went away or the content broke a rule: the data forwarded so far never ends.
+            state.Forwarding = null;
+            forwarding.AbandonStream("the client's transaction ended without a message");
+        }
         if (!state.Finished && state.Buffer is { } buffer)
         {
             log.Aborted(session, tx, state, buffer.Length);

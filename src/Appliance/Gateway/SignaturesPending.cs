@@ -47,6 +47,8 @@ internal sealed class SignaturesPending(GatewayContext ctx, ISmtpSessionHandler 
 
     public System.Buffers.IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx) => inner.OpenContent(session, tx);
 
+    public ValueTask OnContentArrivedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => inner.OnContentArrivedAsync(session, tx, ct);
+
     public ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => inner.OnMessageAsync(session, tx, ct);
 
     public ValueTask OnTransactionAbortedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => inner.OnTransactionAbortedAsync(session, tx, ct);

@@ -62,6 +62,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     private int _disposed;
     private bool _transactionOpen;   // under _gate
     private bool _authAttempted;
+    private StreamedMessage? _streamed;   // a message sent while it arrives, not yet ended
 
     private DownstreamClient(Socket socket, Stream stream, SmtpReply? bannerBeforeTls, DownstreamOptions options, string remoteDescription)
     {
@@ -80,7 +81,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     // The reply to EHLO, or to HELO when the server refused EHLO.
     public SmtpReply EhloReply { get; private set; } = null!;
     public DownstreamCapabilities Capabilities { get; private set; } = DownstreamCapabilities.None;
-    public bool IsBroken => Volatile.Read(ref _failure) is not null;
+    // Broken, or inside a message sent while it arrives (see BeginStreamAsync): either way no
+    // one else may say anything on it, and no pool may keep it.
+    public bool IsBroken => Volatile.Read(ref _failure) is not null || Volatile.Read(ref _streamed) is not null;
 
     // Between transactions with nothing outstanding: no MAIL since the last final reply to the
     // message data, RSET or refused MAIL, and every command answered. Such a connection can
@@ -529,6 +532,8 @@ public sealed class DownstreamClient : IAsyncDisposable
     {
         if (body is null) return Task.FromException<SmtpReply>(new ArgumentNullException(nameof(body)));
         if (Volatile.Read(ref _failure) is { } failure) return Task.FromException<SmtpReply>(Unusable(failure));
+        if (Volatile.Read(ref _streamed) is not null)
+            return Task.FromException<SmtpReply>(new DownstreamException($"downstream {RemoteDescription}: a message is still being sent"));
         return Capabilities.Chunking
             ? SendWithBdatAsync(headerPrefix, body, ct)
             : SendWithDataAsync(headerPrefix, body, ct);
@@ -615,6 +620,151 @@ public sealed class DownstreamClient : IAsyncDisposable
         {
             _writeGate.Release();
         }
+    }
+
+    // A message sent while it is still arriving (the gateway forwards large mail as it comes in,
+    // so the downstream is busy while the client sends and only the end waits for the verdict).
+    // BeginStreamAsync sends DATA (with CHUNKING, nothing yet); ContinueStreamAsync sends what
+    // arrived since, as data or as a BDAT chunk of its own; EndStreamAsync the rest and the end
+    // of data ("." or BDAT LAST), returning the final reply. AbandonStream closes the connection
+    // with the data never ended, so the server discards what it got: only the end of data
+    // delivers (RFC 5321 §4.1.1.4, RFC 3030 §2). Until the end, the connection counts as broken
+    // to everyone else (IsBroken): no command can land inside the message, no pool keeps it, and
+    // closing it sends no QUIT that would be read as message text.
+    public bool IsStreaming => Volatile.Read(ref _streamed) is not null && Volatile.Read(ref _failure) is null;
+
+    // Null once the message is under way; the server's refusal of DATA otherwise (nothing was
+    // begun, the connection is as it was).
+    public async Task<SmtpReply?> BeginStreamAsync(ReadOnlyMemory<byte> headerPrefix, CancellationToken ct = default)
+    {
+        if (IsStreaming) throw new InvalidOperationException("a message is already being sent on this connection");
+        ThrowIfBroken();
+        DotStuffer? stuffer = null;
+        if (!Capabilities.Chunking)
+        {
+            var go = await SendFixedCommand("DATA", ct).ConfigureAwait(false);
+            if (go.Code != 354)
+            {
+                if (go.IsPositive)
+                    throw Break(new DownstreamException($"downstream {RemoteDescription} answered DATA with {go}, expected 354", go));
+                return go;
+            }
+            stuffer = new DotStuffer();
+        }
+        Volatile.Write(ref _streamed, new StreamedMessage(headerPrefix, stuffer));
+        return null;
+    }
+
+    // Sends what body holds beyond what was sent. A failure (a refused chunk, a write that fails
+    // or is canceled) breaks the client: the message cannot be resumed.
+    public async Task ContinueStreamAsync(IMessageContent body, CancellationToken ct = default)
+    {
+        var streamed = Volatile.Read(ref _streamed) ?? throw new InvalidOperationException("no message is being sent on this connection");
+        try
+        {
+            await SendStreamedAsync(streamed, body, ending: false, ct).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            throw BreakStream(e, "sending the message while it arrives");
+        }
+    }
+
+    // Sends the rest of body and ends the message; returns the final reply (or the BDAT chunk's
+    // refusal). The connection is an ordinary one again once the end is on the wire.
+    public async Task<SmtpReply> EndStreamAsync(IMessageContent body, CancellationToken ct = default)
+    {
+        var streamed = Volatile.Read(ref _streamed) ?? throw new InvalidOperationException("no message is being sent on this connection");
+        Task<SmtpReply> final;
+        try
+        {
+            final = (await SendStreamedAsync(streamed, body, ending: true, ct).ConfigureAwait(false))!;
+        }
+        catch (Exception e)
+        {
+            throw BreakStream(e, "ending the message");
+        }
+        return await final.ConfigureAwait(false);
+    }
+
+    // The message will not be delivered as sent: the connection is closed without its end.
+    public void AbandonStream(string why)
+    {
+        if (!IsStreaming) return;
+        Break(new DownstreamException($"downstream {RemoteDescription}: the message sent while it arrived was abandoned ({why})"));
+    }
+
+    // Returns the final reply to come when ending, null otherwise.
+    private async Task<Task<SmtpReply>?> SendStreamedAsync(StreamedMessage streamed, IMessageContent body, bool ending, CancellationToken ct)
+    {
+        long total = streamed.Prefix.Length + body.Length;
+        if (streamed.Stuffer is { } stuffer)
+        {
+            await _writeGate.WaitAsync(ct).ConfigureAwait(false);
+            try
+            {
+                ThrowIfBroken();
+                await StreamContentAsync(streamed.Prefix, body, streamed.Sent, total - streamed.Sent, stuffer, "message data", ct).ConfigureAwait(false);
+                streamed.Sent = total;
+                if (!ending)
+                {
+                    await FlushOutputAsync("message data", ct).ConfigureAwait(false);
+                    return null;
+                }
+                stuffer.Finish(_output);
+                var end = Enqueue("end of data", _options.DataReplyTimeout, ct);
+                Volatile.Write(ref _streamed, null);   // ended: from here on it is an ordinary connection
+                await FlushOutputAsync("end of data", ct).ConfigureAwait(false);
+                return end.Task;
+            }
+            finally
+            {
+                _writeGate.Release();
+            }
+        }
+
+        // BDAT: each stretch a chunk (at most ChunkSize), the end a LAST chunk, perhaps empty.
+        var chunks = streamed.Chunks;
+        do
+        {
+            // A refused chunk fails the transaction (RFC 3030 §3): nothing more is worth sending.
+            if (FirstCompletedFailure(chunks) is { } refused)
+            {
+                if (!ending) throw new DownstreamException($"downstream {RemoteDescription} refused a BDAT chunk: {refused}", refused);
+                Volatile.Write(ref _streamed, null);   // the transaction is over: the connection is an ordinary one
+                return Task.FromResult(refused);
+            }
+            int count = (int)Math.Min(ChunkSize, total - streamed.Sent);
+            bool last = ending && streamed.Sent + count == total;
+            if (count == 0 && !last) break;
+            chunks.Add(await SendChunkAsync(streamed.Prefix, body, streamed.Sent, count, last, ct).ConfigureAwait(false));
+            streamed.Sent += count;
+            if (last) Volatile.Write(ref _streamed, null);
+            else if (!Capabilities.Pipelining && await chunks[^1].ConfigureAwait(false) is { IsPositiveCompletion: false } refusal)
+            {
+                if (!ending) throw new DownstreamException($"downstream {RemoteDescription} refused a BDAT chunk: {refusal}", refusal);
+                Volatile.Write(ref _streamed, null);
+                return Task.FromResult(refusal);
+            }
+            if (last) return FirstFailureOrLastAsync(chunks)!;
+        }
+        while (true);
+        return null;
+    }
+
+    // Any failure while a streamed message is open ends it for good: the connection is closed.
+    private Exception BreakStream(Exception e, string what)
+    {
+        var failure = Break(e as DownstreamException ?? new DownstreamException($"downstream {RemoteDescription}: {what} failed: {e.Message}", null, e));
+        return e is OperationCanceledException ? e : failure;
+    }
+
+    private sealed class StreamedMessage(ReadOnlyMemory<byte> prefix, DotStuffer? stuffer)
+    {
+        public ReadOnlyMemory<byte> Prefix { get; } = prefix;
+        public DotStuffer? Stuffer { get; } = stuffer;   // DATA; null for BDAT
+        public long Sent;                                 // bytes of prefix + body on the wire
+        public List<Task<SmtpReply>> Chunks { get; } = [];
     }
 
     // Writes [offset, offset+count) of prefix+body into the output, dot-stuffed when a stuffer is
@@ -716,6 +866,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     // Under the write gate: the command into the output and its reply queued behind the others.
     private PendingReply WriteCommand(CommandLine commandLine, string verb, CancellationToken ct)
     {
+        // A command inside a message's data would be part of the message.
+        if (Volatile.Read(ref _streamed) is not null)
+            throw new DownstreamException($"downstream {RemoteDescription}: {verb} refused inside a message still being sent");
         commandLine.WriteTo(_output);
         var pending = Enqueue(verb, _options.ReplyTimeout, ct);
         if (verb == "AUTH") Volatile.Write(ref _authAttempted, true);

@@ -57,6 +57,7 @@ public sealed partial class SmtpSession
                 _closing = true; // disconnect mid-DATA: nothing is delivered
                 return;
             }
+            if (!data.IsComplete) await ContentArrivedAsync(tx, data).ConfigureAwait(false);
         }
         await FinishMessageAsync(tx, data).ConfigureAwait(false);
     }
@@ -105,6 +106,7 @@ public sealed partial class SmtpSession
             remaining -= take.Length;
             _input.AdvanceTo(take.End);
             if (remaining > 0 && read.Value.IsCompleted) { _closing = true; return; }
+            if (reader is not null && !(last && remaining == 0)) await ContentArrivedAsync(tx!, reader).ConfigureAwait(false);
         }
 
         if (refusal is not null)
@@ -180,6 +182,43 @@ public sealed partial class SmtpSession
         }
     }
 
+    // Tells the handler more content is in (not after the content broke a rule, nor after the
+    // handler failed at it once).
+    private ValueTask ContentArrivedAsync(SmtpTransaction tx, DataReader data)
+    {
+        if (data.Error != DataError.None || tx.ContentHandlerFailed) return ValueTask.CompletedTask;
+        ValueTask told;
+        try
+        {
+            told = _handler.OnContentArrivedAsync(this, tx, _shutdown);
+        }
+        catch (Exception e) when (HandlerFailed(e))
+        {
+            ContentHandlerFailed(tx, e);
+            return ValueTask.CompletedTask;
+        }
+        return told.IsCompletedSuccessfully ? ValueTask.CompletedTask : AwaitContentArrivedAsync(tx, told);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask AwaitContentArrivedAsync(SmtpTransaction tx, ValueTask told)
+    {
+        try
+        {
+            await told.ConfigureAwait(false);
+        }
+        catch (Exception e) when (HandlerFailed(e))
+        {
+            ContentHandlerFailed(tx, e);
+        }
+    }
+
+    private void ContentHandlerFailed(SmtpTransaction tx, Exception e)
+    {
+        Report(tx, "content", e);
+        tx.ContentHandlerFailed = true;
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask FinishMessageAsync(SmtpTransaction tx, DataReader data)
     {
@@ -188,6 +227,12 @@ public sealed partial class SmtpSession
             tx.ContentRefusal = ErrorReply(data);
             await AbortTransactionAsync().ConfigureAwait(false);
             Write(tx.ContentRefusal);
+            return;
+        }
+        if (tx.ContentHandlerFailed)
+        {
+            await AbortTransactionAsync().ConfigureAwait(false);
+            Write(Replies.LocalError);
             return;
         }
         SmtpReply reply;

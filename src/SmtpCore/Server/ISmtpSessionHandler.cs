@@ -29,6 +29,12 @@ public interface ISmtpSessionHandler
     // The content is about to arrive: where to put it (the message buffer).
     IBufferWriter<byte> OpenContent(SmtpSession session, SmtpTransaction tx);
 
+    // More of the message is in the buffer OpenContent gave: called between reads while the
+    // content is still coming and has broken no rule so far, so a handler may pass it on (the
+    // gateway forwards large mail while it arrives). Reading stops while this runs. A handler
+    // that throws is not called again for the message, which is answered 451 4.3.0 at its end.
+    ValueTask OnContentArrivedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct) => ValueTask.CompletedTask;
+
     // The whole message arrived and passed the size and line-ending checks.
     ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct);
 

@@ -37,6 +37,7 @@ public sealed class SmtpTransaction
     // Set while MAIL's own reply is still outstanding (pipelined to the downstream).
     internal bool MailPending { get; set; }
     internal bool Failed { get; set; }
+    internal bool ContentHandlerFailed { get; set; }   // OnContentArrivedAsync threw: 451 when the message ends
     internal int InFlightRecipients { get; set; }
 }
 

@@ -63,6 +63,17 @@ internal sealed class RecordingHandler : ISmtpSessionHandler, ISmtpSessionObserv
         return buffer;
     }
 
+    // Set: every OnContentArrivedAsync is recorded as "arrived <bytes so far>" and handed to it.
+    public Func<SmtpTransaction, long, ValueTask>? ContentArrived { get; set; }
+
+    public ValueTask OnContentArrivedAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
+    {
+        if (ContentArrived is not { } arrived) return ValueTask.CompletedTask;
+        long size = ((ArrayBufferWriter<byte>)tx.HandlerState!).WrittenCount;
+        Record($"arrived {size}");
+        return arrived(tx, size);
+    }
+
     public ValueTask<SmtpReply> OnMessageAsync(SmtpSession session, SmtpTransaction tx, CancellationToken ct)
     {
         Record("message");

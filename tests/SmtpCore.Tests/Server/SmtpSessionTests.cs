@@ -406,4 +406,53 @@ public class SmtpSessionTests
         await second.SendAsync("MAIL FROM:<a@example.org> RET=FULL\r\n");
         Assert.Equal("250 2.1.0 Sender OK", await second.ReadLineAsync());
     }
+
+    [Fact]
+    public async Task The_handler_hears_of_content_between_reads_before_the_message_ends()
+    {
+        var firstPart = new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handler = new RecordingHandler
+        {
+            ContentArrived = (_, size) =>
+            {
+                firstPart.TrySetResult(size);
+                return ValueTask.CompletedTask;
+            },
+        };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"], await ReadLinesAsync(conn, 3));
+        await conn.SendAsync("Subject: x\r\n\r\nfirst part\r\n");
+        // The client has not ended the message: only a call between reads can complete this.
+        Assert.Equal(26, await firstPart.Task.WaitAsync(LoopbackSession.Patience));
+        await conn.SendAsync("second part\r\n.\r\n");
+        Assert.Equal("250 2.0.0 Queued as M1", await conn.ReadLineAsync());
+        Assert.Equal("Subject: x\r\n\r\nfirst part\r\nsecond part\r\n"u8.ToArray(), handler.Messages.Single());
+        Assert.Equal(["content", "arrived 26", "message"], handler.Events.Where(e => e is "content" or "message" || e.StartsWith("arrived", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task A_handler_failing_on_arrived_content_gets_451_at_the_end_and_the_session_goes_on()
+    {
+        int calls = 0;
+        var handler = new RecordingHandler
+        {
+            ContentArrived = (_, _) =>
+            {
+                calls++;
+                throw new InvalidOperationException("forwarding broke");
+            },
+        };
+        await using var conn = await GreetedAsync(handler);
+        await conn.SendAsync("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 12\r\nSubject: x\r\n");
+        Assert.Equal(["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK", "250 2.0.0 12 octets received"], await ReadLinesAsync(conn, 3));
+        await conn.SendAsync("BDAT 8\r\n\r\nbody\r\nBDAT 0 LAST\r\n");
+        Assert.Equal("250 2.0.0 8 octets received", await conn.ReadLineAsync());
+        Assert.Equal("451 4.3.0 Local error in processing, try again later", await conn.ReadLineAsync());
+        await conn.SendAsync("NOOP\r\n");
+        Assert.StartsWith("250", await conn.ReadLineAsync());
+        Assert.Empty(handler.Messages);
+        Assert.Equal(1, calls);   // not asked again once it failed
+        Assert.Contains("aborted", handler.Events);
+    }
 }
