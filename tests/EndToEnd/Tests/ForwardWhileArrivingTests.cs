@@ -113,6 +113,31 @@ public sealed class ForwardWhileArrivingTests(ITestOutputHelper output)
         Assert.True(downstream.Messages.Count == 0 && downstream.Refused.Count == 0, $"the downstream got the message's end\n{downstream}");
     }
 
+    [Fact]
+    public async Task Postfix_discards_an_infected_message_whose_data_never_ended_and_delivers_the_clean_one()
+    {
+        await using var postfix = PrivatePostfix.Start(output, "");
+        await using var gateway = await GatewayProcess.StartAsync(output, postfix.Port);
+        var infected = SmtpBytes.Ascii(SmtpBytes.Text(TestMessages.LargeText("infected, through Postfix", Size)) + TestSignatures.Eicar + "\r\n");
+        var clean = TestMessages.LargeText("clean, through Postfix", Size);
+
+        await using (var client = await RawSmtpClient.ConnectAsync(gateway.Port))
+        {
+            var reply = await RawTransaction.SendAsync(client, infected);
+            Assert.True(reply.Code == 554, $"expected 554, got {reply}\n{client.Transcript}");
+        }
+        // Postfix had the data under way and saw the connection go before its end.
+        await postfix.WaitForLogLineAsync(l => l.Contains("lost connection after BDAT") || l.Contains("lost connection after DATA"), "Postfix losing the connection inside the infected message (Postfix offers CHUNKING)");
+        await using (var client = await RawSmtpClient.ConnectAsync(gateway.Port))
+        {
+            var reply = await RawTransaction.SendAsync(client, clean);
+            Assert.True(reply.Code == 250 && reply.Text.Contains("queued as"), $"expected Postfix's 250, got {reply}\n{client.Transcript}");
+        }
+        await postfix.WaitForLogLineAsync(l => l.Contains("status=sent"), "the clean message delivered");
+        await gateway.StopAsync();
+        Assert.Single(postfix.Log().Split('\n'), l => l.Contains("status=sent"));
+    }
+
     // EHLO, MAIL, RCPT, DATA and all of the stuffed content but its last HeldBack bytes and the
     // end; returns once the downstream has been sent DATA or a BDAT chunk, with what is left.
     private static async Task<(string Early, byte[] Remaining)> SendAllButTheEndAsync(RawSmtpClient client, byte[] content,
