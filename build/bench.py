@@ -17,7 +17,7 @@ histogram of final replies and how many messages smtp-sink's side of the gateway
 
 Measurements are printed, never asserted. Loopback only; everything started here is stopped.
 Environment: BENCH_QUICK=1 (a 1-2 minute smoke), BENCH_ROUNDS, BENCH_SIGNATURES (1000),
-BENCH_BURST (200,1000: one burst per number; 0 skips), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
+BENCH_CLIENTS (4: concurrent senders), BENCH_BURST (200,1000: one burst per number; 0 skips), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
 BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm), BENCH_KEEP=1
 (keep the work folder with the gateways' logs), BENCH_AB (see variants()).
 Usage: build/bench.py path/to/portcullis
@@ -39,7 +39,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-CLIENTS = 4
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))   # concurrent senders, each a new connection per message
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # name -> (label, attachment bytes or None for a plain 2 KB text message,
@@ -59,7 +59,8 @@ def env_int(name, default):
 def variants():
     """BENCH_AB="NAME=VALUE ...": a second gateway with that environment beside the plain one, both
     in every round (direct, A, B), so the two compare by ratios from one run. BENCH_AB=scratch=disk
-    (or tmpfs) gives B the other scratch folder instead."""
+    (or tmpfs) gives B the other scratch folder instead; SECTION.KEY=VALUE (a dot in the name) a
+    setting in B's portcullis.ini, e.g. BENCH_AB=limits.stream_threshold=0."""
     ab = os.environ.get("BENCH_AB", "").split()
     if not ab:
         return [("portcullis", {})]
@@ -166,6 +167,8 @@ def proc_cpu_seconds(pid):
 class Gateway:
     def __init__(self, binary, work, sink_port, name, scratch, env=None):
         self.binary, self.name = binary, name
+        env = dict(env or {})
+        settings = {k: env.pop(k) for k in list(env) if "." in k}
         self.port = free_port()
         self.folder = os.path.join(work, name)
         for sub in ("tmp", "queue", "quarantine"):
@@ -188,6 +191,9 @@ folder = {self.folder}/quarantine
 [status]
 listen =
 """)
+            for name, value in settings.items():
+                section, key = name.split(".", 1)
+                f.write(f"[{section}]\n{key} = {value}\n")
         self.log = open(os.path.join(self.folder, "out.log"), "w+")
         self.err = open(os.path.join(self.folder, "err.log"), "w+")
         self.proc = subprocess.Popen([binary, "run", "--config", self.ini], stdout=self.log, stderr=self.err,

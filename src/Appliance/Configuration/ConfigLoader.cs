@@ -293,6 +293,7 @@ public static class ConfigLoader
             CommandTimeout = r.Time("command_timeout", raw.CommandTimeout, d.CommandTimeout),
             DataTimeout = r.Time("data_timeout", raw.DataTimeout, d.DataTimeout),
             MemoryThreshold = r.Size("memory_threshold", raw.MemoryThreshold, d.MemoryThreshold, 0),
+            StreamThreshold = r.Size("stream_threshold", raw.StreamThreshold, d.StreamThreshold, 0, " (0: never)"),
             BareNewline = r.Choice("bare_newline", raw.BareNewline, d.BareNewline, ("normalize", BareNewlinePolicy.Normalize), ("reject", BareNewlinePolicy.Reject)),
             MaxConnections = (int)r.Integer("max_connections", raw.MaxConnections, d.MaxConnections, 0, 1_000_000, " (0 for no limit)"),
             MaxConnectionsPerIp = (int)r.Integer("max_connections_per_ip", raw.MaxConnectionsPerIp, d.MaxConnectionsPerIp, 0, 1_000_000, " (0 for no limit)"),

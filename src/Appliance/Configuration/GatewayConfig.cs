@@ -269,6 +269,11 @@ public sealed record LimitsSection
 
     // Messages larger than this spill from pooled memory to a file in temp_folder.
     public long MemoryThreshold { get; init; } = 8L << 20;
+
+    // Messages larger than this go on to the mail server while they arrive: only the end of the
+    // data waits for the verdict, and a message that is not delivered as it came has its data
+    // never ended (the server discards it). 0: every message goes on only once scanned.
+    public long StreamThreshold { get; init; } = 512L << 10;
     public BareNewlinePolicy BareNewline { get; init; } = BareNewlinePolicy.Normalize;
 
     // Open client connections in all and from one address; 0 means no limit.

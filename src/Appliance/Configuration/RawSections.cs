@@ -76,7 +76,7 @@ internal sealed class RawLimits
     [
         "max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout",
         "data_timeout", "memory_threshold", "bare_newline", "max_connections", "max_connections_per_ip",
-        "memory_budget",
+        "memory_budget", "stream_threshold",
     ];
 
     [ConfigurationKeyName("max_message_size")] public string? MaxMessageSize { get; set; }
@@ -90,6 +90,7 @@ internal sealed class RawLimits
     [ConfigurationKeyName("max_connections")] public string? MaxConnections { get; set; }
     [ConfigurationKeyName("max_connections_per_ip")] public string? MaxConnectionsPerIp { get; set; }
     [ConfigurationKeyName("memory_budget")] public string? MemoryBudget { get; set; }
+    [ConfigurationKeyName("stream_threshold")] public string? StreamThreshold { get; set; }
 }
 
 internal sealed class RawLog

@@ -67,11 +67,10 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         return log.Finish(entry, state, verdict, virus, action, reply.ToString(), answer);
     }
 
-    // Past this much content a message goes on to the downstream while it arrives, so the server
-    // reads it meanwhile and only the end of data waits for the verdict (a 5 MB message no longer
-    // crosses the loopback twice in a row). Smaller mail is sent whole once scanned, and its
+    // Past [limits] stream_threshold a message goes on to the downstream while it arrives, so the
+    // server reads it meanwhile and only the end of data waits for the verdict (a 5 MB message no
+    // longer crosses the loopback twice in a row). Smaller mail is sent whole once scanned, and its
     // connection stays parked for other sessions meanwhile (DownstreamPool.Park).
-    internal const long ForwardFrom = 512 * 1024;
     private const long ForwardPiece = 64 * 1024;   // what arrived is sent on in pieces this large
 
     // Called between the client's reads while the message comes in. Only on the connection that
@@ -82,7 +81,8 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
     {
         if (state.Forwarding is { } forwarding)
             return buffer.Length - state.Forwarded >= ForwardPiece ? ContinueForwardingAsync(session, state, forwarding, buffer, ct) : ValueTask.CompletedTask;
-        if (state.ForwardTried || buffer.Length < ForwardFrom || !state.MailSent || state.Queued) return ValueTask.CompletedTask;
+        long threshold = ctx.Config.Limits.StreamThreshold;
+        if (state.ForwardTried || threshold == 0 || buffer.Length < threshold || !state.MailSent || state.Queued) return ValueTask.CompletedTask;
         state.ForwardTried = true;
         return BeginForwardingAsync(session, tx, state, buffer, ct);
     }

@@ -46,6 +46,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromMinutes(5), l.CommandTimeout);
         Assert.Equal(TimeSpan.FromMinutes(3), l.DataTimeout);
         Assert.Equal(8L << 20, l.MemoryThreshold);
+        Assert.Equal(512L << 10, l.StreamThreshold);
         Assert.Equal(BareNewlinePolicy.Normalize, l.BareNewline);
         Assert.Null(l.MemoryBudget);  // auto
 
@@ -114,6 +115,7 @@ public sealed class ConfigLoaderTests
             memory_threshold = 512k
             bare_newline = reject
             memory_budget = 256M
+            stream_threshold = 0
 
             [log]
             folder = /var/log/portcullis
@@ -153,6 +155,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(512L << 10, l.MemoryThreshold);
         Assert.Equal(BareNewlinePolicy.Reject, l.BareNewline);
         Assert.Equal(256L << 20, l.MemoryBudget);
+        Assert.Equal(0, l.StreamThreshold);
 
         Assert.Equal("/var/log/portcullis", config.Log.Folder);
     }
@@ -250,6 +253,7 @@ public sealed class ConfigLoaderTests
     [InlineData("limits", "command_timeout", "5 m", "a time such as 30s, 5m or 1h")]
     [InlineData("limits", "data_timeout", "3d", "a time such as 30s, 5m or 1h")]
     [InlineData("limits", "memory_threshold", "-8M", "a size such as 512K, 50M or 1G")]
+    [InlineData("limits", "stream_threshold", "soon", "a size such as 512K, 50M or 1G")]
     [InlineData("limits", "bare_newline", "strip", "one of normalize, reject")]
     [InlineData("limits", "memory_budget", "lots", "a size such as 512K, 50M or 1G (0 for no limit; empty or auto for 1/8 of the memory)")]
     [InlineData("limits", "memory_budget", "-1G", "a size such as 512K, 50M or 1G")]

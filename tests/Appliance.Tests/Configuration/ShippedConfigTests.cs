@@ -66,7 +66,7 @@ public sealed partial class ShippedConfigTests
                 "scratch_folder", "action", "action_pua", "action_heuristics", "action_phishing", "action_unofficial", "action_banned", "tag_subject_prefix",
                 "banned_extensions", "banned_content_types", "encrypted_archives", "banned_types", "reload_check_interval", "reload_memory", "max_definitions_age"],
             ["max_message_size", "max_recipients", "max_line_length", "max_errors", "command_timeout", "data_timeout", "memory_threshold", "bare_newline",
-             "max_connections", "max_connections_per_ip", "memory_budget"],
+             "max_connections", "max_connections_per_ip", "memory_budget", "stream_threshold"],
             ["folder"],
             ["folder", "copy", "retention_days"],
             ["smtp_server_address", "smtp_server_port", "sender", "notify_list", "notify_recipients", "notify_sender", "template_folder"],

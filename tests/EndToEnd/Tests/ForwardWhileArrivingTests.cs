@@ -97,6 +97,22 @@ public sealed class ForwardWhileArrivingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task With_stream_threshold_0_a_large_infected_message_never_reaches_the_downstream()
+    {
+        var content = SmtpBytes.Ascii(SmtpBytes.Text(TestMessages.LargeText("scanned before it goes on", Size)) + TestSignatures.Eicar + "\r\n");
+        await using var downstream = Downstream("DATA");
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream, c => c.Set("limits", "stream_threshold", "0"));
+        await using var client = await RawSmtpClient.ConnectAsync(gateway.Port);
+
+        var reply = await RawTransaction.SendAsync(client, content);
+
+        Assert.True(reply.Code == 554, $"expected 554, got {reply}\n{client.Transcript}");
+        await downstream.Rsets.WaitForCountAsync(1, Wait, "the gateway's RSET to the downstream");
+        VirusTests.AssertNothingDelivered(downstream);   // not even DATA
+        await gateway.StopAsync();
+    }
+
+    [Fact]
     public async Task A_client_that_goes_away_mid_message_leaves_the_downstream_nothing_to_deliver()
     {
         var content = TestMessages.LargeText("abandoned by its sender", Size);
