@@ -113,6 +113,28 @@ public sealed class ForwardWhileArrivingTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_downstream_that_drops_the_forwarded_data_gets_the_message_whole_on_a_new_connection()
+    {
+        var content = TestMessages.LargeText("the first connection drops", Size);
+        await using var downstream = Downstream("DATA");
+        downstream.CloseInsideData();
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream);
+        await using var client = await RawSmtpClient.ConnectAsync(gateway.Port);
+
+        var (_, rest) = await SendAllButTheEndAsync(client, content, downstream, "DATA");
+        await downstream.ClosedSessions.WaitForCountAsync(1, Wait, "the downstream closing inside the forwarded data");
+        downstream.ClearScript();
+        await client.SendAsync(rest);
+        var reply = await client.ReadReplyAsync();
+
+        Assert.True(reply.Code == 250, $"expected 250, got {reply}\n{client.Transcript}\n{downstream}");
+        var delivered = Assert.Single(await downstream.Messages.WaitForCountAsync(1, Wait, "the message sent whole"));
+        Delivered.SplitPrepended(delivered.Content, content);
+        await gateway.StopAsync();
+        Assert.Single(downstream.Messages.Snapshot());
+    }
+
+    [Fact]
     public async Task A_client_that_goes_away_mid_message_leaves_the_downstream_nothing_to_deliver()
     {
         var content = TestMessages.LargeText("abandoned by its sender", Size);
