@@ -48,6 +48,31 @@ public sealed class ForwardWhileArrivingTests(ITestOutputHelper output)
         await gateway.StopAsync();
     }
 
+    [Fact]
+    public async Task A_message_the_client_sends_in_BDAT_chunks_is_forwarded_while_the_chunks_arrive()
+    {
+        var content = TestMessages.LargeText("chunked by its sender", Size);
+        await using var downstream = Downstream("DATA");
+        await using var gateway = await GatewayProcess.StartAsync(output, downstream);
+        await using var client = await RawSmtpClient.ConnectAsync(gateway.Port);
+        await RawTransaction.BeginAsync(client);
+
+        var chunks = RawTransaction.Split(content, 400_000, 800_000, 1_200_000);
+        foreach (var chunk in chunks[..^1])
+        {
+            await client.SendAsync(SmtpBytes.Ascii($"BDAT {chunk.Length}\r\n"));
+            await client.SendAsync(chunk);
+            Assert.Equal(250, (await client.ReadReplyAsync()).Code);
+        }
+        await downstream.Commands.WaitForAsync(c => c == "DATA", Wait, "DATA at the downstream before the client's BDAT LAST");
+        var reply = await RawTransaction.SendChunksAsync(client, chunks[^1]);
+
+        Assert.True(reply.Code == 250, $"expected 250, got {reply}\n{client.Transcript}");
+        var delivered = Assert.Single(await downstream.Messages.WaitForCountAsync(1, Wait, "the delivered message"));
+        Delivered.SplitPrepended(delivered.Content, content);
+        await gateway.StopAsync();
+    }
+
     [Theory]
     [MemberData(nameof(Transports))]
     public async Task An_infected_message_already_on_its_way_never_gets_its_end(string transport)
