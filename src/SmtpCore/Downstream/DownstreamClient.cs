@@ -534,71 +534,14 @@ public sealed class DownstreamClient : IAsyncDisposable
         if (Volatile.Read(ref _failure) is { } failure) return Task.FromException<SmtpReply>(Unusable(failure));
         if (Volatile.Read(ref _streamed) is not null)
             return Task.FromException<SmtpReply>(new DownstreamException($"downstream {RemoteDescription}: a message is still being sent"));
-        return Capabilities.Chunking
-            ? SendWithBdatAsync(headerPrefix, body, ct)
-            : SendWithDataAsync(headerPrefix, body, ct);
+        return SendWholeAsync(headerPrefix, body, ct);
     }
 
-    private async Task<SmtpReply> SendWithDataAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
+    // The whole message is the streamed one begun and ended at once (BeginStreamAsync, EndStreamAsync).
+    private async Task<SmtpReply> SendWholeAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
     {
-        var go = await SendFixedCommand("DATA", ct).ConfigureAwait(false);
-        if (go.Code != 354)
-        {
-            // A 2xx/3xx other than 354 leaves the server's state unknown: never treat it as "sent".
-            if (go.IsPositive)
-                throw Break(new DownstreamException($"downstream {RemoteDescription} answered DATA with {go}, expected 354", go));
-            return go;
-        }
-
-        try
-        {
-            await _writeGate.WaitAsync(ct).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            // The server already said 354 and waits for text: the session cannot be resumed.
-            Break(new DownstreamException($"sending the message to downstream {RemoteDescription} was canceled after 354"));
-            throw;
-        }
-        PendingReply final;
-        try
-        {
-            ThrowIfBroken();
-            var stuffer = new DotStuffer();
-            await StreamContentAsync(headerPrefix, body, 0, headerPrefix.Length + body.Length, stuffer, "message data", ct)
-                .ConfigureAwait(false);
-            stuffer.Finish(_output);
-            final = Enqueue("end of data", _options.DataReplyTimeout, ct);
-            await FlushOutputAsync("end of data", ct).ConfigureAwait(false);
-        }
-        finally
-        {
-            _writeGate.Release();
-        }
-        return await final.Task.ConfigureAwait(false);
-    }
-
-    private async Task<SmtpReply> SendWithBdatAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
-    {
-        long total = headerPrefix.Length + body.Length;
-        var replies = new List<Task<SmtpReply>>();
-        long sent = 0;
-        do
-        {
-            // Stop sending chunks once one was refused: the transaction has failed (RFC 3030 §3).
-            if (FirstCompletedFailure(replies) is not null) break;
-            int count = (int)Math.Min(ChunkSize, total - sent);
-            bool last = sent + count == total;
-            replies.Add(await SendChunkAsync(headerPrefix, body, sent, count, last, ct).ConfigureAwait(false));
-            sent += count;
-            if (!Capabilities.Pipelining && !last)
-            {
-                var reply = await replies[^1].ConfigureAwait(false);
-                if (!reply.IsPositiveCompletion) return reply;
-            }
-        }
-        while (sent < total);
-        return await FirstFailureOrLastAsync(replies).ConfigureAwait(false) ?? throw new UnreachableException();
+        if (await BeginStreamAsync(headerPrefix, ct).ConfigureAwait(false) is { } refused) return refused;
+        return await EndStreamAsync(body, ct).ConfigureAwait(false);
     }
 
     private async Task<Task<SmtpReply>> SendChunkAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, long offset,
@@ -732,7 +675,7 @@ public sealed class DownstreamClient : IAsyncDisposable
             {
                 if (!ending) throw new DownstreamException($"downstream {RemoteDescription} refused a BDAT chunk: {refused}", refused);
                 Volatile.Write(ref _streamed, null);   // the transaction is over: the connection is an ordinary one
-                return Task.FromResult(refused);
+                return FirstFailureOrLastAsync(chunks)!;
             }
             int count = (int)Math.Min(ChunkSize, total - streamed.Sent);
             bool last = ending && streamed.Sent + count == total;
@@ -753,10 +696,11 @@ public sealed class DownstreamClient : IAsyncDisposable
     }
 
     // Any failure while a streamed message is open ends it for good: the connection is closed.
+    // A DownstreamException or a cancellation is rethrown as it came.
     private Exception BreakStream(Exception e, string what)
     {
         var failure = Break(e as DownstreamException ?? new DownstreamException($"downstream {RemoteDescription}: {what} failed: {e.Message}", null, e));
-        return e is OperationCanceledException ? e : failure;
+        return e is OperationCanceledException or DownstreamException ? e : failure;
     }
 
     private sealed class StreamedMessage(ReadOnlyMemory<byte> prefix, DotStuffer? stuffer)
@@ -764,7 +708,8 @@ public sealed class DownstreamClient : IAsyncDisposable
         public ReadOnlyMemory<byte> Prefix { get; } = prefix;
         public DotStuffer? Stuffer { get; } = stuffer;   // DATA; null for BDAT
         public long Sent;                                 // bytes of prefix + body on the wire
-        public List<Task<SmtpReply>> Chunks { get; } = [];
+        public List<Task<SmtpReply>> Chunks => _chunks ??= [];   // BDAT only
+        private List<Task<SmtpReply>>? _chunks;
     }
 
     // Writes [offset, offset+count) of prefix+body into the output, dot-stuffed when a stuffer is
