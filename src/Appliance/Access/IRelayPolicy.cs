@@ -18,4 +18,8 @@ internal interface IRelayPolicy
 }
 
 // What one connection brought with it from the door.
-internal sealed record ClientAccess(IPAddress? Address, bool Trusted, TcpRule? Rule);
+internal sealed record ClientAccess(IPAddress? Address, bool Trusted, TcpRule? Rule)
+{
+    // Before the connection was judged: nothing known, nothing granted (one shared instance).
+    public static readonly ClientAccess Unknown = new(null, false, null);
+}

@@ -448,7 +448,7 @@ internal static class GatewayHost
     private static async Task AcceptLoopAsync(Socket listener, ListenEndpoint endpoint, GatewayRuntime runtime, SessionTracker sessions, CancellationToken drain, CancellationToken abort)
     {
         await Acceptor.RunAsync(listener, $"listener {SafeLocal(listener)}",
-            client => sessions.Run(RunSessionAsync(client, endpoint, runtime.Context, drain, abort)), drain).ConfigureAwait(false);
+            client => { sessions.Started(); _ = RunSessionAsync(client, endpoint, runtime.Context, sessions, drain, abort); }, drain).ConfigureAwait(false);
     }
 
     private static string SafeLocal(Socket s)
@@ -461,93 +461,102 @@ internal static class GatewayHost
     // the connection limits, the TLS handshake on /tls listeners, then the SMTP session. The real
     // client address from the header is what every later decision and log line sees. drain asks
     // for a graceful stop (SmtpSession.RunAsync), abort cuts everything at shutdown_timeout.
-    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, CancellationToken drain, CancellationToken abort)
+    // It counts itself out of sessions when it ends (SessionTracker.Started was called for it).
+    private static async Task RunSessionAsync(Socket client, ListenEndpoint listener, GatewayContext ctx, SessionTracker sessions,
+        CancellationToken drain, CancellationToken abort)
     {
         await Task.Yield();
-        var stop = abort;
-        ctx.Metrics.ConnectionOpened();
-        client.NoDelay = true;
-        using var network = new NetworkStream(client, ownsSocket: true);
-        Stream stream = network;
-        SslStream? tls = null;
-        EndPoint? remote = client.RemoteEndPoint;
-        string id = GatewayContext.NewSessionId();
-        var hostname = ctx.Config.General.Hostname;
-        ConnectionLimiter.Lease? lease = null;
         try
         {
-            // The PROXY header and the TLS handshake have the command timeout; a plain listener needs no timer.
-            using var setup = listener.Proxy || listener.Tls ? CancellationTokenSource.CreateLinkedTokenSource(stop) : null;
-            setup?.CancelAfter(ctx.Config.Limits.CommandTimeout);
-            if (listener.Proxy)
+            var stop = abort;
+            ctx.Metrics.ConnectionOpened();
+            client.NoDelay = true;
+            using var network = new NetworkStream(client, ownsSocket: true);
+            Stream stream = network;
+            SslStream? tls = null;
+            EndPoint? remote = client.RemoteEndPoint;
+            string id = GatewayContext.NewSessionId();
+            var hostname = ctx.Config.General.Hostname;
+            ConnectionLimiter.Lease? lease = null;
+            try
             {
-                var peer = (remote as IPEndPoint)?.Address;
-                if (!ctx.Config.General.ProxyTrusted.Contains(peer))
+                // The PROXY header and the TLS handshake have the command timeout; a plain listener needs no timer.
+                using var setup = listener.Proxy || listener.Tls ? CancellationTokenSource.CreateLinkedTokenSource(stop) : null;
+                setup?.CancelAfter(ctx.Config.Limits.CommandTimeout);
+                if (listener.Proxy)
                 {
-                    Log.Warn($"session={id} PROXY header expected on {listener}, but {peer} is not in [general] proxy_trusted: refused");
-                    await WriteLineAsync(network, $"554 5.7.1 {hostname} Connection refused: not a trusted proxy", stop).ConfigureAwait(false);
+                    var peer = (remote as IPEndPoint)?.Address;
+                    if (!ctx.Config.General.ProxyTrusted.Contains(peer))
+                    {
+                        Log.Warn($"session={id} PROXY header expected on {listener}, but {peer} is not in [general] proxy_trusted: refused");
+                        await WriteLineAsync(network, $"554 5.7.1 {hostname} Connection refused: not a trusted proxy", stop).ConfigureAwait(false);
+                        return;
+                    }
+                    var (header, error) = await ReadProxyHeaderAsync(network, setup!.Token).ConfigureAwait(false);
+                    if (header is null)
+                    {
+                        Log.Warn($"session={id} from {peer}: bad PROXY header: {error}");
+                        await WriteLineAsync(network, $"421 4.7.0 {hostname} PROXY protocol header expected", stop).ConfigureAwait(false);
+                        return;
+                    }
+                    if (header.Source is not null) remote = header.Source;
+                }
+
+                // Before the TLS handshake: a connection that never finishes it holds its place too.
+                var address = (remote as IPEndPoint)?.Address;
+                string refusal = "";
+                // Trusted networks (the MTAs and hosts that relay through us) count towards
+                // max_connections but not towards the per-address limit, as Postfix exempts mynetworks.
+                bool exempt = address is not null && ctx.Config.Relay.TrustedNetworks.Contains(address);
+                string limit = "";
+                lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal, out limit);
+                if (lease is null && ctx.Connections is not null)
+                {
+                    var reply = $"421 4.7.0 {hostname} {refusal}, try again later";
+                    Log.Warn($"session={id} client={address} refused: {refusal}", ("limit", limit));
+                    ctx.Metrics.ConnectionLimitRefused(limit);
+                    ctx.Log.NotDelivered(new MessageLogEntry { Session = id, Client = address?.ToString() ?? "" }, NotDeliveredReason.ConnectionLimit, reply);
+                    // On an implicit-TLS listener a reply in clear means nothing to the client: just close.
+                    if (!listener.Tls) await WriteLineAsync(stream, reply, stop).ConfigureAwait(false);
                     return;
                 }
-                var (header, error) = await ReadProxyHeaderAsync(network, setup!.Token).ConfigureAwait(false);
-                if (header is null)
-                {
-                    Log.Warn($"session={id} from {peer}: bad PROXY header: {error}");
-                    await WriteLineAsync(network, $"421 4.7.0 {hostname} PROXY protocol header expected", stop).ConfigureAwait(false);
-                    return;
-                }
-                if (header.Source is not null) remote = header.Source;
-            }
 
-            // Before the TLS handshake: a connection that never finishes it holds its place too.
-            var address = (remote as IPEndPoint)?.Address;
-            string refusal = "";
-            // Trusted networks (the MTAs and hosts that relay through us) count towards
-            // max_connections but not towards the per-address limit, as Postfix exempts mynetworks.
-            bool exempt = address is not null && ctx.Config.Relay.TrustedNetworks.Contains(address);
-            string limit = "";
-            lease = ctx.Connections?.TryEnter(exempt ? null : address, out refusal, out limit);
-            if (lease is null && ctx.Connections is not null)
+                if (listener.Tls)
+                {
+                    tls = new SslStream(network, leaveInnerStreamOpen: true);
+                    try
+                    {
+                        await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup!.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
+                    {
+                        Log.Info($"session={id} client={(remote as IPEndPoint)?.Address} TLS handshake failed: {e.Message}");
+                        return;
+                    }
+                    stream = tls;
+                }
+
+                var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new SignaturesPending(ctx, new GatewaySession(ctx)), id);
+                await session.RunAsync(drain, abort).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
             {
-                var reply = $"421 4.7.0 {hostname} {refusal}, try again later";
-                Log.Warn($"session={id} client={address} refused: {refusal}", ("limit", limit));
-                ctx.Metrics.ConnectionLimitRefused(limit);
-                ctx.Log.NotDelivered(new MessageLogEntry { Session = id, Client = address?.ToString() ?? "" }, NotDeliveredReason.ConnectionLimit, reply);
-                // On an implicit-TLS listener a reply in clear means nothing to the client: just close.
-                if (!listener.Tls) await WriteLineAsync(stream, reply, stop).ConfigureAwait(false);
-                return;
+                // The client or the balancer went away during set-up.
             }
-
-            if (listener.Tls)
+            catch (Exception e)
             {
-                tls = new SslStream(network, leaveInnerStreamOpen: true);
-                try
-                {
-                    await tls.AuthenticateAsServerAsync(ctx.Tls!.ServerOptions, setup!.Token).ConfigureAwait(false);
-                }
-                catch (Exception e) when (e is System.Security.Authentication.AuthenticationException or IOException or OperationCanceledException)
-                {
-                    Log.Info($"session={id} client={(remote as IPEndPoint)?.Address} TLS handshake failed: {e.Message}");
-                    return;
-                }
-                stream = tls;
+                Log.Error($"session={id} ended with an internal error: {e}");
             }
-
-            var session = new SmtpSession(stream, remote, client.LocalEndPoint, ctx.ServerOptions, new SignaturesPending(ctx, new GatewaySession(ctx)), id);
-            await session.RunAsync(drain, abort).ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or SocketException)
-        {
-            // The client or the balancer went away during set-up.
-        }
-        catch (Exception e)
-        {
-            Log.Error($"session={id} ended with an internal error: {e}");
+            finally
+            {
+                ctx.Metrics.ConnectionClosed();
+                lease?.Dispose();
+                if (tls is not null) await tls.DisposeAsync().ConfigureAwait(false);
+            }
         }
         finally
         {
-            ctx.Metrics.ConnectionClosed();
-            lease?.Dispose();
-            if (tls is not null) await tls.DisposeAsync().ConfigureAwait(false);
+            sessions.Ended();
         }
     }
 
@@ -669,35 +678,43 @@ internal static class GatewayHost
         }
     }
 
+    // The open sessions, as a count: a session costs no task continuation or set entry.
     private sealed class SessionTracker
     {
-        private readonly HashSet<Task> _running = [];
         private readonly Lock _lock = new();
+        private int _count;
+        private TaskCompletionSource? _none;   // completed when the count reaches 0 while someone waits
 
         public int Count
         {
-            get { lock (_lock) return _running.Count; }
+            get { lock (_lock) return _count; }
         }
 
-        public void Run(Task session)
+        public void Started()
         {
-            lock (_lock) _running.Add(session);
-            session.ContinueWith(static (t, tracker) => ((SessionTracker)tracker!).Ended(t), this,
-                CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            lock (_lock) _count++;
         }
 
-        private void Ended(Task session)
+        public void Ended()
         {
-            lock (_lock) _running.Remove(session);
+            lock (_lock)
+            {
+                if (--_count > 0 || _none is null) return;
+                _none.TrySetResult();
+                _none = null;
+            }
         }
 
         // True when every session ended within the limit.
         public async Task<bool> WaitAllAsync(TimeSpan limit)
         {
-            Task[] all;
-            lock (_lock) all = [.. _running];
-            var done = Task.WhenAll(all);
-            return await Task.WhenAny(done, Task.Delay(limit)).ConfigureAwait(false) == done;
+            Task none;
+            lock (_lock)
+            {
+                if (_count == 0) return true;
+                none = (_none ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+            }
+            return await Task.WhenAny(none, Task.Delay(limit)).ConfigureAwait(false) == none;
         }
     }
 }

@@ -27,7 +27,7 @@ internal sealed class GatewaySession : ISmtpSessionHandler, ISmtpSessionObserver
     private readonly SmtpAuthenticator _auth;
     private readonly MessagePipeline _pipeline;
     private readonly TransactionLog _log;
-    private ClientAccess _access = new(null, false, null);
+    private ClientAccess _access = ClientAccess.Unknown;
 
     public GatewaySession(GatewayContext ctx)
     {

@@ -13,6 +13,15 @@ internal sealed class DotStuffer
     private byte _last;
     private bool _endsWithCrLf;
 
+    // Ready for the next message (a connection reuses its stuffer).
+    public void Reset()
+    {
+        _midLine = false;
+        _any = false;
+        _last = 0;
+        _endsWithCrLf = false;
+    }
+
     public void Write(ReadOnlySpan<byte> source, IBufferWriter<byte> output)
     {
         while (!source.IsEmpty)

@@ -22,6 +22,7 @@ using System.IO.Pipelines;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Portcullis.SmtpCore.Downstream;
@@ -63,6 +64,7 @@ public sealed class DownstreamClient : IAsyncDisposable
     private bool _transactionOpen;   // under _gate
     private bool _authAttempted;
     private StreamedMessage? _streamed;   // a message sent while it arrives, not yet ended
+    private DotStuffer? _stuffer;         // DATA's, reused message after message (one at a time)
 
     private DownstreamClient(Socket socket, Stream stream, SmtpReply? bannerBeforeTls, DownstreamOptions options, string remoteDescription)
     {
@@ -408,7 +410,9 @@ public sealed class DownstreamClient : IAsyncDisposable
     // that refused it: XCLIENT's own (the session goes on as it was, except after 421, which breaks
     // the client) or the new EHLO's (the session is unusable then: the client is broken).
     // Must not be called inside a mail transaction (between MAIL and the end of data or RSET).
-    public async Task<SmtpReply?> XClientAsync(IReadOnlyList<KeyValuePair<string, string>> attributes, string? heloName,
+    // Pooled builder: once per message on a lent connection; awaited once by its caller.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<SmtpReply?> XClientAsync(IReadOnlyList<KeyValuePair<string, string>> attributes, string? heloName,
         CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(attributes);
@@ -577,8 +581,10 @@ public sealed class DownstreamClient : IAsyncDisposable
     public bool IsStreaming => Volatile.Read(ref _streamed) is not null && Volatile.Read(ref _failure) is null;
 
     // Null once the message is under way; the server's refusal of DATA otherwise (nothing was
-    // begun, the connection is as it was).
-    public async Task<SmtpReply?> BeginStreamAsync(ReadOnlyMemory<byte> headerPrefix, CancellationToken ct = default)
+    // begun, the connection is as it was). The streamed calls return pooled ValueTasks: each is
+    // made once per message and awaited once.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<SmtpReply?> BeginStreamAsync(ReadOnlyMemory<byte> headerPrefix, CancellationToken ct = default)
     {
         if (IsStreaming) throw new InvalidOperationException("a message is already being sent on this connection");
         ThrowIfBroken();
@@ -592,7 +598,8 @@ public sealed class DownstreamClient : IAsyncDisposable
                     throw Break(new DownstreamException($"downstream {RemoteDescription} answered DATA with {go}, expected 354", go));
                 return go;
             }
-            stuffer = new DotStuffer();
+            stuffer = _stuffer ??= new DotStuffer();
+            stuffer.Reset();
         }
         Volatile.Write(ref _streamed, new StreamedMessage(headerPrefix, stuffer));
         return null;
@@ -615,7 +622,8 @@ public sealed class DownstreamClient : IAsyncDisposable
 
     // Sends the rest of body and ends the message; returns the final reply (or the BDAT chunk's
     // refusal). The connection is an ordinary one again once the end is on the wire.
-    public async Task<SmtpReply> EndStreamAsync(IMessageContent body, CancellationToken ct = default)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<SmtpReply> EndStreamAsync(IMessageContent body, CancellationToken ct = default)
     {
         var streamed = Volatile.Read(ref _streamed) ?? throw new InvalidOperationException("no message is being sent on this connection");
         Task<SmtpReply> final;
@@ -638,7 +646,8 @@ public sealed class DownstreamClient : IAsyncDisposable
     }
 
     // Returns the final reply to come when ending, null otherwise.
-    private async Task<Task<SmtpReply>?> SendStreamedAsync(StreamedMessage streamed, IMessageContent body, bool ending, CancellationToken ct)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<Task<SmtpReply>?> SendStreamedAsync(StreamedMessage streamed, IMessageContent body, bool ending, CancellationToken ct)
     {
         long total = streamed.Prefix.Length + body.Length;
         if (streamed.Stuffer is { } stuffer)

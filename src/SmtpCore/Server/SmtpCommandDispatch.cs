@@ -85,14 +85,18 @@ public sealed partial class SmtpSession
     // A reply in command order: known now, or the handler's still on its way for MAIL or RCPT.
     private readonly record struct PendingReply(PendingKind Kind, SmtpResponse Response, SmtpTransaction? Transaction, SmtpRecipient? Recipient);
 
-    private List<PendingReply> _pending = [];
-    private List<PendingReply> _resolving = [];
+    // One list per session: the first _resolving entries are being written out; anything found
+    // meanwhile goes straight out, so only the entries after them count as pending.
+    private readonly List<PendingReply> _pending = [];
+    private int _resolving;
+
+    private int PendingCount => _pending.Count - _resolving;
 
     private SessionStates State =>
         HeloName is null ? SessionStates.BeforeHelo : Transaction is null ? SessionStates.Greeted : SessionStates.InTransaction;
 
     // No transaction open: a graceful stop may close the session between two commands.
-    private bool Idle => Transaction is null && _bdat is null && _pending.Count == 0;
+    private bool Idle => Transaction is null && _bdat is null && PendingCount == 0;
 
     // Pooled builder: the loop's box is large and one per connection; the next connection reuses it.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
@@ -381,7 +385,7 @@ public sealed partial class SmtpSession
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ResolvePendingAsync()
     {
-        if (_pending.Count == 0) return;
+        if (PendingCount == 0) return;
         try
         {
             await _handler.FlushAsync(this, _shutdown).ConfigureAwait(false);
@@ -391,13 +395,13 @@ public sealed partial class SmtpSession
             // Each pending reply reports the failure to the client itself.
             Report(Transaction, "flush", e);
         }
-        // Replies found while these are written go straight out: swap in the empty list.
-        var pending = _pending;
-        (_pending, _resolving) = (_resolving, _pending);
+        // Replies found while these are written go straight out (PendingCount is 0 meanwhile).
+        _resolving = _pending.Count;
         try
         {
-            foreach (var item in pending)
+            for (var i = 0; i < _resolving; i++)
             {
+                var item = _pending[i];
                 if (_closing) break; // nothing after a 421
                 SmtpReply reply;
                 try { reply = item.Response.Known ?? await item.Response.GetAsync().ConfigureAwait(false); }
@@ -412,7 +416,8 @@ public sealed partial class SmtpSession
         }
         finally
         {
-            pending.Clear();
+            _pending.RemoveRange(0, _resolving);
+            _resolving = 0;
         }
     }
 
@@ -443,7 +448,7 @@ public sealed partial class SmtpSession
     // Replies go out in command order (RFC 2920 §3.1): one known now waits behind any still pending.
     private bool Queue(SmtpReply reply)
     {
-        if (_pending.Count == 0) return false;
+        if (PendingCount == 0) return false;
         _pending.Add(new PendingReply(PendingKind.Known, reply, null, null));
         return true;
     }

@@ -15,7 +15,7 @@ public sealed class SmtpTransaction
 
     public SmtpPath ReversePath { get; }
     public IReadOnlyList<KeyValuePair<string, string?>> MailParameters { get; }
-    public List<SmtpRecipient> Recipients { get; } = [];
+    public List<SmtpRecipient> Recipients { get; } = new(1);   // most mail has one recipient
     public BodyType Body { get; internal set; } = BodyType.SevenBit;
     public bool SmtpUtf8 { get; internal set; }
     public long? DeclaredSize { get; internal set; }

@@ -125,7 +125,7 @@ public class DownstreamXClientTests
         });
 
         await using var client = await server.ConnectAsync();
-        var ex = await Assert.ThrowsAsync<DownstreamException>(() => client.XClientAsync(Client(), "client.example"));
+        var ex = await Assert.ThrowsAsync<DownstreamException>(() => client.XClientAsync(Client(), "client.example").AsTask());
         Assert.Equal(421, ex.Reply!.Code);
         Assert.True(client.IsBroken);
         await server.AssertScriptSucceededAsync();
@@ -239,7 +239,7 @@ public class DownstreamXClientTests
 
         await using (var client = await server.ConnectAsync())
         {
-            await Assert.ThrowsAsync<ArgumentException>(() => client.XClientAsync([new("HELO", "client.example"), new("AD DR", "192.0.2.7")], null));
+            await Assert.ThrowsAsync<ArgumentException>(() => client.XClientAsync([new("HELO", "client.example"), new("AD DR", "192.0.2.7")], null).AsTask());
             Assert.Null(client.XClientAttributes);
             KeyValuePair<string, string>[] attributes =
                 [new("addr", "192.0.2.7"), new("proto", "ESMTP"), new("PORT", "4711"), new("Name", ""), new("helo", "client.example")];
