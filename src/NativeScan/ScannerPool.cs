@@ -11,17 +11,23 @@ namespace Portcullis.NativeScan;
 // (past it TryEnqueue returns false and the gateway answers 451 4.3.2); 0 means none.
 // Each job scans with the holder's engine as of the moment the job starts. Hold stops the
 // threads from starting queued jobs (a low-memory reload frees the engine meanwhile); queued
-// jobs wait, their timeouts still running.
+// jobs wait, their timeouts still running. One timer, set for the nearest deadline, times out
+// the jobs queued or running; each scanner thread reuses its token source for the jobs it runs
+// until a timeout cancels one.
 public sealed class ScannerPool : IDisposable
 {
     private readonly EngineHolder holder;
     // 0: no cap (see above).
     private readonly int capacity;
-    private readonly Queue<ScanTicket> queue = new();
+    private readonly Queue<PoolJob> queue = new();
     // A plain monitor, not System.Threading.Lock: scanner threads Monitor.Wait on it.
     private readonly object gate = new();
     private readonly Thread[] threads;
     private readonly List<TaskCompletionSource> idleWaiters = [];
+    private readonly Timer deadlines;
+    // The jobs with a deadline not yet passed, newest first, and when the timer is due (MaxValue: not set).
+    private PoolJob? timed;
+    private long timerDue = long.MaxValue;
     private int busy;
     private bool stopping;
     private bool held;
@@ -35,6 +41,7 @@ public sealed class ScannerPool : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(queueCapacity);
         this.holder = holder;
         capacity = queueCapacity;
+        deadlines = new Timer(static pool => ((ScannerPool)pool!).TimeOutJobs(), this, Timeout.Infinite, Timeout.Infinite);
         threads = new Thread[threadCount];
         for (var i = 0; i < threadCount; i++)
         {
@@ -119,7 +126,8 @@ public sealed class ScannerPool : IDisposable
     {
         ArgumentNullException.ThrowIfNull(source);
         ValidateTimeout(timeout);
-        return TryEnqueue(new ScanTicket(source, null, name, timeout, inspector), out ticket);
+        var candidate = new ScanTicket(source, null, name, timeout, inspector);
+        return TryEnqueue(candidate, out ticket);
     }
 
     // For a message spilled to a file; the caller keeps the handle open until Finished.
@@ -130,7 +138,8 @@ public sealed class ScannerPool : IDisposable
     {
         ArgumentNullException.ThrowIfNull(file);
         ValidateTimeout(timeout);
-        return TryEnqueue(new ScanTicket(null, file, name, timeout, inspector), out ticket);
+        var candidate = new ScanTicket(null, file, name, timeout, inspector);
+        return TryEnqueue(candidate, out ticket);
     }
 
     // A job of several scans under one deadline and one retained engine (a message, and for strip
@@ -140,12 +149,51 @@ public sealed class ScannerPool : IDisposable
     {
         ArgumentNullException.ThrowIfNull(job);
         ValidateTimeout(timeout);
-        return TryEnqueue(new ScanTicket(job, timeout), out ticket);
+        var candidate = new ScanTicket(job, timeout);
+        return TryEnqueue(candidate, out ticket);
+    }
+
+    // Any other job (the gateway's message scan job); false when the queue is full or the pool stopping.
+    public bool TryEnqueue(PoolJob job)
+    {
+        ArgumentNullException.ThrowIfNull(job);
+        ValidateTimeout(job.Timeout);
+        lock (gate)
+        {
+            // Under a cap, idle threads take queued jobs at once, so they add to the room the
+            // queue has. While held they do not, but the bound stays the same.
+            var idle = threads.Length - busy;
+            if (stopping || (capacity > 0 && queue.Count >= capacity + idle))
+            {
+                return false;
+            }
+
+            if (!job.TryMarkEnqueued())
+            {
+                throw new InvalidOperationException("the job was queued already");
+            }
+
+            if (job.Timeout != Timeout.InfiniteTimeSpan)
+            {
+                var now = Environment.TickCount64;
+                job.Deadline = now + (long)job.Timeout.TotalMilliseconds;
+                AddTimed(job);
+                if (job.Deadline < timerDue)
+                {
+                    SetTimer(job.Deadline, now);
+                }
+            }
+
+            queue.Enqueue(job);
+            Monitor.Pulse(gate);
+        }
+
+        return true;
     }
 
     public void Dispose()
     {
-        ScanTicket[] abandoned;
+        PoolJob[] abandoned;
         lock (gate)
         {
             if (stopping)
@@ -156,41 +204,36 @@ public sealed class ScannerPool : IDisposable
             stopping = true;
             abandoned = queue.ToArray();
             queue.Clear();
+            foreach (var job in abandoned)
+            {
+                RemoveTimed(job);
+            }
+
             Monitor.PulseAll(gate);
         }
 
-        foreach (var ticket in abandoned)
+        foreach (var job in abandoned)
         {
-            ticket.Cancel("shutting down");
+            job.Cancel("shutting down");
         }
 
-        // Scans in flight finish (libclamav's own scan time limit bounds them).
+        // Scans in flight finish (libclamav's own scan time limit bounds them), their deadlines still kept.
         foreach (var thread in threads)
         {
             thread.Join();
+        }
+
+        lock (gate)
+        {
+            deadlines.Dispose();
+            timerDue = long.MinValue;
         }
     }
 
     private bool TryEnqueue(ScanTicket candidate, out ScanTicket ticket)
     {
-        lock (gate)
-        {
-            // Under a cap, idle threads take queued jobs at once, so they add to the room the
-            // queue has. While held they do not, but the bound stays the same.
-            var idle = threads.Length - busy;
-            if (stopping || (capacity > 0 && queue.Count >= capacity + idle))
-            {
-                ticket = null!;
-                return false;
-            }
-
-            candidate.StartClock();
-            queue.Enqueue(candidate);
-            Monitor.Pulse(gate);
-        }
-
-        ticket = candidate;
-        return true;
+        ticket = TryEnqueue((PoolJob)candidate) ? candidate : null!;
+        return ticket is not null;
     }
 
     private static void ValidateTimeout(TimeSpan timeout)
@@ -201,11 +244,112 @@ public sealed class ScannerPool : IDisposable
         }
     }
 
+    // Links a job into the list the timer checks (newest first).
+    private void AddTimed(PoolJob job)
+    {
+        job.Timed = true;
+        job.Earlier = null;
+        job.Later = timed;
+        if (timed is not null)
+        {
+            timed.Earlier = job;
+        }
+
+        timed = job;
+    }
+
+    private void RemoveTimed(PoolJob job)
+    {
+        if (!job.Timed)
+        {
+            return;
+        }
+
+        if (job.Earlier is null)
+        {
+            timed = job.Later;
+        }
+        else
+        {
+            job.Earlier.Later = job.Later;
+        }
+
+        if (job.Later is not null)
+        {
+            job.Later.Earlier = job.Earlier;
+        }
+
+        job.Timed = false;
+        job.Earlier = null;
+        job.Later = null;
+    }
+
+    // Under the lock; after Dispose (timerDue MinValue) the timer is gone.
+    private void SetTimer(long due, long now)
+    {
+        if (timerDue == long.MinValue)
+        {
+            return;
+        }
+
+        timerDue = due;
+        deadlines.Change(Math.Max(due - now, 1), Timeout.Infinite);
+    }
+
+    // The timer: answers every job whose deadline has passed and cancels the token of those running.
+    private void TimeOutJobs()
+    {
+        List<(PoolJob Job, CancellationTokenSource? Running)>? expired = null;
+        lock (gate)
+        {
+            if (timerDue == long.MinValue)
+            {
+                return;
+            }
+
+            var now = Environment.TickCount64;
+            var next = long.MaxValue;
+            for (var job = timed; job is not null;)
+            {
+                var later = job.Later;
+                if (job.Deadline <= now)
+                {
+                    RemoveTimed(job);
+                    (expired ??= []).Add((job, job.Running));
+                    // Taken: the thread running it gets a new token source for its next job.
+                    job.Running = null;
+                }
+                else
+                {
+                    next = Math.Min(next, job.Deadline);
+                }
+
+                job = later;
+            }
+
+            timerDue = long.MaxValue;
+            if (next != long.MaxValue)
+            {
+                SetTimer(next, now);
+            }
+        }
+
+        if (expired is not null)
+        {
+            foreach (var (job, running) in expired)
+            {
+                job.TimeOut();
+                running?.Cancel();
+            }
+        }
+    }
+
     private void RunScanner()
     {
+        var cancel = new CancellationTokenSource();
         while (true)
         {
-            ScanTicket ticket;
+            PoolJob ticket;
             lock (gate)
             {
                 while ((queue.Count == 0 || held) && !stopping)
@@ -219,6 +363,7 @@ public sealed class ScannerPool : IDisposable
                 }
 
                 ticket = queue.Dequeue();
+                ticket.Running = cancel;
                 busy++;
             }
 
@@ -226,7 +371,7 @@ public sealed class ScannerPool : IDisposable
 
             try
             {
-                ticket.Run(holder);
+                ticket.Run(holder, cancel.Token);
             }
             finally
             {
@@ -235,6 +380,15 @@ public sealed class ScannerPool : IDisposable
                 TaskCompletionSource[]? idle = null;
                 lock (gate)
                 {
+                    RemoveTimed(ticket);
+                    // The timer took the token source to cancel it: the next job gets a new one.
+                    // Otherwise a reset drops whatever the job left registered on the token.
+                    if (ticket.Running is null || !cancel.TryReset())
+                    {
+                        cancel = new CancellationTokenSource();
+                    }
+
+                    ticket.Running = null;
                     busy--;
                     if (busy == 0 && idleWaiters.Count > 0)
                     {

@@ -64,6 +64,49 @@ public sealed class ScannerPoolTests : IClassFixture<SignatureFixture>, IDisposa
     }
 
     [Fact]
+    public async Task A_jobs_token_is_its_own_when_the_thread_runs_the_next_job()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 0);
+        var leftoverCalled = false;
+
+        // Leaves a registration behind on its token, and ends before its deadline.
+        Assert.True(pool.TryEnqueue((engine, deadline) =>
+        {
+            deadline.Register(() => leftoverCalled = true);
+            return ScanResult.Clean;
+        }, Generous, out var registers));
+        Assert.Equal(ScanResult.Clean, await registers.Result.WaitAsync(Generous));
+        await registers.Finished.WaitAsync(Generous);
+
+        // Runs until its deadline cancels the token.
+        Assert.True(pool.TryEnqueue((engine, deadline) =>
+        {
+            deadline.WaitHandle.WaitOne(Generous);
+            return ScanResult.Infected(deadline.IsCancellationRequested ? "cancelled" : "never cancelled");
+        }, TimeSpan.FromMilliseconds(50), out var expires));
+        Assert.True((await expires.Result.WaitAsync(Generous)).IsTimeout);
+        await expires.Finished.WaitAsync(Generous);
+        Assert.False(leftoverCalled, "a finished job's registration ran at another job's deadline");
+
+        // The same thread, after a timeout: a token not cancelled.
+        Assert.True(pool.TryEnqueue((engine, deadline) =>
+            deadline.IsCancellationRequested ? ScanResult.Error(-1, "cancelled already") : ScanResult.Clean, Generous, out var next));
+        Assert.Equal(ScanResult.Clean, await next.Result.WaitAsync(Generous));
+    }
+
+    [Fact]
+    public async Task A_shorter_deadline_queued_later_still_comes_first()
+    {
+        using var pool = new ScannerPool(holder, threadCount: 1, queueCapacity: 0);
+        pool.Hold();
+        Assert.True(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, Generous, out var slow));
+        Assert.True(pool.TryEnqueue(Gate(SignatureFixture.Eicar), null, TimeSpan.FromMilliseconds(50), out var quick));
+
+        Assert.True((await quick.Result.WaitAsync(Generous)).IsTimeout);
+        Assert.False(slow.Result.IsCompleted);
+    }
+
+    [Fact]
     public async Task Without_a_cap_a_burst_waits_for_the_scanners_and_every_message_is_scanned()
     {
         using var pool = new ScannerPool(holder, threadCount: 2, queueCapacity: 0);

@@ -9,7 +9,8 @@ namespace Portcullis.Appliance.Scanning;
 internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, string productVersion,
     Func<ScanEngine, IContentScanner>? contentScanner = null) : IMessageScanner
 {
-    private readonly Func<ScanEngine, IContentScanner> _contentScanner = contentScanner ?? (static engine => new EngineScanner(engine));
+    // The scanner of the engine the last job was given: the same for every job until a reload.
+    private EngineScanner? _engineScanner;
 
     public EngineHolder Engines => engines;
     public ScannerPool Pool => pool;
@@ -32,29 +33,49 @@ internal sealed class PooledScanner(EngineHolder engines, ScannerPool pool, stri
 
     public bool TryStart(MessageScanJob job, TimeSpan timeout, out ScanJob running)
     {
-        ScanJobResult? produced = null;
-        if (!pool.TryEnqueue((engine, deadline) =>
-            {
-                var result = job.Run(_contentScanner(engine), deadline);
-                Volatile.Write(ref produced, result);
-                return result.Scan;
-            }, timeout, out var ticket))
+        var ticket = new MessageTicket(this, job, timeout);
+        if (!pool.TryEnqueue(ticket))
         {
             running = default;
             return false;
         }
 
-        // The ticket's verdict is the job's, unless the deadline answered first.
-        var verdict = ticket.Result.ContinueWith(
-            t => Volatile.Read(ref produced) is { } r && !t.Result.IsTimeout ? r : ScanJobResult.Failed(t.Result),
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        running = new ScanJob(verdict, ticket.Finished);
+        running = new ScanJob(ticket.Verdict, ticket.Finished);
         return true;
+    }
+
+    private IContentScanner ScannerFor(ScanEngine engine)
+    {
+        if (contentScanner is not null) return contentScanner(engine);
+        var scanner = Volatile.Read(ref _engineScanner);
+        if (scanner?.Engine != engine) Volatile.Write(ref _engineScanner, scanner = new EngineScanner(engine));
+        return scanner;
+    }
+
+    // The job as the pool runs it. Its verdict is the job's, unless the deadline answered first.
+    private sealed class MessageTicket(PooledScanner scanner, MessageScanJob job, TimeSpan timeout) : PoolJob(timeout)
+    {
+        private readonly TaskCompletionSource<ScanJobResult> _verdict = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private ScanJobResult? _produced;
+
+        public Task<ScanJobResult> Verdict => _verdict.Task;
+
+        protected override ScanResult Scan(ScanEngine engine, CancellationToken deadline)
+        {
+            var result = job.Run(scanner.ScannerFor(engine), deadline);
+            Volatile.Write(ref _produced, result);
+            return result.Scan;
+        }
+
+        protected override void Answer(ScanResult verdict) =>
+            _verdict.TrySetResult(Volatile.Read(ref _produced) is { } r && !verdict.IsTimeout ? r : ScanJobResult.Failed(verdict));
     }
 
     // The engine the pool retained for this job.
     private sealed class EngineScanner(ScanEngine engine) : IContentScanner
     {
+        public ScanEngine Engine => engine;
+
         // A spilled message is scanned by descriptor; one in memory through the fmap callback.
         public ScanResult Scan(IMessageContent content, ScanInspector? inspector = null) => content switch
         {

@@ -132,6 +132,26 @@ public sealed class ScanJobTests : IDisposable
         await running.Finished.WaitAsync(TimeSpan.FromSeconds(30));
     }
 
+    [Fact]
+    public async Task After_a_reload_the_next_message_is_scanned_with_the_new_signatures()
+    {
+        var scanner = new PooledScanner(_engines, _pool, "test");
+        using var buffer = Buffer("From: alice@example.org\r\nSubject: invoice\r\n\r\nsee attachment\r\n");
+        Assert.True(scanner.TryStart(StripJob(buffer), TimeSpan.FromMinutes(5), out var before));
+        Assert.Equal(ScanOutcome.Clean, (await before.Verdict.WaitAsync(TimeSpan.FromSeconds(30))).Outcome);
+        await before.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var signatures = Directory.CreateDirectory(Path.Combine(_folder, "reloaded")).FullName;
+        File.WriteAllText(Path.Combine(signatures, "test.ndb"), $"Portcullis.Test.Invoice:0:*:{Convert.ToHexStringLower("see attachment"u8)}\n");
+        _engines.Swap(ScanEngine.Load(new EngineOptions(signatures)));
+
+        Assert.True(scanner.TryStart(StripJob(buffer), TimeSpan.FromMinutes(5), out var after));
+        var result = await after.Verdict.WaitAsync(TimeSpan.FromSeconds(30));
+        await after.Finished.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(ScanOutcome.Infected, result.Outcome);
+        Assert.StartsWith("Portcullis.Test.Invoice", result.Detection, StringComparison.Ordinal);
+    }
+
     private MessageBuffer Buffer(string text)
     {
         var buffer = new MessageBuffer(long.MaxValue, _folder);
