@@ -367,15 +367,10 @@ public sealed unsafe class ScanEngine : IDisposable
         var inspector = (ScanInspector)GCHandle.FromIntPtr((nint)context).Target!;
         try
         {
-            var names = recursionLevel == 0 ? [] : new string?[recursionLevel];
-            for (var i = 0; i < names.Length; i++)
-            {
-                names[i] = Utf8(ancestors[i]);
-            }
-
             // file_buffer is the whole file, mapped by libclamav for this call (NULL if it could not be).
+            // The names stay libclamav's until the inspector reads them.
             var content = fileBuffer == null ? default : new ReadOnlySpan<byte>(fileBuffer, checked((int)fileSize));
-            var file = new EmbeddedFile(Utf8(fileName), TypeName(type), (int)recursionLevel, names, content,
+            var file = new EmbeddedFile(fileName, TypeName(type), (int)recursionLevel, ancestors, content,
                 (layerAttributes & LAYER_ATTRIBUTES_DECRYPTED) != 0);
             inspector.Record(inspector.InspectFile(file));
         }

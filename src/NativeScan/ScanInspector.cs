@@ -1,3 +1,7 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Portcullis.NativeScan.Interop;
+
 namespace Portcullis.NativeScan;
 
 // A per-scan observer of what libclamav unpacks, called on the scanner thread from inside the scan
@@ -37,32 +41,70 @@ public abstract class ScanInspector
 // member's path, null for a decompressed stream (gzip, bzip2), or a name libclamav made up
 // ("attachment" for an unnamed MIME part, "textportion" for a decoded message/rfc822, a
 // clamav-*.tmp file for uuencoded content). Type is libclamav's type by magic without CL_TYPE_
-// ("MSEXE", "ZIP", "MAIL"). Content is valid only during the call.
-public readonly ref struct EmbeddedFile
+// ("MSEXE", "ZIP", "MAIL"). Content is valid only during the call. From the callback, Name and
+// Ancestors are decoded from libclamav's strings when read (each read makes new strings), so a
+// policy that does not look at them costs nothing.
+public readonly unsafe ref struct EmbeddedFile
 {
+    private readonly string? name;
+    private readonly IReadOnlyList<string?>? ancestors;
+    private readonly byte* nativeName;
+    private readonly byte** nativeAncestors;
+
     public EmbeddedFile(string? name, string type, int depth, IReadOnlyList<string?> ancestors, ReadOnlySpan<byte> content, bool decrypted)
     {
-        Name = name;
+        this.name = name;
+        this.ancestors = ancestors;
         Type = type;
         Depth = depth;
-        Ancestors = ancestors;
         Content = content;
         Decrypted = decrypted;
     }
 
-    public string? Name { get; }
+    // clcb_file_inspection's file_name and ancestors (depth entries), valid during the callback.
+    internal EmbeddedFile(byte* name, string type, int depth, byte** ancestors, ReadOnlySpan<byte> content, bool decrypted)
+    {
+        nativeName = name;
+        nativeAncestors = ancestors;
+        Type = type;
+        Depth = depth;
+        Content = content;
+        Decrypted = decrypted;
+    }
+
+    public string? Name => nativeName != null ? LibClamAV.Utf8(nativeName) : name;
+
+    // Name as UTF-8 (empty when there is none), to test it without making a string.
+    public ReadOnlySpan<byte> NameUtf8 => nativeName != null ? MemoryMarshal.CreateReadOnlySpanFromNullTerminated(nativeName)
+        : name is null ? default : Encoding.UTF8.GetBytes(name);
 
     public string Type { get; }
 
     public int Depth { get; }
 
     // The names of the containers above, outermost first (Depth entries; names may be null).
-    public IReadOnlyList<string?> Ancestors { get; }
+    public IReadOnlyList<string?> Ancestors => ancestors ?? DecodeAncestors();
 
     public ReadOnlySpan<byte> Content { get; }
 
     // libclamav had to decrypt a layer above to reach this file.
     public bool Decrypted { get; }
+
+    private string?[] DecodeAncestors()
+    {
+        if (Depth == 0 || nativeAncestors == null)
+        {
+            return [];
+        }
+
+        var names = new string?[Depth];
+        for (var i = 0; i < names.Length; i++)
+        {
+            names[i] = LibClamAV.Utf8(nativeAncestors[i]);
+        }
+
+        return names;
+    }
 }
 
 // What clcb_meta reports for one archive entry. ContainerType is libclamav's type of the archive

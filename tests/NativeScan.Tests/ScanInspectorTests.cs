@@ -17,6 +17,9 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
 
         public List<ArchiveEntry> Entries { get; } = [];
 
+        // Each file's NameUtf8, decoded: the same name as Name ("" for none).
+        public List<string> NamesAsBytes { get; } = [];
+
         public override string? InspectFile(in EmbeddedFile file)
         {
             if (throws)
@@ -25,6 +28,7 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
             }
 
             Files.Add((file.Name, file.Type, file.Depth, [.. file.Ancestors], file.Content.Length));
+            NamesAsBytes.Add(Encoding.UTF8.GetString(file.NameUtf8));
             var banned = bannedName is not null && file.Name == bannedName;
             StopScan = banned && stop;
             return banned ? "Banned.Test" : null;
@@ -69,6 +73,7 @@ public sealed class ScanInspectorTests(SignatureFixture fixture) : IClassFixture
         Assert.Equal(3, exe.Depth);
         Assert.Equal(new string?[] { "message", "outer.zip", "inner.zip" }, exe.Ancestors);
         Assert.Equal(HarmlessPe.Length, exe.Length);
+        Assert.Equal(recorder.Files.Select(f => f.Name ?? ""), recorder.NamesAsBytes);
         Assert.Contains(recorder.Entries, e => e.ContainerType == "ZIP" && e.Name == "evil.exe" && !e.Encrypted && e.Size == HarmlessPe.Length);
         Assert.Contains(recorder.Entries, e => e.ContainerType == "MAIL" && e.Name == "outer.zip");
     }

@@ -32,7 +32,9 @@ public sealed partial class AttachmentInspector(BannedAttachments rules, int max
             return bannedType;
         }
 
-        if (file.Name is { } name && !IsScratchName(name) && rules.CheckFileName(name) is { } bannedName)
+        // A scratch name is tested as libclamav's bytes: most messages have one, and it is never checked.
+        var name = IsScratchName(file.NameUtf8) ? null : file.Name;
+        if (name is not null && rules.CheckFileName(name) is { } bannedName)
         {
             return bannedName;
         }
@@ -41,7 +43,7 @@ public sealed partial class AttachmentInspector(BannedAttachments rules, int max
         // without .gz, and 7-Zip by the name in the gzip header (RFC 1952 FNAME).
         if (file.Type is "GZ" or "BZ" or "XZ")
         {
-            return rules.CheckFileName(CompressedMemberName(file.Name))
+            return rules.CheckFileName(CompressedMemberName(name))
                 ?? (file.Type is "GZ" ? rules.CheckFileName(GzipHeaderName(file.Content)) : null);
         }
 
@@ -95,6 +97,14 @@ public sealed partial class AttachmentInspector(BannedAttachments rules, int max
 
     // The name libclamav gives content it decoded without one (uuencode, binhex): not the sender's.
     private static bool IsScratchName(string name) => ScratchName().IsMatch(name);
+
+    private static bool IsScratchName(ReadOnlySpan<byte> utf8)
+    {
+        // Only ASCII matches: 43 bytes, or 44 with the newline $ allows.
+        if (utf8.Length is not (43 or 44)) return false;
+        Span<char> name = stackalloc char[44];
+        return ScratchName().IsMatch(name[..System.Text.Encoding.UTF8.GetChars(utf8, name)]);
+    }
 
     [GeneratedRegex("^clamav-[0-9a-f]{32}\\.tmp$")]
     private static partial Regex ScratchName();

@@ -23,6 +23,16 @@ public sealed class AttachmentInspectorTests
     public void Embedded_files_are_checked_by_name(string? name, string type, string? expected) =>
         Assert.Equal(expected, File(Inspector(), name, type));
 
+    [Theory]
+    [InlineData("clamav-0123456789abcdef0123456789abcdef.tmp", null)]
+    [InlineData("clamav-0123456789abcdef0123456789abcdef.tmp\n", null)]
+    [InlineData("clamav-0123456789ABCDEF0123456789ABCDEF.tmp", "Banned.Extension.tmp")]
+    [InlineData("clamav-0123456789abcdef0123456789abcdef0.tmp", "Banned.Extension.tmp")]
+    [InlineData("xclamav-0123456789abcdef0123456789abcdef.tmp", "Banned.Extension.tmp")]
+    [InlineData("clamav-0123456789abcdéf0123456789abcdef.tmp", "Banned.Extension.tmp")]
+    public void Only_libclamavs_own_scratch_names_go_unchecked(string name, string? expected) =>
+        Assert.Equal(expected, File(Inspector(new ScanSection { BannedExtensions = new(["tmp"]) }), name, "TEXT_ASCII"));
+
     [Fact]
     public void Banned_types_catch_content_whatever_the_name()
     {
