@@ -22,7 +22,7 @@ internal sealed class MessageScanJob(MessageBuffer message, ScanJobPolicy policy
         // The attachment policy runs inside libclamav's own pass: a banned name, type or a
         // malformed structure comes back as a Banned.* detection of this scan.
         var scan = scanner.Scan(message, policy.Inspector?.Invoke());
-        if (scan.Outcome != ScanOutcome.Infected || deadline.IsCancellationRequested) return new ScanJobResult(scan);
+        if (scan.Outcome != ScanOutcome.Infected || deadline.IsCancellationRequested) return ScanJobResult.Of(scan);
 
         // The facts for notifications and the quarantine from the top header block; the whole
         // MIME tree only when the detection is to be stripped.
@@ -77,13 +77,17 @@ internal sealed record ScanJobPolicy(Func<string, DetectionAction> ActionFor, Ba
         if (shared is null || !ReferenceEquals(shared.Config, config) || !ReferenceEquals(shared.Policy.Banned, banned)
             || !ReferenceEquals(shared.Policy.AttachmentText, attachmentText))
         {
-            var policy = new ScanJobPolicy(name => config.Scan.ActionFor(Detection.Classify(name)), banned, config.Scan.MaxFileSize,
-                attachmentText, facts, () => AttachmentInspector.For(banned, config.Scan));
+            var policy = Create(config, banned, attachmentText, facts);
             Volatile.Write(ref last, new Shared(config, policy));
             return policy;
         }
         return shared.Policy with { Facts = facts };
     }
+
+    // Apart from For, whose every call would otherwise allocate the lambdas' captures.
+    private static ScanJobPolicy Create(GatewayConfig config, BannedAttachments banned, MessageTemplate? attachmentText, Interception facts) =>
+        new(name => config.Scan.ActionFor(Detection.Classify(name)), banned, config.Scan.MaxFileSize,
+            attachmentText, facts, () => AttachmentInspector.For(banned, config.Scan));
 
     private sealed record Shared(GatewayConfig Config, ScanJobPolicy Policy);
     private static Shared? last;
@@ -97,6 +101,11 @@ internal sealed record ScanJobResult(ScanResult Scan, MessageSummary? Summary = 
     public ScanOutcome Outcome => Scan.Outcome;
 
     public string Detection => Scan.VirusName ?? "unnamed";
+
+    // Most messages are clean: they share one answer.
+    private static readonly ScanJobResult CleanResult = new(ScanResult.Clean);
+
+    public static ScanJobResult Of(ScanResult scan) => scan == ScanResult.Clean ? CleanResult : new(scan);
 
     public static ScanJobResult Failed(ScanResult error) => new(error);
 
