@@ -18,7 +18,9 @@ histogram of final replies and how many messages smtp-sink's side of the gateway
 Measurements are printed, never asserted. Loopback only; everything started here is stopped.
 Environment: BENCH_QUICK=1 (a 1-2 minute smoke), BENCH_ROUNDS, BENCH_SIGNATURES (1000),
 BENCH_CLIENTS (4: concurrent senders), BENCH_BURST (200,1000: one burst per number; 0 skips), BENCH_BURST_SIZE (2k|100k|5m, default 100k), BENCH_SIZES (2k,100k,5m),
-BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm), BENCH_KEEP=1
+BENCH_SCRATCH (tmpfs|disk: where libclamav unpacks, default tmpfs under /dev/shm), BENCH_PROXY=0 (skip the
+haproxy reference: a byte-forwarding proxy in mode tcp, no SMTP and no scan, in the same rounds, for
+what any proxy in front of smtp-sink costs on this machine), BENCH_KEEP=1
 (keep the work folder with the gateways' logs), BENCH_AB (see variants()).
 Usage: build/bench.py path/to/portcullis
 """
@@ -41,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))   # concurrent senders, each a new connection per message
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROXY = os.environ.get("BENCH_PROXY", "1") != "0" and shutil.which("haproxy") is not None
 
 # name -> (label, attachment bytes or None for a plain 2 KB text message,
 #          smtp-source messages per round, timed messages per round, portcullis-scan repetitions)
@@ -60,7 +63,8 @@ def variants():
     """BENCH_AB="NAME=VALUE ...": a second gateway with that environment beside the plain one, both
     in every round (direct, A, B), so the two compare by ratios from one run. BENCH_AB=scratch=disk
     (or tmpfs) gives B the other scratch folder instead; SECTION.KEY=VALUE (a dot in the name) a
-    setting in B's portcullis.ini, e.g. BENCH_AB=limits.stream_threshold=0."""
+    setting in B's portcullis.ini, e.g. BENCH_AB=limits.stream_threshold=0; binary=PATH another build
+    for B (a change against its base, in the same rounds)."""
     ab = os.environ.get("BENCH_AB", "").split()
     if not ab:
         return [("portcullis", {})]
@@ -162,6 +166,39 @@ def proc_cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK   # utime, stime (fields 14, 15)
+
+
+class TcpProxy:
+    """haproxy in mode tcp in front of smtp-sink: the floor for a proxy on this machine (every
+    command and reply crosses the loopback twice, as through the gateway, with no parsing or scan)."""
+
+    def __init__(self, work, sink_port):
+        self.port = free_port()
+        cfg = os.path.join(work, f"haproxy-{self.port}.cfg")
+        with open(cfg, "w") as f:
+            f.write(f"""global
+    maxconn 4096
+    nbthread {os.cpu_count()}
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 300s
+    timeout server 300s
+frontend bench
+    bind 127.0.0.1:{self.port}
+    default_backend sink
+backend sink
+    server sink 127.0.0.1:{sink_port}
+""")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "haproxy")
+
+    def cpu(self):
+        return proc_cpu_seconds(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
 
 
 class Gateway:
@@ -484,8 +521,13 @@ def main():
             for v, env in VARIANTS:
                 env = dict(env)
                 where = {"disk": None, "tmpfs": tmpfs}.get(env.pop("scratch", None), scratch)
-                gws.append(Gateway(binary, work, sink_port, f"gw-{s}-{v}", where, env))
+                gws.append(Gateway(env.pop("binary", binary), work, sink_port, f"gw-{s}-{v}", where, env))
             procs.extend(g.proc for g in gws)
+            proxy = TcpProxy(work, sink_port) if PROXY else None
+            if proxy:
+                procs.append(proxy.proc)
+                send_load(proxy.port, msgs[s], CLIENTS)
+            pm = dict(secs=[], ratios=[], cpu=0.0, lat=[])
             # Warm-up: a few messages each way (first connections, JIT-free but pools and caches).
             send_load(sink_port, msgs[s], CLIENTS)
             for g in gws:
@@ -496,6 +538,14 @@ def main():
                 d, _ = send_load(sink_port, msgs[s], sent)
                 direct_s.append(d)
                 line = f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s"
+                if proxy:
+                    c0 = proxy.cpu()
+                    t, _ = send_load(proxy.port, msgs[s], sent)
+                    c = proxy.cpu() - c0
+                    pm["cpu"] += c
+                    pm["secs"].append(t)
+                    pm["ratios"].append(d / t)
+                    line += f", haproxy {sent / t:7.1f} msg/s (ratio {d / t:.2f}, {c / sent * 1e3:.2f} ms CPU/msg)"
                 for (v, _), g, m in zip(VARIANTS, gws, per):
                     c0 = g.cpu()
                     t, refused = send_load(g.port, msgs[s], sent)
@@ -508,10 +558,19 @@ def main():
                 print(line)
                 ld, _ = asyncio.run(timed_messages(sink_port, msgs[s], timed))
                 lat_direct += ld
+                if proxy:
+                    pm["lat"] += asyncio.run(timed_messages(proxy.port, msgs[s], timed))[0]
                 for g, m in zip(gws, per):
                     lg, rg = asyncio.run(timed_messages(g.port, msgs[s], timed))
                     m["lat"] += lg
                     m["refused"] += rg
+            if proxy:
+                proxy.stop()
+                rows.append(dict(label=f"{label}, haproxy mode tcp (no scan)", proxy=True,
+                                 direct=rounds * sent / sum(direct_s), gw=rounds * sent / sum(pm["secs"]),
+                                 ratio=sum(direct_s) / sum(pm["secs"]), rmin=min(pm["ratios"]), rmax=max(pm["ratios"]),
+                                 ld50=pct(lat_direct, 50), ld99=pct(lat_direct, 99), lg50=pct(pm["lat"], 50), lg99=pct(pm["lat"], 99),
+                                 cpu=pm["cpu"] / (rounds * sent)))
             # "After the load": past the quiet second after which the gateway gives memory back
             # (Messages/LargeMessageMemory.cs).
             time.sleep(2)
@@ -545,13 +604,18 @@ def main():
               "| portcullis CPU/msg | libclamav scan CPU/msg | RSS peak / after the load (engine loaded, idle) | managed bytes/msg |")
         print("|---|---|---|---|---|---|---|---|---|")
         for w in rows:
+            if w.get("proxy"):
+                print(f"| {w['label']} | {w['direct']:,.1f} msg/s | {w['gw']:,.1f} msg/s | {w['ratio']:.2f} ({w['rmin']:.2f}-{w['rmax']:.2f}) "
+                      f"| {w['ld50'] * 1e3:.2f} / {w['ld99'] * 1e3:.2f} -> {w['lg50'] * 1e3:.2f} / {w['lg99'] * 1e3:.2f} "
+                      f"| {w['cpu'] * 1e3:.2f} ms (haproxy) | - | - | - |")
+                continue
             alloc = f"{w['alloc']:,.0f}" if w["alloc"] is not None else "n/a"
             print(f"| {w['label']} | {w['direct']:,.1f} msg/s | {w['gw']:,.1f} msg/s | {w['ratio']:.2f} ({w['rmin']:.2f}-{w['rmax']:.2f}) "
                   f"| {w['ld50'] * 1e3:.2f} / {w['ld99'] * 1e3:.2f} -> {w['lg50'] * 1e3:.2f} / {w['lg99'] * 1e3:.2f} "
                   f"| {w['cpu'] * 1e3:.2f} ms | {w['scan'] * 1e3:.2f} ms | {mib(w['peak'])} / {mib(w['settled'])} ({mib(w['engine_rss'])}) "
                   f"| {alloc} |")
         for w in rows:
-            if w["delivered"] != w["through"] or w["refused"]:
+            if not w.get("proxy") and (w["delivered"] != w["through"] or w["refused"]):
                 print(f"  {w['label']}: gateway delivered {w['delivered']} of {w['through']}; refused: {dict(w['refused'])}")
 
         for clients in bursts:
