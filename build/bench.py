@@ -527,7 +527,7 @@ def main():
             if proxy:
                 procs.append(proxy.proc)
                 send_load(proxy.port, msgs[s], CLIENTS)
-            pm = dict(secs=[], ratios=[], cpu=0.0, lat=[])
+            pm = dict(secs=[], ratios=[], cpu=0.0, lat=[], refused=collections.Counter())
             # Warm-up: a few messages each way (first connections, JIT-free but pools and caches).
             send_load(sink_port, msgs[s], CLIENTS)
             for g in gws:
@@ -538,18 +538,12 @@ def main():
                 d, _ = send_load(sink_port, msgs[s], sent)
                 direct_s.append(d)
                 line = f"  {label} round {r + 1}: direct {sent / d:7.1f} msg/s"
-                if proxy:
-                    c0 = proxy.cpu()
-                    t, _ = send_load(proxy.port, msgs[s], sent)
-                    c = proxy.cpu() - c0
-                    pm["cpu"] += c
-                    pm["secs"].append(t)
-                    pm["ratios"].append(d / t)
-                    line += f", haproxy {sent / t:7.1f} msg/s (ratio {d / t:.2f}, {c / sent * 1e3:.2f} ms CPU/msg)"
-                for (v, _), g, m in zip(VARIANTS, gws, per):
-                    c0 = g.cpu()
-                    t, refused = send_load(g.port, msgs[s], sent)
-                    c = g.cpu() - c0
+                # The same load through haproxy (when run) and each gateway, its CPU from /proc.
+                targets = ([("haproxy", proxy, pm)] if proxy else []) + [(v, g, m) for (v, _), g, m in zip(VARIANTS, gws, per)]
+                for v, target, m in targets:
+                    c0 = target.cpu()
+                    t, refused = send_load(target.port, msgs[s], sent)
+                    c = target.cpu() - c0
                     m["cpu"] += c
                     m["secs"].append(t)
                     m["ratios"].append(d / t)

@@ -33,7 +33,7 @@ internal static class ClientIdentity
     // Pooled builder: once per message on a shared connection, awaited once.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public static async ValueTask<Presented> PresentAsync(GatewayContext ctx, SmtpSession session, DownstreamClient downstream,
-        DownstreamLease lease, Func<DownstreamLease, CancellationToken, Task<DownstreamClient>> reconnect, CancellationToken ct)
+        DownstreamLease lease, Func<DownstreamLease, CancellationToken, ValueTask<DownstreamClient>> reconnect, CancellationToken ct)
     {
         if (!ctx.Config.General.SmtpServerXClient) return new Presented(downstream, false, null);
         if (downstream.XClientRefusal is { } earlier)

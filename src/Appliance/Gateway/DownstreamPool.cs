@@ -78,7 +78,7 @@ internal sealed class DownstreamPool : IAsyncDisposable
 
     // A connection for one session: a warm one when there is one, else a new one (warm: false),
     // else one lent by a session inside DATA, else the first given back or a slot come free.
-    public async Task<Rented> RentAsync(CancellationToken ct)
+    public async ValueTask<Rented> RentAsync(CancellationToken ct)
     {
         while (true)
         {

@@ -168,7 +168,7 @@ public sealed class DownstreamPoolTests : IDisposable
         Assert.Equal(1, ctx.DownstreamPool.ParkedCount);
 
         var other = new DownstreamLease(ctx);
-        Assert.Same(client, await other.AcquireAsync(CancellationToken.None).WaitAsync(Patience));
+        Assert.Same(client, await other.AcquireAsync(CancellationToken.None).AsTask().WaitAsync(Patience));
         Assert.Equal(["RCPT TO:<bob@example.net>", "RSET"], sink.Seen[0].Lines.TakeLast(2));
         Assert.True(client.IsBetweenTransactions);
         await DeliverAsync(other);
@@ -194,7 +194,7 @@ public sealed class DownstreamPoolTests : IDisposable
         var client = await owner.AcquireAsync(CancellationToken.None);
         await MailOnlyAsync(client);
 
-        var waiting = new DownstreamLease(ctx).AcquireAsync(CancellationToken.None);
+        var waiting = new DownstreamLease(ctx).AcquireAsync(CancellationToken.None).AsTask();
         Assert.False(waiting.IsCompleted);
         owner.Park();
         Assert.Same(client, await waiting.WaitAsync(Patience));
@@ -238,7 +238,7 @@ public sealed class DownstreamPoolTests : IDisposable
         owner.Park();
 
         var other = new DownstreamLease(ctx);
-        var fresh = await other.AcquireAsync(CancellationToken.None).WaitAsync(Patience);
+        var fresh = await other.AcquireAsync(CancellationToken.None).AsTask().WaitAsync(Patience);
         Assert.NotSame(client, fresh);
         Assert.Null(fresh.XClientAttributes);
         await sink.Seen[0].Closed.WaitAsync(Patience);
@@ -260,7 +260,7 @@ public sealed class DownstreamPoolTests : IDisposable
         await two.AcquireAsync(CancellationToken.None);
 
         var three = new DownstreamLease(ctx);
-        var waiting = three.AcquireAsync(CancellationToken.None);
+        var waiting = three.AcquireAsync(CancellationToken.None).AsTask();
         Assert.False(waiting.IsCompleted);   // both connections are rented: nothing to hand out
         await DeliverAsync(one);             // one's transaction ends: its connection goes to three
 
@@ -292,7 +292,7 @@ public sealed class DownstreamPoolTests : IDisposable
         var holder = new DownstreamLease(ctx);
         await holder.AcquireAsync(CancellationToken.None);
 
-        var e = await Assert.ThrowsAsync<DownstreamException>(() => new DownstreamLease(ctx).AcquireAsync(CancellationToken.None));
+        var e = await Assert.ThrowsAsync<DownstreamException>(() => new DownstreamLease(ctx).AcquireAsync(CancellationToken.None).AsTask());
         Assert.Contains("smtp_server_connections", e.Message, StringComparison.Ordinal);
         Assert.Equal(1, ctx.DownstreamPool.Open);
         await holder.DropAsync();
@@ -382,7 +382,7 @@ public sealed class DownstreamPoolTests : IDisposable
         int refusing = DownstreamSink.RefusingPort();
         await using var busy = new DownstreamSink(greeting: "421 4.3.2 busy.test Service not available");
         var ctx = Context($"127.0.0.1:{refusing}, {At(busy)}");
-        var e = await Assert.ThrowsAsync<DownstreamException>(() => new DownstreamLease(ctx).AcquireAsync(CancellationToken.None));
+        var e = await Assert.ThrowsAsync<DownstreamException>(() => new DownstreamLease(ctx).AcquireAsync(CancellationToken.None).AsTask());
         Assert.Contains($"127.0.0.1:{refusing}", e.Message, StringComparison.Ordinal);
         Assert.Contains("421 4.3.2 busy.test", e.Message, StringComparison.Ordinal);
         Assert.Equal(0, ctx.DownstreamPool.Open);
