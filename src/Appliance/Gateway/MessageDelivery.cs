@@ -46,12 +46,9 @@ internal sealed class MessageDelivery(GatewayContext ctx, DownstreamLease lease,
         SmtpReply reply;
         try
         {
-            // Sent whole: begun and ended here rather than through SendMessageAsync, whose own
-            // task would cost one more state machine per message.
-            if (forwarded is null && await downstream.BeginStreamAsync(Headers(session, tx, entry, delivery), ct).ConfigureAwait(false) is { } refused)
-                reply = refused;
-            else
-                reply = await downstream.EndStreamAsync(content, ct).ConfigureAwait(false);
+            reply = forwarded is not null
+                ? await forwarded.EndStreamAsync(content, ct).ConfigureAwait(false)
+                : await downstream.SendMessageAsync(Headers(session, tx, entry, delivery), content, ct).ConfigureAwait(false);
             lease.Touch();
         }
         catch (DownstreamException e)

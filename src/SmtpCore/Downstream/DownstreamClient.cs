@@ -532,17 +532,19 @@ public sealed class DownstreamClient : IAsyncDisposable
     // (bytes as they are), otherwise DATA with dot-stuffing. Returns the final reply, or the reply
     // that refused DATA / a BDAT chunk. The envelope (MAIL, RCPT) must already have been sent.
     // Its failures come as the task's, as from an async method, without the wrapper's state machine.
-    public Task<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
+    // A pooled ValueTask, as the streamed calls: the gateway sends one per message, awaited once.
+    public ValueTask<SmtpReply> SendMessageAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct = default)
     {
-        if (body is null) return Task.FromException<SmtpReply>(new ArgumentNullException(nameof(body)));
-        if (Volatile.Read(ref _failure) is { } failure) return Task.FromException<SmtpReply>(Unusable(failure));
+        if (body is null) return ValueTask.FromException<SmtpReply>(new ArgumentNullException(nameof(body)));
+        if (Volatile.Read(ref _failure) is { } failure) return ValueTask.FromException<SmtpReply>(Unusable(failure));
         if (Volatile.Read(ref _streamed) is not null)
-            return Task.FromException<SmtpReply>(new DownstreamException($"downstream {RemoteDescription}: a message is still being sent"));
+            return ValueTask.FromException<SmtpReply>(new DownstreamException($"downstream {RemoteDescription}: a message is still being sent"));
         return SendWholeAsync(headerPrefix, body, ct);
     }
 
     // The whole message is the streamed one begun and ended at once (BeginStreamAsync, EndStreamAsync).
-    private async Task<SmtpReply> SendWholeAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<SmtpReply> SendWholeAsync(ReadOnlyMemory<byte> headerPrefix, IMessageContent body, CancellationToken ct)
     {
         if (await BeginStreamAsync(headerPrefix, ct).ConfigureAwait(false) is { } refused) return refused;
         return await EndStreamAsync(body, ct).ConfigureAwait(false);

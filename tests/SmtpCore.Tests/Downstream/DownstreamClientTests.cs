@@ -252,7 +252,7 @@ public class DownstreamClientTests
 
         await using var client = await server.ConnectAsync();
         var body = Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("a line of text\r\n", 200_000)));
-        var ex = await Assert.ThrowsAsync<DownstreamException>(() => client.SendMessageAsync(Prefix, new ArrayContent(body)));
+        var ex = await Assert.ThrowsAsync<DownstreamException>(() => client.SendMessageAsync(Prefix, new ArrayContent(body)).AsTask());
         Assert.Contains("127.0.0.1", ex.Message);
         Assert.True(client.IsBroken);
         await Assert.ThrowsAsync<DownstreamException>(() => client.NoopAsync());
@@ -467,7 +467,7 @@ public class DownstreamClientTests
             DataReplyTimeout = TimeSpan.FromMilliseconds(300),
         }, CancellationToken.None);
         var ex = await Assert.ThrowsAsync<DownstreamException>(
-            () => client.SendMessageAsync(Prefix, new ArrayContent("body\r\n"u8.ToArray())));
+            () => client.SendMessageAsync(Prefix, new ArrayContent("body\r\n"u8.ToArray())).AsTask());
         Assert.EndsWith("did not reply within 300ms to end of data", ex.Message);
         await server.AssertScriptSucceededAsync();
     }

@@ -90,7 +90,7 @@ public sealed class DownstreamStreamTests
             Assert.Null(await client.BeginStreamAsync(Prefix));
             await Assert.ThrowsAsync<DownstreamException>(() => client.NoopAsync());
             await Assert.ThrowsAsync<DownstreamException>(() => client.RsetAsync());
-            await Assert.ThrowsAsync<DownstreamException>(() => client.SendMessageAsync(Prefix, content));
+            await Assert.ThrowsAsync<DownstreamException>(() => client.SendMessageAsync(Prefix, content).AsTask());
             content.Visible = 6;
             Assert.Equal(250, (await client.EndStreamAsync(content)).Code);
         }
