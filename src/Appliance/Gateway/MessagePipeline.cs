@@ -95,11 +95,7 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         {
             // Forwarded while it arrived but not delivered as it came (refused, tempfailed, a
             // detection): the downstream never sees its end, so it discards what it got.
-            if (state.Forwarding is { } forwarding)
-            {
-                state.Forwarding = null;
-                forwarding.AbandonStream("not delivered as it arrived");
-            }
+            AbandonForwarded(state, "not delivered as it arrived");
             // A scan that timed out may still be reading the buffer: free it when the scanner lets go.
             state.Buffer = null;
             if (scanFinished.IsCompleted) buffer.Dispose();
@@ -108,16 +104,20 @@ internal sealed class MessagePipeline(GatewayContext ctx, DownstreamLease lease,
         }
     }
 
+    // The message forwarded on the downstream while it arrived, if any, will not be ended there.
+    private static void AbandonForwarded(GatewayTransaction state, string why)
+    {
+        if (state.Forwarding is not { } forwarding) return;
+        state.Forwarding = null;
+        forwarding.AbandonStream(why);
+    }
+
     // The transaction ended without a verdict (RSET, QUIT, a broken connection, refused content).
     public async ValueTask AbortAsync(SmtpSession session, SmtpTransaction tx)
     {
         if (tx.HandlerState is not GatewayTransaction state) return;
-        if (state.Forwarding is { } forwarding)
-        {
-            // The client went away or the content broke a rule: the data forwarded so far never ends.
-            state.Forwarding = null;
-            forwarding.AbandonStream("the client's transaction ended without a message");
-        }
+        // The client went away or the content broke a rule: the data forwarded so far never ends.
+        AbandonForwarded(state, "the client's transaction ended without a message");
         if (!state.Finished && state.Buffer is { } buffer)
         {
             log.Aborted(session, tx, state, buffer.Length);
