@@ -127,8 +127,6 @@ public sealed class MessageLog : IDisposable, ILogTarget
     }
 
     // RFC 3339 with milliseconds and the local offset: 2026-12-06T03:04:05.678+01:00.
-    public static string Timestamp(DateTimeOffset time) => time.ToString(TimestampFormat, CultureInfo.InvariantCulture);
-
     private const string TimestampFormat = "yyyy-MM-dd'T'HH:mm:ss.fffzzz";
 
     private void WriteFile(ReadOnlySpan<byte> bytes, DateOnly today)
@@ -160,19 +158,17 @@ public sealed class MessageLog : IDisposable, ILogTarget
         }
     }
 
-    public static string Format(MessageLogEntry entry) => Format(entry, newline: false);
-
-    // One string per line, the newline included (a line is ~300 characters: no regrowth). The
-    // builder is the thread's own, reused line after line.
-    [ThreadStatic] private static StringBuilder? spareLine;
-
-    private static string Format(MessageLogEntry entry, bool newline)
+    public static string Format(MessageLogEntry entry)
     {
-        var line = FormatInto(entry, newline);
+        var line = FormatInto(entry, newline: false);
         var text = line.ToString();
         Release(line);
         return text;
     }
+
+    // A line is built in the thread's own builder (~300 characters: no regrowth), reused line
+    // after line.
+    [ThreadStatic] private static StringBuilder? spareLine;
 
     // The line in the thread's builder; Release gives it back.
     private static StringBuilder FormatInto(MessageLogEntry entry, bool newline)
